@@ -1,0 +1,3 @@
+from usage_cli.cli import main
+
+main()

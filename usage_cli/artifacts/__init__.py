@@ -1,0 +1,1 @@
+"""Versioned on-disk artifacts shared by the stages (format spec: docs/artifacts.md)."""

@@ -1,0 +1,106 @@
+"""``manifest.json`` beside every stage output: what made it, from what, with which settings."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from usage_cli import __version__
+from usage_cli.artifacts.atomic import write_text_atomic
+from usage_cli.errors import ArtifactError
+
+MANIFEST_NAME = "manifest.json"
+MANIFEST_VERSION = "1.0.0"
+
+# stage name -> the command that produces it (for "run this first" messages)
+PRODUCERS = {
+    "synth": "usage synth",
+    "train-cls": "usage train-cls",
+    "gen-seeds": "usage gen-seeds",
+    "refine-psa": "usage refine-psa",
+    "train-seg": "usage train-seg",
+    "predict-seg": "usage predict-seg",
+    "evaluate": "usage evaluate",
+}
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    """A stable sha256 of a JSON-serialisable config (keys sorted)."""
+    blob = json.dumps(config, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+def input_digest(path: str | Path) -> str:
+    """sha256 of a file input; for a directory input, of its manifest (which pins its contents)."""
+    p = Path(path)
+    if p.is_dir():
+        m = p / MANIFEST_NAME
+        if not m.exists():
+            raise ArtifactError(f"{p}: folder has no {MANIFEST_NAME}; it was not written by a usage stage")
+        return sha256_file(m)
+    return sha256_file(p)
+
+
+def build_manifest(
+    stage: str,
+    config: dict[str, Any],
+    inputs: dict[str, str | Path] | None = None,
+    format_version: str = "1.0.0",
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    inputs = inputs or {}
+    return {
+        "manifest_version": MANIFEST_VERSION,
+        "stage": stage,
+        "format_version": format_version,
+        "tool": "usage",
+        "tool_version": __version__,
+        "config": config,
+        "config_hash": config_hash(config),
+        "inputs": {
+            name: {"path": str(path), "sha256": input_digest(path)} for name, path in inputs.items()
+        },
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        **(extra or {}),
+    }
+
+
+def write_manifest(out_dir: str | Path, manifest: dict[str, Any]) -> Path:
+    path = Path(out_dir) / MANIFEST_NAME
+    write_text_atomic(path, json.dumps(manifest, indent=2, sort_keys=False, default=str) + "\n")
+    return path
+
+
+def read_manifest(path: str | Path, expect_stage: str | tuple[str, ...] | None = None) -> dict[str, Any]:
+    """Read the manifest of an artifact (a folder, or the folder holding a file).
+
+    With ``expect_stage``, a missing manifest or one of another stage is an error naming the
+    command to run first.
+    """
+    p = Path(path)
+    folder = p if p.is_dir() else p.parent
+    mpath = folder / MANIFEST_NAME
+    stages = (expect_stage,) if isinstance(expect_stage, str) else expect_stage
+    hint = f"; run `{PRODUCERS.get(stages[0], stages[0])}` first" if stages else ""
+    if not mpath.exists():
+        raise ArtifactError(f"{mpath}: not found{hint}")
+    try:
+        manifest = json.loads(mpath.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ArtifactError(f"{mpath}: unreadable manifest ({e}){hint}") from e
+    if stages and manifest.get("stage") not in stages:
+        raise ArtifactError(
+            f"{mpath}: is a '{manifest.get('stage')}' output, expected {' or '.join(stages)}{hint}"
+        )
+    return manifest

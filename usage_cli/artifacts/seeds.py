@@ -1,0 +1,199 @@
+"""The seed/CAM store: one versioned HDF5 file (spec in docs/artifacts.md).
+
+Layout::
+
+    seeds.h5                      attrs: encoding-type, encoding-version, producer, complete,
+                                         num_classes, class_names, stride, config, config_hash
+      /<image id>/                attrs: done = 1 (set last)
+          keys   int16 [n]        mask label values (1..K) of the present classes
+          cam    float16 [n,H,W]  one map per key, in [0, 1]
+          size   int32 [2]        original (H, W)
+
+The file is built under ``<name>.partial`` and renamed to its final name only when every image
+is written (``complete`` = True), so an interrupted run never leaves a file that reads as
+complete. The partial file is resumable: groups without ``done`` are rewritten.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from usage_cli import __version__
+from usage_cli.errors import ArtifactError
+
+ENCODING_TYPE = "usage-seeds"
+ENCODING_VERSION = "1.0.0"
+
+
+def _group_name(image_id: str) -> str:
+    return image_id.replace("%", "%25").replace("/", "%2F")
+
+
+def _image_id(group: str) -> str:
+    return group.replace("%2F", "/").replace("%25", "%")
+
+
+def partial_path(path: str | Path) -> Path:
+    p = Path(path)
+    return p.with_name(p.name + ".partial")
+
+
+@dataclass(frozen=True)
+class SeedEntry:
+    keys: np.ndarray  # int, (n,)
+    cam: np.ndarray  # float16, (n, H, W)
+    size: tuple[int, int]
+
+
+def _check_version(path: Path, attrs: Any) -> None:
+    etype = attrs.get("encoding-type")
+    version = str(attrs.get("encoding-version", "?"))
+    producer = attrs.get("producer", "an unknown tool")
+    if etype != ENCODING_TYPE:
+        raise ArtifactError(
+            f"{path}: not a usage seed store (encoding-type={etype!r}); produce one with `usage gen-seeds`"
+        )
+    if version.split(".")[0] != ENCODING_VERSION.split(".")[0]:
+        raise ArtifactError(
+            f"{path}: seed store version {version} (written by {producer}) cannot be read by "
+            f"usage {__version__}, which reads {ENCODING_VERSION.split('.')[0]}.x; regenerate it "
+            f"with `usage gen-seeds` or use the usage version that wrote it"
+        )
+
+
+class SeedWriter:
+    """Writes a seed store incrementally into ``<path>.partial``; :meth:`commit` publishes it."""
+
+    def __init__(self, path: str | Path, attrs: dict[str, Any], resume: bool = True):
+        self.path = Path(path)
+        self.partial = partial_path(self.path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        attrs = {k: (json.dumps(v, sort_keys=True) if isinstance(v, dict | list) else v) for k, v in attrs.items()}
+        self._file = None
+        if resume and self.partial.exists():
+            try:
+                f = h5py.File(self.partial, "a")
+            except OSError:
+                self.partial.unlink()  # corrupt partial file: not trusted, start over
+            else:
+                old = f.attrs.get("config_hash")
+                if old is not None and "config_hash" in attrs and old != attrs["config_hash"]:
+                    f.close()
+                    raise ArtifactError(
+                        f"{self.partial}: an unfinished run with another config is here; "
+                        f"rerun with the same options or pass --force to start over"
+                    )
+                self._file = f
+        elif self.partial.exists():
+            self.partial.unlink()
+        if self._file is None:
+            self._file = h5py.File(self.partial, "w")
+        f = self._file
+        f.attrs["encoding-type"] = ENCODING_TYPE
+        f.attrs["encoding-version"] = ENCODING_VERSION
+        f.attrs["producer"] = f"usage {__version__}"
+        f.attrs["complete"] = False
+        for k, v in attrs.items():
+            f.attrs[k] = v
+
+    def done_ids(self) -> set[str]:
+        return {_image_id(k) for k, g in self._file.items() if g.attrs.get("done", 0) == 1}
+
+    def write(self, image_id: str, keys: Iterable[int], cam: np.ndarray, size: tuple[int, int]) -> None:
+        keys = np.asarray(list(keys), dtype=np.int16)
+        cam = np.asarray(cam)
+        if cam.ndim != 3 or cam.shape[0] != len(keys):
+            raise ValueError(f"cam shape {cam.shape} does not match {len(keys)} keys")
+        name = _group_name(image_id)
+        if name in self._file:
+            del self._file[name]
+        g = self._file.create_group(name)
+        g.create_dataset("keys", data=keys)
+        opts = {"compression": "gzip", "compression_opts": 1, "shuffle": True} if cam.size else {}
+        g.create_dataset("cam", data=cam.astype(np.float16), **opts)
+        g.create_dataset("size", data=np.asarray(size, dtype=np.int32))
+        g.attrs["done"] = 1
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def commit(self) -> Path:
+        """Mark complete, close and rename onto the final path."""
+        self._file.attrs["complete"] = True
+        self._file.close()
+        self._file = None
+        os.replace(self.partial, self.path)
+        return self.path
+
+    def close(self) -> None:
+        """Close without publishing (the partial file stays for a resume)."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def __enter__(self) -> SeedWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class SeedReader:
+    """Reads a complete seed store, refusing other formats, other major versions and partial files."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if not self.path.exists():
+            hint = " (an unfinished run left a .partial file: rerun `usage gen-seeds` to finish it)" if partial_path(self.path).exists() else ""
+            raise ArtifactError(f"{self.path}: seed file not found{hint}; run `usage gen-seeds` first")
+        try:
+            self._file = h5py.File(self.path, "r")
+        except OSError as e:
+            raise ArtifactError(f"{self.path}: not a readable HDF5 file ({e}); rerun `usage gen-seeds`") from e
+        _check_version(self.path, self._file.attrs)
+        if not bool(self._file.attrs.get("complete", False)):
+            raise ArtifactError(f"{self.path}: seed store is incomplete; rerun `usage gen-seeds`")
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        out = {}
+        for k, v in self._file.attrs.items():
+            if isinstance(v, bytes):
+                v = v.decode()
+            if isinstance(v, str) and v[:1] in "[{":
+                try:
+                    v = json.loads(v)
+                except json.JSONDecodeError:
+                    pass
+            out[k] = v.item() if isinstance(v, np.generic) else v
+        return out
+
+    def ids(self) -> list[str]:
+        return sorted(_image_id(k) for k in self._file.keys())
+
+    def __contains__(self, image_id: str) -> bool:
+        return _group_name(image_id) in self._file
+
+    def read(self, image_id: str) -> SeedEntry:
+        name = _group_name(image_id)
+        if name not in self._file:
+            raise ArtifactError(f"{self.path}: no seeds for image '{image_id}'")
+        g = self._file[name]
+        return SeedEntry(keys=g["keys"][()].astype(np.int64), cam=g["cam"][()], size=tuple(int(v) for v in g["size"][()]))
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> SeedReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,65 @@
+"""Reading images and masks with one clear error line per bad file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from usage_cli.errors import DatasetError
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """An RGB image as HxWx3 uint8."""
+    p = Path(path)
+    if not p.exists():
+        raise DatasetError(f"{p}: image not found")
+    try:
+        with Image.open(p) as img:
+            img.load()
+            return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise DatasetError(f"{p}: unreadable or corrupt image ({e})") from e
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(H, W) of an image without decoding its pixels."""
+    p = Path(path)
+    if not p.exists():
+        raise DatasetError(f"{p}: image not found")
+    try:
+        with Image.open(p) as img:
+            w, h = img.size
+            return h, w
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        raise DatasetError(f"{p}: unreadable or corrupt image ({e})") from e
+
+
+def read_mask(path: str | Path, num_classes: int | None = None, ignore_index: int = 255) -> np.ndarray:
+    """A ground-truth mask as HxW uint8 label values; checks the range when K is given."""
+    p = Path(path)
+    if not p.exists():
+        raise DatasetError(f"{p}: mask not found")
+    try:
+        with Image.open(p) as img:
+            if img.mode not in ("P", "L", "I", "I;16"):
+                raise DatasetError(f"{p}: mask has mode {img.mode}; expected a palette or single-channel PNG of label values")
+            arr = np.asarray(img)
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        raise DatasetError(f"{p}: unreadable or corrupt mask ({e})") from e
+    if num_classes is not None:
+        bad = (arr > num_classes) & (arr != ignore_index)
+        if bad.any():
+            raise DatasetError(
+                f"{p}: mask holds label value {int(arr[bad].max())} outside 0..{num_classes} and {ignore_index}"
+            )
+    return arr.astype(np.uint8)
+
+
+def read_image_and_mask(image_path: Path, mask_path: Path, num_classes: int | None = None):
+    img = read_image(image_path)
+    mask = read_mask(mask_path, num_classes)
+    if mask.shape != img.shape[:2]:
+        raise DatasetError(f"{mask_path}: mask size {mask.shape[::-1]} differs from its image {img.shape[1::-1]}")
+    return img, mask
