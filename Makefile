@@ -1,4 +1,5 @@
 # usage: staged WSSS toolkit. `make demo` and `make test` are the two entry points.
+# Every stage is a file target, so `make masks` reruns only what is missing or out of date.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -6,20 +7,29 @@ BIN := $(VENV)/bin
 USAGE := HF_HUB_OFFLINE=1 $(BIN)/usage
 STAMP := $(VENV)/.installed
 
-# --- demo / pipeline variables (override on the command line) ---
+# --- pipeline variables (override on the command line, e.g. `make seeds ROOT=~/data/voc OUT=runs/voc`)
 OUT ?= demo
 DATASET ?= voc
 ROOT ?= $(OUT)/data
+TRAIN_SPLIT ?= train
+EVAL_SPLITS ?= train val
 BACKBONE ?= efficientnet_lite0
 SEG_BACKBONE ?= efficientnet_lite0
 DEVICE ?= cpu
 SYNTH_ARGS ?= --train 96 --val 32 --size 128 --seed 0
-CLS_ARGS ?=
+CLS_ARGS ?= --preset paper --pretrained-local --epochs 6 --batch-size 16 --img-size 128
 SEED_ARGS ?=
-PSA_ARGS ?=
-SEG_ARGS ?=
+PSA_ARGS ?= --preset psa --epochs 3 --batch-size 8 --crop 128
+SEG_ARGS ?= --epochs 6 --batch-size 8 --crop 128
+PRED_ARGS ?= --scales 1.0 --flip
 
-.PHONY: install test lint demo clean-demo data seeds masks seg eval
+CLS := $(OUT)/cls/checkpoint.pt
+SEEDS := $(foreach s,$(EVAL_SPLITS),$(OUT)/seeds-$(s)/seeds.h5)
+MASKS := $(foreach s,$(EVAL_SPLITS),$(OUT)/masks-$(s)/manifest.json)
+SEG := $(OUT)/seg/checkpoint.pt
+PREDS := $(foreach s,$(EVAL_SPLITS),$(OUT)/preds-$(s)/manifest.json)
+
+.PHONY: install test lint demo data cls seeds masks seg preds eval clean-demo
 
 install: $(STAMP)
 
@@ -40,8 +50,45 @@ data: $(ROOT)/manifest.json
 $(ROOT)/manifest.json: | $(STAMP)
 	$(USAGE) synth --out $(ROOT) $(SYNTH_ARGS)
 
-demo: $(STAMP) $(ROOT)/manifest.json
-	$(USAGE) evaluate --dataset $(DATASET) --root $(ROOT) --split val --pred $(ROOT)/VOCdevkit/VOC2012/SegmentationClass --out $(OUT)/metrics-gt.json
+cls: $(CLS)
+$(CLS): $(ROOT)/manifest.json
+	$(USAGE) train-cls --dataset $(DATASET) --root $(ROOT) --split $(TRAIN_SPLIT) --backbone $(BACKBONE) \
+	  --out $(OUT)/cls --device $(DEVICE) $(CLS_ARGS)
+
+seeds: $(SEEDS)
+$(OUT)/seeds-%/seeds.h5: $(CLS)
+	$(USAGE) gen-seeds --ckpt $(CLS) --dataset $(DATASET) --root $(ROOT) --split $* \
+	  --out $(OUT)/seeds-$* --device $(DEVICE) $(SEED_ARGS)
+
+masks: $(MASKS)
+$(OUT)/masks-%/manifest.json: $(OUT)/seeds-%/seeds.h5
+	$(USAGE) refine-psa --seeds $< --dataset $(DATASET) --root $(ROOT) --split $* \
+	  --out $(OUT)/masks-$* --device $(DEVICE) $(PSA_ARGS)
+
+seg: $(SEG)
+$(SEG): $(OUT)/masks-$(TRAIN_SPLIT)/manifest.json
+	$(USAGE) train-seg --masks $(OUT)/masks-$(TRAIN_SPLIT) --dataset $(DATASET) --root $(ROOT) \
+	  --split $(TRAIN_SPLIT) --backbone $(SEG_BACKBONE) --out $(OUT)/seg --device $(DEVICE) $(SEG_ARGS)
+
+preds: $(PREDS)
+$(OUT)/preds-%/manifest.json: $(SEG)
+	$(USAGE) predict-seg --ckpt $(SEG) --dataset $(DATASET) --root $(ROOT) --split $* \
+	  --out $(OUT)/preds-$* --device $(DEVICE) $(PRED_ARGS)
+
+$(OUT)/metrics/%.json:
+	@mkdir -p $(OUT)/metrics
+
+eval: $(SEEDS) $(MASKS) $(PREDS)
+	@mkdir -p $(OUT)/metrics
+	@set -e; for s in $(EVAL_SPLITS); do \
+	  $(USAGE) evaluate --quiet --dataset $(DATASET) --root $(ROOT) --split $$s --pred $(OUT)/seeds-$$s/seeds.h5 --out $(OUT)/metrics/seeds-$$s.json; \
+	  $(USAGE) evaluate --quiet --dataset $(DATASET) --root $(ROOT) --split $$s --pred $(OUT)/masks-$$s --out $(OUT)/metrics/masks-$$s.json; \
+	  $(USAGE) evaluate --quiet --dataset $(DATASET) --root $(ROOT) --split $$s --pred $(OUT)/preds-$$s --out $(OUT)/metrics/preds-$$s.json; \
+	done
+	$(USAGE) report $(OUT)/metrics/*.json
+
+demo: $(STAMP)
+	$(MAKE) eval
 
 clean-demo:
 	rm -rf $(OUT)
