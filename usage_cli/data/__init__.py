@@ -32,12 +32,18 @@ def load_dataset(
     *,
     split_file: str | Path | None = None,
     classes_file: str | Path | None = None,
+    require_images: bool = True,
 ) -> Dataset:
-    """Load the records of ``split`` of dataset ``name`` at ``root``."""
+    """Load the records of ``split`` of dataset ``name`` at ``root``.
+
+    ``require_images=False`` accepts ids whose image file is absent (``evaluate`` reads only masks).
+    """
     _ensure_loaded()
     if name not in _LOADERS:
         raise DatasetError(f"unknown dataset '{name}'; known: {', '.join(sorted(_LOADERS))}")
-    return _LOADERS[name](Path(root), split, split_file=split_file, classes_file=classes_file)
+    return _LOADERS[name](
+        Path(root), split, split_file=split_file, classes_file=classes_file, require_images=require_images
+    )
 
 
 def _ensure_loaded() -> None:
