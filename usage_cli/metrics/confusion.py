@@ -66,5 +66,8 @@ def metrics_from_confusion(mat: np.ndarray, pred_ignored: np.ndarray | None = No
         fpr = np.where(union > 0, fp / union, np.nan)
         fnr = np.where(union > 0, fn / union, np.nan)
     present = union > 0
-    mean = (lambda a: float(np.nanmean(a)) if present.any() else float("nan"))
+
+    def mean(a: np.ndarray) -> float:
+        return float(np.nanmean(a)) if present.any() else float("nan")
+
     return {"iou": iou, "fpr": fpr, "fnr": fnr, "miou": mean(iou), "mfpr": mean(fpr), "mfnr": mean(fnr)}

@@ -1,0 +1,36 @@
+"""``usage evaluate``: mIoU / FPR / FNR of seeds, pseudo masks or predictions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def command(
+    pred: Annotated[Path, typer.Option(help="Folder of label PNGs (<id>.png) or a seeds.h5 file.")],
+    root: Annotated[Path, typer.Option(help="Dataset root.")],
+    dataset: Annotated[str, typer.Option(help="Dataset loader: voc or coco.")] = "voc",
+    split: Annotated[str, typer.Option(help="Split to score.")] = "val",
+    split_file: Annotated[Path | None, typer.Option(help="Explicit split list (bare ids or PSA pairs).")] = None,
+    classes: Annotated[Path | None, typer.Option(help="classes.txt replacing the dataset's class names.")] = None,
+    metric: Annotated[str, typer.Option(help="Comma-separated metrics to show: miou,fpr,fnr.")] = "miou,fpr,fnr",
+    out: Annotated[Path | None, typer.Option(help="Write metrics.json here.")] = None,
+    bg_thresholds: Annotated[str, typer.Option(help="Seeds: background thresholds to sweep, start:stop:step or a list.")] = "0.00:0.95:0.01",
+    bg_threshold: Annotated[float | None, typer.Option(help="Seeds: one fixed background threshold (no tuning on ground truth).")] = None,
+    bg_power: Annotated[float | None, typer.Option(help="Seeds: PSA/IRN background (1-max)^ALPHA instead of a threshold.")] = None,
+    allow_missing: Annotated[bool, typer.Option(help="Count ids without prediction as all background.")] = False,
+    workers: Annotated[int, typer.Option(help="Worker processes for decoding and counting.")] = 2,
+    quiet: Annotated[bool, typer.Option(help="Print only the summary line.")] = False,
+) -> None:
+    """Score predictions against the ground-truth masks: one confusion matrix over the split."""
+    from usage_cli.metrics.report import print_metrics
+    from usage_cli.stages.evaluate import EvaluateConfig, run
+
+    cfg = EvaluateConfig(
+        dataset=dataset, root=root, split=split, pred=pred, split_file=split_file, classes_file=classes,
+        metrics=tuple(m.strip() for m in metric.split(",") if m.strip()), out=out, bg_thresholds=bg_thresholds,
+        bg_threshold=bg_threshold, bg_power=bg_power, allow_missing=allow_missing, workers=workers, quiet=quiet,
+    )  # fmt: skip
+    print_metrics(run(cfg), quiet=quiet)
