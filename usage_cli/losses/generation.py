@@ -1,0 +1,57 @@
+"""Generation loss of USAGE (Eq. 1, 3, 6-8): mapping functions from activation maps to class scores.
+
+``z`` is the activation map of Eq. 2, B x C x h x w (the linear classifier applied at every location).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def _with_background(z: torch.Tensor, bg_const: float) -> torch.Tensor:
+    """Append the constant background channel: B x (C+1) x h x w."""
+    bg = z.new_full((z.shape[0], 1, *z.shape[2:]), float(bg_const))
+    return torch.cat([z, bg], dim=1)
+
+
+def alpha_distribution(z: torch.Tensor, bg_const: float = 0.0) -> torch.Tensor:
+    """Spatial activation distribution (Eq. 7): softmax over C classes + background at each location."""
+    return F.softmax(_with_background(z, bg_const), dim=1)
+
+
+def cam_scores(z: torch.Tensor) -> torch.Tensor:
+    """CAM mapping (Eq. 3): global average of the activation map."""
+    return z.mean(dim=(2, 3))
+
+
+def cm_scores(z: torch.Tensor, tau1: float, bg_const: float = 0.0) -> torch.Tensor:
+    """USAGE mapping (Eq. 8): per class, the average of z weighted by alpha^(1/tau1).
+
+    1. log alpha from a log-softmax over C + 1 channels (stable for any tau1);
+    2. weights alpha^(1/tau1), normalised over locations = softmax of (log alpha / tau1) over h*w;
+    3. weighted sum of z.
+    """
+    log_alpha = F.log_softmax(_with_background(z, bg_const), dim=1)[:, :-1]  # 1.
+    weights = F.softmax(log_alpha.flatten(2) / tau1, dim=-1)  # 2.
+    return (weights * z.flatten(2)).sum(-1)  # 3.
+
+
+def mil_scores(z: torch.Tensor, bg_const: float = 0.0) -> torch.Tensor:
+    """MIL mapping (Eq. 6, Pinheiro & Collobert): alpha-weighted average, no temperature."""
+    return cm_scores(z, 1.0, bg_const)
+
+
+def mapping_scores(z: torch.Tensor, mapping: str, tau1: float, bg_const: float) -> torch.Tensor:
+    if mapping in ("cam", "mct"):
+        return cam_scores(z)
+    if mapping == "mil":
+        return mil_scores(z, bg_const)
+    if mapping == "cm":
+        return cm_scores(z, tau1, bg_const)
+    raise ValueError(f"unknown mapping {mapping!r}")
+
+
+def classification_loss(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Eq. 1 / first term of Eq. 5: (1/|C|) sum_c BCE(y_c, sigmoid(s_c)), averaged over the batch."""
+    return F.binary_cross_entropy_with_logits(scores, targets.to(scores.dtype), reduction="mean")

@@ -1,0 +1,88 @@
+"""The multi-label classifier of USAGE: dense backbone -> 1x1 linear classifier -> activation maps z
+(Eq. 2) -> class scores by the chosen mapping (cam / mil / cm, Eq. 3, 6, 8), or MCTformer's class
+tokens (mct, Eq. 10-11)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from usage_cli.errors import ConfigError
+from usage_cli.losses.generation import mapping_scores
+from usage_cli.models.backbones import build_backbone
+
+MAPPINGS = ("cam", "mil", "cm", "mct")
+
+DEFAULT_MODEL_CONFIG: dict[str, Any] = {
+    "backbone": "deit_s",
+    "num_classes": 20,
+    "mapping": "cm",
+    "tau1": 1.0,
+    "bg_const": 0.0,
+    "img_size": 224,
+    "output_stride": 16,
+}
+
+
+class Classifier(nn.Module):
+    def __init__(self, model_config: dict[str, Any], *, pretrained: bool = False, weights: str | None = None):
+        super().__init__()
+        cfg = {**DEFAULT_MODEL_CONFIG, **model_config}
+        if cfg["mapping"] not in MAPPINGS:
+            raise ConfigError(f"unknown mapping '{cfg['mapping']}'; choose from {', '.join(MAPPINGS)}")
+        if cfg["tau1"] <= 0:
+            raise ConfigError(f"--tau1 must be > 0 (got {cfg['tau1']})")
+        self.model_config = cfg
+        self.mapping = cfg["mapping"]
+        self.num_classes = int(cfg["num_classes"])
+        self.backbone = build_backbone(
+            cfg["backbone"], pretrained=pretrained, weights=weights, img_size=cfg["img_size"],
+            output_stride=cfg["output_stride"], num_class_tokens=self.num_classes if self.mapping == "mct" else 0,
+        )  # fmt: skip
+        if self.mapping == "mct" and self.backbone.family != "transformer":
+            raise ConfigError(f"mapping 'mct' needs a transformer backbone, not {cfg['backbone']}")
+        self.family = self.backbone.family
+        self.feat_drop = nn.Dropout2d(0.0)  # feature-map dropout driven by the adjustment
+        self.head = nn.Conv2d(self.backbone.out_dim, self.num_classes, kernel_size=1, bias=False)
+        nn.init.normal_(self.head.weight, std=0.01)
+
+    def forward(self, x: torch.Tensor, return_attn: bool = False) -> dict[str, torch.Tensor]:
+        need_attn = return_attn or self.mapping == "mct"
+        if self.mapping == "mct":
+            return self._forward_mct(x, return_attn)
+        feat, attn = self.backbone(x, return_attn=True) if need_attn else (self.backbone(x), None)
+        z = self.head(self.feat_drop(feat))  # Eq. 2 at every location
+        out = {"cams": z, "logits": mapping_scores(z, self.mapping, self.model_config["tau1"], self.model_config["bg_const"])}
+        if return_attn:
+            out["attn"] = attn
+        return out
+
+    def _forward_mct(self, x: torch.Tensor, return_attn: bool) -> dict[str, torch.Tensor]:
+        """MCTformer (V1 class-token scores + V2 patch CAM): logits from the class tokens (mean over
+        channels, Eq. 10), patch CAM scores by GAP; seeds from class-to-patch attention."""
+        from usage_cli.models.vit import vit_forward
+
+        bb = self.backbone
+        bb.check_size(x.shape[-2], x.shape[-1])
+        tokens, attn = vit_forward(bb.model, x, return_attn=True)
+        C = self.num_classes
+        h, w = x.shape[-2] // bb.stride, x.shape[-1] // bb.stride
+        feat = tokens[:, C:].transpose(1, 2).reshape(x.shape[0], -1, h, w)
+        z = self.head(self.feat_drop(feat))
+        # class-to-patch attention of the last 3 layers, averaged over heads, summed over layers
+        cls_attn = sum(a[:, :, :C, C:].mean(1) for a in attn[-3:]).reshape(x.shape[0], C, h, w)
+        out = {
+            "cams": z,
+            "logits": tokens[:, :C].mean(-1),
+            "patch_logits": z.mean((2, 3)),
+            "cls_attn": cls_attn,
+        }
+        if return_attn:
+            out["attn"] = attn
+        return out
+
+
+def build_classifier(model_config: dict[str, Any], *, pretrained: bool = False, weights: str | None = None) -> Classifier:
+    return Classifier(model_config, pretrained=pretrained, weights=weights)

@@ -1,0 +1,141 @@
+"""The USAGE classifier task: generation loss (mapping) + lambda * regulariser (aa / gt / oaa).
+
+With ``reg = "aa"`` the student and an EMA teacher are the same network with different drop-path /
+dropout rates; the student's rates move from their start to their end value as the schedule says
+(self-adaptive: by the learning status; linear: by training progress; fixed: at the end value).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from usage_cli.engine.ema import ema_momentum, ema_update
+from usage_cli.losses.generation import classification_loss
+from usage_cli.losses.regularization import (
+    LearningStatus,
+    aa_loss,
+    adjustment_fraction,
+    gt_loss,
+    interpolate_rate,
+    normalise_cam,
+    oaa_loss,
+    oaa_update,
+)
+from usage_cli.models.adjust import set_adjustment, stochastic_eval
+from usage_cli.models.classifier import Classifier
+
+REGULARISERS = ("none", "aa", "gt", "oaa")
+
+
+@dataclass(frozen=True)
+class ClsTaskConfig:
+    reg: str = "aa"
+    lam: float = 0.25
+    tau2: float = 0.1
+    ema: float = 0.99
+    ema_warmup: bool = True
+    aa_schedule: str = "self-adaptive"
+    aa_classes: str = "all"  # "all": C+1 channels in Eq. 9; "present": the image's classes + background
+    teacher_drop_path: float = 0.05
+    teacher_dropout: float = 0.0
+    student_drop_path: tuple[float, float] = (0.05, 0.15)
+    student_dropout: tuple[float, float] = (0.0, 0.01)
+    status_momentum: float = 0.999
+    gt_scale: float = 0.75
+    num_images: int = 0  # for oaa's per-image accumulation
+
+
+class ClassificationTask(nn.Module):
+    def __init__(self, student: Classifier, cfg: ClsTaskConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.student = student
+        self.status = LearningStatus(student.num_classes, cfg.status_momentum)
+        self.teacher = None
+        self.progress = 0.0
+        if cfg.reg == "aa":
+            self.teacher = copy.deepcopy(student)
+            for p in self.teacher.parameters():
+                p.requires_grad_(False)
+            set_adjustment(self.teacher, cfg.teacher_drop_path, cfg.teacher_dropout)
+            set_adjustment(self.student, cfg.student_drop_path[0], cfg.student_dropout[0])
+        if cfg.reg == "oaa":
+            h = w = student.model_config["img_size"] // student.backbone.stride
+            self.register_buffer("oaa_acc", torch.zeros(cfg.num_images, student.num_classes, h, w))
+        self._scores = self._targets = None
+
+    # -- the loss ---------------------------------------------------------------------------
+    def forward(self, batch: dict) -> dict:
+        x, y = batch["image"], batch["label"]
+        out = self.student(x)
+        loss_cls = classification_loss(out["logits"], y)
+        if "patch_logits" in out:  # mct: class-token scores + patch-CAM scores (MCTformer-V2)
+            loss_cls = loss_cls + classification_loss(out["patch_logits"], y)
+        self._scores, self._targets = out["logits"].detach(), y.detach()
+        parts = {"loss_cls": loss_cls}
+        if self.cfg.reg != "none":
+            parts["loss_reg"] = self._regulariser(x, y, out["cams"], batch)
+        loss = loss_cls + self.cfg.lam * parts.get("loss_reg", 0.0)
+        return {"loss": loss, **parts}
+
+    def _regulariser(self, x, y, z, batch) -> torch.Tensor:
+        cfg = self.cfg
+        if cfg.reg == "aa":
+            with torch.no_grad():
+                stochastic_eval(self.teacher)
+                z_t = self.teacher(x)["cams"]
+            return aa_loss(z, z_t, cfg.tau2, self.student.model_config["bg_const"], present=y if cfg.aa_classes == "present" else None)
+        if cfg.reg == "gt":
+            size = [max(self.student.backbone.stride, int(round(s * cfg.gt_scale / self.student.backbone.stride)) * self.student.backbone.stride) for s in x.shape[-2:]]
+            view = F.interpolate(x, size=size, mode="bilinear", align_corners=False).flip(-1)
+            return gt_loss(z, self.student(view)["cams"], flip=True)
+        # oaa: accumulate in the image frame (undo the flip), pull the maps towards the accumulation
+        idx, flip = batch["index"], batch["flip"]
+        cam = normalise_cam(z.detach())
+        cam = torch.where(flip[:, None, None, None], cam.flip(-1), cam)
+        acc = oaa_update(self.oaa_acc[idx], cam * y[..., None, None])
+        self.oaa_acc[idx] = acc
+        target = torch.where(flip[:, None, None, None], acc.flip(-1), acc)
+        return oaa_loss(z, target, y)
+
+    # -- hooks for the loop -----------------------------------------------------------------
+    def on_step_end(self, step: int, total_steps: int) -> None:
+        self.progress = step / max(total_steps, 1)
+        if self._scores is not None:
+            self.status.update(self._scores, self._targets)
+        if self.teacher is None:
+            return
+        ema_update(self.teacher, self.student, ema_momentum(self.cfg.ema, step, self.cfg.ema_warmup))
+        dp, do = self.student_rates()
+        set_adjustment(self.student, dp, do)
+
+    def student_rates(self) -> tuple[float, float]:
+        f = adjustment_fraction(self.cfg.aa_schedule, self.status.fraction(), self.progress)
+        return (
+            interpolate_rate(*self.cfg.student_drop_path, f),
+            interpolate_rate(*self.cfg.student_dropout, f),
+        )
+
+    def epoch_log(self) -> dict:
+        logs = {"learning_status": self.status.value}
+        if self.teacher is not None:
+            dp, do = self.student_rates()
+            logs.update(student_drop_path=dp, student_dropout=do, teacher_drop_path=self.cfg.teacher_drop_path)
+        return logs
+
+    def seed_network(self, which: str) -> Classifier:
+        return self.teacher if which == "teacher" and self.teacher is not None else self.student
+
+    def get_extra_state(self) -> dict:
+        return {"status": self.status.state_dict(), "progress": self.progress}
+
+    def set_extra_state(self, state: dict) -> None:
+        self.status.load_state_dict(state["status"])
+        self.progress = float(state["progress"])
+        if self.teacher is not None:
+            set_adjustment(self.student, *self.student_rates())
