@@ -38,6 +38,10 @@ def init_distributed(device: str = "cpu") -> DistInfo:
     return info
 
 
+def is_main_process() -> bool:
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
 def barrier() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()

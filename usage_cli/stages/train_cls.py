@@ -163,6 +163,10 @@ def run(cfg: TrainClsConfig) -> Path:
     run_config = _jsonable(asdict(cfg), drop=("resume", "quiet", "workers", "out"))
     evaluate = _val_evaluator(cfg, ds.meta.num_classes, student) if cfg.val_split else None
     fit(task, train_set, loop, cfg.out, resume=cfg.resume, run_config=run_config, evaluate=evaluate)
+    from usage_cli.engine.distributed import is_main_process
+
+    if not is_main_process():  # only rank 0 publishes
+        return cfg.out / "checkpoint.pt"
     return _publish(cfg, task, model_config, ds, run_config)
 
 

@@ -1,0 +1,91 @@
+"""Backbones, classifier mappings, adjustable rates, real EfficientNet-Lite0 weights."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from usage_cli.errors import ConfigError
+from usage_cli.models.adjust import current_adjustment, set_adjustment, stochastic_eval
+from usage_cli.models.backbones import backbone_family, build_backbone
+from usage_cli.models.classifier import build_classifier
+
+
+@pytest.mark.parametrize("mapping", ["cam", "mil", "cm", "mct"])
+def test_transformer_classifier_shapes(mapping):
+    m = build_classifier({"backbone": "deit_t", "num_classes": 5, "mapping": mapping, "img_size": 64})
+    out = m(torch.randn(2, 3, 64, 48), return_attn=True)
+    assert out["cams"].shape == (2, 5, 4, 3) and out["logits"].shape == (2, 5)
+    assert len(out["attn"]) == 12
+    prefix = 5 if mapping == "mct" else 1
+    assert out["attn"][0].shape == (2, 3, prefix + 12, prefix + 12)
+    if mapping == "mct":
+        assert out["cls_attn"].shape == (2, 5, 4, 3)
+
+
+def test_cnn_classifier_shapes_and_output_stride():
+    m = build_classifier({"backbone": "efficientnet_lite0", "num_classes": 3, "mapping": "cm", "tau1": 50.0, "img_size": 64})
+    assert m(torch.randn(1, 3, 64, 64))["cams"].shape == (1, 3, 4, 4)  # stride 16
+    m8 = build_classifier({"backbone": "resnet50", "num_classes": 3, "output_stride": 8})
+    assert m8(torch.randn(1, 3, 64, 64))["cams"].shape == (1, 3, 8, 8)
+
+
+def test_bad_inputs_are_clear_errors():
+    with pytest.raises(ConfigError, match="unknown backbone 'vgg_nonsense'; supported: deit_s, deit_t, efficientnet_lite0"):
+        build_backbone("vgg_nonsense")
+    m = build_classifier({"backbone": "deit_t", "num_classes": 2, "img_size": 64})
+    with pytest.raises(ConfigError, match="image size 60x64 is not divisible by the patch size 16"):
+        m(torch.randn(1, 3, 60, 64))
+    with pytest.raises(ConfigError, match="needs a transformer backbone"):
+        build_classifier({"backbone": "resnet50", "num_classes": 2, "mapping": "mct"})
+    with pytest.raises(ConfigError, match="unknown mapping 'gap'"):
+        build_classifier({"backbone": "deit_t", "num_classes": 2, "mapping": "gap"})
+    assert backbone_family("deit_t") == "transformer" and backbone_family("efficientnet_lite0") == "cnn"
+
+
+def test_weights_of_another_architecture_are_refused(tmp_path):
+    other = build_backbone("resnet50").model.state_dict()
+    torch.save(other, tmp_path / "r50.pth")
+    with pytest.raises(ConfigError, match=r"r50\.pth: weights of another architecture"):
+        build_backbone("deit_t", weights=str(tmp_path / "r50.pth"), img_size=64)
+    own = build_backbone("deit_t", img_size=64)
+    torch.save({"model": {"module." + k: v for k, v in own.model.state_dict().items()}}, tmp_path / "deit.pth")
+    again = build_backbone("deit_t", weights=str(tmp_path / "deit.pth"), img_size=64)
+    torch.testing.assert_close(again.model.pos_embed, own.model.pos_embed)
+
+
+@pytest.mark.parametrize("name", ["deit_t", "efficientnet_lite0", "resnet50"])
+def test_adjustment_changes_the_stochastic_behaviour(name):
+    torch.manual_seed(0)
+    m = build_classifier({"backbone": name, "num_classes": 3, "img_size": 64})
+    x = torch.randn(2, 3, 64, 64)
+    m.eval()
+    ref = m(x)["cams"]
+    stochastic_eval(m)
+    set_adjustment(m, 0.0, 0.0)
+    torch.testing.assert_close(m(x)["cams"], ref)  # rates 0: deterministic, BN frozen
+    set_adjustment(m, 0.5, 0.3)
+    assert current_adjustment(m) == (0.5, 0.3)
+    assert not torch.allclose(m(x)["cams"], ref)
+
+
+def test_real_efficientnet_lite0_weights_rank_the_voc_bus_photo_as_school_bus():
+    import timm
+    from PIL import Image
+
+    from conftest import shared_path
+    from usage_cli.models.weights import efficientnet_lite0_state_dict
+
+    jpg = shared_path("voc2012", "VOCdevkit", "VOC2012", "JPEGImages", "2011_000025.jpg")
+    model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    sd = efficientnet_lite0_state_dict(model)
+    assert len(sd) == 247
+    model.load_state_dict(sd, strict=False)
+    model.eval()
+    img = np.asarray(Image.open(jpg).convert("RGB").resize((224, 224), Image.BICUBIC), np.float32) / 255
+    x = (torch.from_numpy(img).permute(2, 0, 1)[None] - 0.5) / 0.5
+    with torch.no_grad():
+        p = model(x).softmax(-1)[0]
+    assert int(p.argmax()) == 779  # ImageNet 'school bus'
+    assert 0.5 < float(p[779]) < 0.9
