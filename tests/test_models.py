@@ -72,9 +72,9 @@ def test_adjustment_changes_the_stochastic_behaviour(name):
 
 def test_real_efficientnet_lite0_weights_rank_the_voc_bus_photo_as_school_bus():
     import timm
+    from conftest import shared_path
     from PIL import Image
 
-    from conftest import shared_path
     from usage_cli.models.weights import efficientnet_lite0_state_dict
 
     jpg = shared_path("voc2012", "VOCdevkit", "VOC2012", "JPEGImages", "2011_000025.jpg")
