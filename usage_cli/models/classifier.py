@@ -86,3 +86,22 @@ class Classifier(nn.Module):
 
 def build_classifier(model_config: dict[str, Any], *, pretrained: bool = False, weights: str | None = None) -> Classifier:
     return Classifier(model_config, pretrained=pretrained, weights=weights)
+
+
+def load_classifier(path, device: str | torch.device = "cpu") -> tuple[Classifier, dict[str, Any]]:
+    """Rebuild the network of a ``usage train-cls`` checkpoint; refuse anything else clearly."""
+    from usage_cli.artifacts.checkpoint import clean_state_dict, load_checkpoint
+    from usage_cli.errors import ArtifactError
+
+    ckpt = load_checkpoint(path)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != "usage-cls-checkpoint":
+        got = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise ArtifactError(f"{path}: not a usage classifier checkpoint (format {got!r}); produce one with `usage train-cls`")
+    if str(ckpt.get("version", "")).split(".")[0] != "1":
+        raise ArtifactError(f"{path}: classifier checkpoint version {ckpt.get('version')} is not readable by this usage (1.x)")
+    try:
+        net = build_classifier(ckpt["model_config"])
+        net.load_state_dict(clean_state_dict(ckpt["model"]))
+    except (RuntimeError, KeyError) as e:
+        raise ArtifactError(f"{path}: checkpoint does not match its architecture {ckpt.get('model_config', {}).get('backbone')!r} ({str(e).splitlines()[0]})") from e
+    return net.to(device).eval(), ckpt

@@ -1,0 +1,44 @@
+"""Seed maps from activation maps: patch-affinity refinement, multi-scale + flip fusion, present
+classes only, per-class max normalisation (as PSA / IRN / MCTformer). Pure tensor functions."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+
+def patch_affinity(attn: Sequence[torch.Tensor], num_prefix: int, layers: int = 12) -> torch.Tensor:
+    """MCTformer's patch-to-patch affinity: attention averaged over heads, summed over the last
+    ``layers`` layers, patch tokens only. ``attn``: per layer B x heads x T x T -> B x N x N."""
+    return sum(a[:, :, num_prefix:, num_prefix:].mean(1) for a in list(attn)[-layers:])
+
+
+def refine_with_affinity(cams: torch.Tensor, affinity: torch.Tensor) -> torch.Tensor:
+    """Propagate activation maps (B x C x h x w) along the patch affinity (B x hw x hw)."""
+    B, C, h, w = cams.shape
+    return torch.bmm(affinity, cams.flatten(2).transpose(1, 2)).transpose(1, 2).reshape(B, C, h, w)
+
+
+def fuse_views(views: Sequence[torch.Tensor], flipped: Sequence[bool], size: tuple[int, int]) -> torch.Tensor:
+    """Sum of C x h_i x w_i maps after undoing each flip and resizing to the image size (H, W)."""
+    total = None
+    for z, f in zip(views, flipped, strict=True):
+        z = z.flip(-1) if f else z
+        z = F.interpolate(z[None], size=size, mode="bilinear", align_corners=False)[0]
+        total = z if total is None else total + z
+    return total
+
+
+def seed_maps(fused: torch.Tensor, keys: Sequence[int], eps: float = 1e-5) -> torch.Tensor:
+    """Keep the classes of ``keys`` (label values 1..K), ReLU, divide each map by its maximum: [0, 1]."""
+    idx = torch.as_tensor([k - 1 for k in keys], dtype=torch.long, device=fused.device)
+    maps = F.relu(fused.index_select(0, idx))
+    return maps / (maps.flatten(1).max(-1).values[:, None, None] + eps)
+
+
+def scaled_size(h: int, w: int, scale: float, multiple: int) -> tuple[int, int]:
+    """Size of a rescaled view, rounded to a multiple of the patch size (transformers) or 1."""
+    m = max(int(multiple), 1)
+    return max(m, int(round(h * scale / m)) * m), max(m, int(round(w * scale / m)) * m)

@@ -1,0 +1,49 @@
+"""Overlay PNGs a person can look at: image | heat map per present class | seed at a threshold."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from usage_cli.artifacts.atomic import atomic_path
+from usage_cli.artifacts.seeds import SeedReader
+from usage_cli.data.io import read_image
+from usage_cli.data.records import voc_palette
+
+
+def jet(x: np.ndarray) -> np.ndarray:
+    """The 'jet' colour map of values in [0, 1] as HxWx3 uint8."""
+    x = np.clip(x, 0, 1)[..., None]
+    r = np.clip(1.5 - np.abs(4 * x - 3), 0, 1)
+    g = np.clip(1.5 - np.abs(4 * x - 2), 0, 1)
+    b = np.clip(1.5 - np.abs(4 * x - 1), 0, 1)
+    return (255 * np.concatenate([r, g, b], -1)).astype(np.uint8)
+
+
+def overlay_panel(image: np.ndarray, cam: np.ndarray, keys: np.ndarray, threshold: float) -> np.ndarray:
+    """One row: the image, one heat map blended on it per class, the arg-max seed (VOC colours)."""
+    tiles = [image]
+    for m in cam.astype(np.float32):
+        tiles.append((0.5 * image + 0.5 * jet(m)).astype(np.uint8))
+    scores = np.concatenate([np.full((1, *image.shape[:2]), threshold, np.float32), cam.astype(np.float32)])
+    label = np.concatenate([[0], keys])[scores.argmax(0)].astype(np.uint8)
+    pal = np.array(voc_palette(), np.uint8).reshape(256, 3)
+    tiles.append(pal[label])
+    return np.concatenate(tiles, axis=1)
+
+
+def write_overlays(seeds: Path, ds, out_dir: Path, count: int, threshold: float) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    by_id = ds.by_id()
+    with SeedReader(seeds) as r:
+        for image_id in r.ids()[:count]:
+            e = r.read(image_id)
+            panel = overlay_panel(read_image(by_id[image_id].image_path), e.cam, e.keys, threshold)
+            path = out_dir / f"{image_id}.png"
+            with atomic_path(path) as tmp:
+                Image.fromarray(panel).save(tmp, format="PNG")
+            written.append(path)
+    return written

@@ -1,0 +1,194 @@
+"""`usage gen-seeds`: seed areas of a trained classifier into a versioned HDF5 store.
+
+Per image: every scale x flip view goes through the classifier (images of one size batched
+together), each view's activation map is optionally refined with the patch-to-patch attention
+affinity (transformers, MCTformer), the views are un-flipped, resized to the image size and summed,
+and the maps of the image's classes are ReLU'd and divided by their maximum.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from usage_cli.artifacts.manifest import build_manifest, config_hash, sha256_file, write_manifest
+from usage_cli.artifacts.seeds import SeedReader, SeedWriter
+from usage_cli.data import load_dataset
+from usage_cli.errors import ConfigError
+from usage_cli.progress import log, make_progress
+
+
+@dataclass(frozen=True)
+class GenSeedsConfig:
+    ckpt: Path
+    dataset: str
+    root: Path
+    split: str
+    out: Path
+    split_file: Path | None = None
+    classes_file: Path | None = None
+    scales: tuple[float, ...] = (1.0, 0.5, 1.5, 2.0)
+    flip: bool = True
+    refine: str = "auto"  # auto | patch-affinity | none
+    affinity_layers: int = 12
+    source: str = "auto"  # auto | cam | attn (mct: class-to-patch attention x CAM)
+    batch_size: int = 8
+    workers: int = 2
+    device: str = "cpu"
+    overlays: int = 8
+    overlay_threshold: float = 0.3
+    force: bool = False
+    quiet: bool = False
+
+
+class _Images(torch.utils.data.Dataset):
+    def __init__(self, records):
+        self.records = records
+
+    def __len__(self):
+        return len(self.records)
+
+    def __getitem__(self, i):
+        from usage_cli.data.io import read_image
+
+        r = self.records[i]
+        return r.id, torch.from_numpy(read_image(r.image_path)), r.labels
+
+
+def _resolve(cfg: GenSeedsConfig, net) -> tuple[str, str]:
+    refine = cfg.refine
+    if refine == "auto":
+        refine = "patch-affinity" if net.family == "transformer" else "none"
+    if refine not in ("patch-affinity", "none"):
+        raise ConfigError(f"unknown --refine '{cfg.refine}'; choose patch-affinity, none or auto")
+    if refine == "patch-affinity" and net.family != "transformer":
+        raise ConfigError(f"--refine patch-affinity needs a transformer classifier, not {net.model_config['backbone']}")
+    source = cfg.source if cfg.source != "auto" else ("attn" if net.mapping == "mct" else "cam")
+    return refine, source
+
+
+@torch.no_grad()
+def views_to_maps(net, images: torch.Tensor, cfg: GenSeedsConfig, refine: str, source: str) -> list[torch.Tensor]:
+    """Fused (not yet normalised) C x H x W maps for a batch of same-size uint8 images (B x H x W x 3)."""
+    from usage_cli.algorithms.fuse import (
+        fuse_views,
+        patch_affinity,
+        refine_with_affinity,
+        scaled_size,
+    )
+
+    mc = net.model_config
+    mean = torch.tensor(mc.get("mean", (0.485, 0.456, 0.406)), device=images.device).view(1, 3, 1, 1)
+    std = torch.tensor(mc.get("std", (0.229, 0.224, 0.225)), device=images.device).view(1, 3, 1, 1)
+    x0 = (images.permute(0, 3, 1, 2).float() / 255.0 - mean) / std
+    H, W = x0.shape[-2:]
+    multiple = net.backbone.stride if net.family == "transformer" else 1
+    views, flips = [], []
+    for s in cfg.scales:
+        x = torch.nn.functional.interpolate(x0, size=scaled_size(H, W, s, multiple), mode="bilinear", align_corners=False)
+        batch = torch.cat([x, x.flip(-1)]) if cfg.flip else x
+        out = net(batch, return_attn=refine == "patch-affinity")
+        z = out["cls_attn"] * torch.relu(out["cams"]) if source == "attn" else out["cams"]
+        if refine == "patch-affinity":
+            z = refine_with_affinity(z, patch_affinity(out["attn"], net.backbone.num_prefix_tokens, cfg.affinity_layers))
+        n = x.shape[0]
+        views.append(z[:n])
+        flips.append(False)
+        if cfg.flip:
+            views.append(z[n:])
+            flips.append(True)
+    return [fuse_views([v[i] for v in views], flips, (H, W)) for i in range(x0.shape[0])]
+
+
+def run(cfg: GenSeedsConfig) -> Path:
+    from usage_cli.algorithms.fuse import seed_maps
+    from usage_cli.engine.distributed import barrier, init_distributed, resolve_device
+    from usage_cli.models.classifier import load_classifier
+
+    # 1. classifier, data, config
+    info = init_distributed(cfg.device)
+    device = resolve_device(cfg.device, info)
+    net, ckpt = load_classifier(cfg.ckpt, device)
+    refine, source = _resolve(cfg, net)
+    ds = load_dataset(cfg.dataset, cfg.root, cfg.split, split_file=cfg.split_file, classes_file=cfg.classes_file)
+    if ds.meta.num_classes != net.num_classes:
+        raise ConfigError(f"{cfg.ckpt}: classifier has {net.num_classes} classes but dataset '{cfg.root}' has {ds.meta.num_classes}")
+    ckpt_sha = sha256_file(cfg.ckpt)
+    config = {**_jsonable(cfg), "refine": refine, "source": source, "checkpoint_sha256": ckpt_sha}
+    attrs = {"config": config, "config_hash": config_hash(config), "num_classes": ds.meta.num_classes, "class_names": list(ds.meta.class_names), "stride": 1}
+    # 2. this rank's ids, skipping finished ones
+    final = cfg.out / "seeds.h5"
+    part = final if not info.enabled else cfg.out / f"seeds.rank{info.rank}.h5"
+    records = list(ds.records)[info.rank :: info.world_size]
+    writer = SeedWriter(part, attrs, resume=not cfg.force)
+    try:
+        done = writer.done_ids()
+        todo = [r for r in records if r.id not in done]
+        if done and info.is_main:
+            log(f"gen-seeds: resuming, {len(done)} images already done", cfg.quiet)
+        _generate(net, todo, cfg, refine, source, writer, seed_maps, device)
+        writer.commit()
+    finally:
+        writer.close()
+    # 3. merge ranks, overlays, manifest
+    barrier()
+    if info.enabled and info.is_main:
+        _merge([cfg.out / f"seeds.rank{r}.h5" for r in range(info.world_size)], final, attrs)
+    barrier()
+    if info.is_main:
+        if cfg.overlays:
+            from usage_cli.artifacts.overlays import write_overlays
+
+            write_overlays(final, ds, cfg.out / "overlays", cfg.overlays, cfg.overlay_threshold)
+        extra = {"num_images": len(ds), "seed_network": ckpt.get("seed_network"), "seeds": "seeds.h5"}
+        write_manifest(cfg.out, build_manifest("gen-seeds", config, inputs={"checkpoint": cfg.ckpt}, extra=extra))
+    return final
+
+
+def _generate(net, todo, cfg, refine, source, writer, seed_maps, device) -> None:
+    loader = torch.utils.data.DataLoader(_Images(todo), batch_size=None, num_workers=cfg.workers if todo else 0)
+    pending: dict[tuple[int, int], list] = {}
+
+    def flush(key):
+        items = pending.pop(key)
+        maps = views_to_maps(net, torch.stack([im for _, im, _ in items]).to(device), cfg, refine, source)
+        for (image_id, im, keys), fused in zip(items, maps, strict=True):
+            cam = seed_maps(fused, keys).cpu().numpy() if keys else np.zeros((0, *im.shape[:2]), np.float32)
+            writer.write(image_id, keys, cam, tuple(im.shape[:2]))
+        writer.flush()
+
+    with make_progress(cfg.quiet) as progress:
+        bar = progress.add_task("gen-seeds", total=len(todo), info="")
+        for image_id, im, keys in loader:
+            key = tuple(im.shape[:2])
+            pending.setdefault(key, []).append((image_id, im, tuple(keys)))
+            if len(pending[key]) >= cfg.batch_size:
+                n = len(pending[key])
+                flush(key)
+                progress.update(bar, advance=n)
+        for key in list(pending):
+            n = len(pending[key])
+            flush(key)
+            progress.update(bar, advance=n)
+
+
+def _merge(parts: list[Path], final: Path, attrs: dict) -> None:
+    with SeedWriter(final, attrs, resume=False) as out:
+        for p in parts:
+            with SeedReader(p) as r:
+                for image_id in r.ids():
+                    e = r.read(image_id)
+                    out.write(image_id, e.keys, e.cam, e.size)
+        out.commit()
+    for p in parts:
+        p.unlink()
+
+
+def _jsonable(cfg: GenSeedsConfig) -> dict:
+    d = asdict(cfg)
+    for k in ("out", "force", "quiet", "workers", "batch_size", "device", "overlays"):
+        d.pop(k)
+    return {k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
