@@ -1,0 +1,152 @@
+"""`usage predict-seg`: label PNGs of a split from a segmentation checkpoint.
+
+Multi-scale + flip fusion of class probabilities (``algorithms.seg_infer``), optional dense CRF in
+worker processes, palette PNGs ``<out>/<id>.png`` (255 never predicted) and a ``manifest.json``
+pinning the checkpoint's sha256. An interrupted run resumes: ids whose PNG exists are skipped
+when the folder's in-progress marker carries the same config and checkpoint digest.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from usage_cli.artifacts.atomic import write_text_atomic
+from usage_cli.artifacts.manifest import (
+    MANIFEST_NAME,
+    build_manifest,
+    config_hash,
+    sha256_file,
+    write_manifest,
+)
+from usage_cli.errors import ArtifactError, ConfigError
+from usage_cli.stages.train_seg import CHECKPOINT_FORMAT, resolve_device
+
+MARKER = ".predict-seg.partial.json"
+CHUNK = 16  # images whose probabilities are held at once for the CRF workers
+
+
+@dataclass(frozen=True)
+class PredictSegConfig:
+    ckpt: Path
+    root: Path
+    out: Path
+    dataset: str = "voc"
+    split: str = "val"
+    split_file: Path | None = None
+    classes_file: Path | None = None
+    scales: tuple[float, ...] = (1.0,)
+    flip: bool = True
+    fuse: str = "mean"
+    crf: bool = False
+    device: str = "auto"
+    workers: int = 2
+    quiet: bool = False
+
+
+def load_segnet(path: Path, device: str = "cpu"):
+    """The network of a ``usage-seg-checkpoint`` (eval mode) and the checkpoint dict."""
+    from usage_cli.artifacts.checkpoint import clean_state_dict, load_checkpoint
+    from usage_cli.models.segnet import build_segnet
+
+    ckpt = load_checkpoint(path)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise ArtifactError(f"{path}: not a segmentation checkpoint (format {ckpt.get('format') if isinstance(ckpt, dict) else '?'}); run `usage train-seg` first")
+    if str(ckpt.get("version", "")).split(".")[0] != "1":
+        raise ArtifactError(f"{path}: segmentation checkpoint version {ckpt.get('version')} is not readable by this usage (1.x); retrain with `usage train-seg`")
+    net = build_segnet(ckpt["model_config"])
+    net.load_state_dict(clean_state_dict(ckpt["model"]))
+    return net.to(device).eval(), ckpt
+
+
+def _config(cfg: PredictSegConfig) -> dict:
+    skip = ("device", "workers", "quiet")
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items() if k not in skip}
+
+
+def _done_ids(out: Path, key: dict) -> set[str]:
+    """Ids already written by an interrupted (or finished) run of the same config and checkpoint."""
+    for name in (MARKER, MANIFEST_NAME):
+        p = out / name
+        if p.exists():
+            try:
+                prev = json.loads(p.read_text())
+            except (OSError, json.JSONDecodeError):
+                continue
+            same = prev.get("config_hash") == key["config_hash"] and prev.get("checkpoint_sha256", prev.get("inputs", {}).get("checkpoint", {}).get("sha256")) == key["checkpoint_sha256"]
+            if same:
+                return {f.stem for f in out.glob("*.png")}
+    return set()
+
+
+def _crf_label(item: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    from usage_cli.algorithms.seg_infer import crf_refine, to_label
+
+    image, probs = item
+    return to_label(crf_refine(image, probs))
+
+
+def run(cfg: PredictSegConfig) -> dict:
+    """Predict every id of the split; returns a summary {"images", "skipped", "out"}."""
+    from usage_cli.data import load_dataset
+
+    if cfg.fuse not in ("mean", "max"):
+        raise ConfigError(f"--fuse must be mean or max, got {cfg.fuse}")
+    device = resolve_device(cfg.device)
+    net, ckpt = load_segnet(cfg.ckpt, device)
+    ds = load_dataset(cfg.dataset, cfg.root, cfg.split, split_file=cfg.split_file, classes_file=cfg.classes_file)
+    if net.model_config["num_classes"] != ds.meta.num_classes + 1:
+        raise ConfigError(
+            f"{cfg.ckpt}: network predicts {net.model_config['num_classes']} labels, dataset {cfg.dataset} has {ds.meta.num_classes + 1}"
+        )
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    config = _config(cfg)
+    key = {"config_hash": config_hash(config), "checkpoint_sha256": sha256_file(cfg.ckpt)}
+    done = _done_ids(out, key)
+    (out / MANIFEST_NAME).unlink(missing_ok=True)
+    write_text_atomic(out / MARKER, json.dumps(key) + "\n")
+    todo = [r for r in ds.records if r.id not in done]
+    _predict_all(net, todo, cfg, device, out)
+    manifest = build_manifest(
+        "predict-seg", config, inputs={"checkpoint": cfg.ckpt}, format_version="1.0.0",
+        extra={"images": len(ds), "class_names": list(ckpt["class_names"]), "train_config": ckpt.get("train_config", {})},
+    )  # fmt: skip
+    write_manifest(out, manifest)
+    (out / MARKER).unlink(missing_ok=True)
+    return {"images": len(ds), "skipped": len(ds) - len(todo), "out": str(out)}
+
+
+def _predict_all(net, records, cfg: PredictSegConfig, device: str, out: Path) -> None:
+    import torch
+
+    from usage_cli.algorithms.seg_infer import fuse_views, to_label
+    from usage_cli.artifacts.labels import write_label_png
+    from usage_cli.data.io import read_image
+    from usage_cli.data.joint_transforms import normalize
+    from usage_cli.progress import make_progress
+
+    use_amp = device == "cuda"
+    with make_progress(cfg.quiet) as progress:
+        bar = progress.add_task(f"predict-seg {cfg.split}", total=len(records), info="")
+        for start in range(0, len(records), CHUNK):
+            chunk, pending = records[start:start + CHUNK], []
+            for rec in chunk:
+                image = read_image(rec.image_path)
+                x = normalize(image)[None].to(device)
+                with torch.inference_mode(), torch.autocast(device_type=torch.device(device).type, enabled=use_amp):
+                    probs = fuse_views(net, x, cfg.scales, cfg.flip, cfg.fuse)
+                if cfg.crf:
+                    pending.append((image, probs.float().cpu().numpy()))
+                else:
+                    write_label_png(out / f"{rec.id}.png", to_label(probs))
+                    progress.update(bar, advance=1)
+            if pending:
+                from usage_cli.algorithms.crf import crf_map
+
+                for rec, label in zip(chunk, crf_map(_crf_label, pending, cfg.workers), strict=True):
+                    write_label_png(out / f"{rec.id}.png", label)
+                    progress.update(bar, advance=1)

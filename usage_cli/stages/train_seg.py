@@ -1,0 +1,131 @@
+"""`usage train-seg`: a DeepLab-style network trained on pseudo masks (label PNGs).
+
+Input: a folder of ``<id>.png`` label maps with a manifest of a label-producing stage
+(``refine-psa``, or ``predict-seg`` for self-training). Output ``<out>/checkpoint.pt`` (format
+``usage-seg-checkpoint``) + ``manifest.json`` pinning the masks' manifest; ``<out>/last.pt`` and
+``log.jsonl`` come from the shared loop (``--resume`` continues from ``last.pt``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from usage_cli.artifacts.manifest import build_manifest, read_manifest, sha256_file, write_manifest
+from usage_cli.errors import ConfigError
+
+CHECKPOINT_FORMAT = "usage-seg-checkpoint"
+CHECKPOINT_VERSION = "1.0.0"
+MASK_STAGES = ("refine-psa", "predict-seg")
+
+
+@dataclass(frozen=True)
+class TrainSegConfig:
+    masks: Path
+    root: Path
+    out: Path
+    dataset: str = "voc"
+    split: str = "train_aug"
+    split_file: Path | None = None
+    classes_file: Path | None = None
+    backbone: str = "resnet101"
+    pretrained: bool = False
+    weights: Path | None = None
+    output_stride: int = 16
+    aspp_channels: int = 256
+    img_size: int = 224  # transformer backbones: size their position embeddings are built for
+    epochs: int = 30
+    batch_size: int = 8
+    crop: int = 321
+    scale: tuple[float, float] = (0.7, 1.3)
+    optimizer: str = "sgd"
+    lr: float = 0.007
+    weight_decay: float = 1e-4
+    head_lr_mult: float = 10.0
+    device: str = "auto"
+    amp: bool = True
+    workers: int = 2
+    seed: int = 0
+    resume: bool = False
+    quiet: bool = False
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def _check(cfg: TrainSegConfig) -> None:
+    if cfg.crop < 16:
+        raise ConfigError(f"--crop must be at least 16, got {cfg.crop}")
+    if cfg.epochs < 1 or cfg.batch_size < 1:
+        raise ConfigError("--epochs and --batch-size must be positive")
+    if not (0 < cfg.scale[0] <= cfg.scale[1]):
+        raise ConfigError(f"scale range must be 0 < low <= high, got {cfg.scale}")
+    if cfg.weights is not None and not Path(cfg.weights).exists():
+        raise ConfigError(f"{cfg.weights}: --weights file not found")
+
+
+def _run_config(cfg: TrainSegConfig) -> dict:
+    """What defines the run (for the manifest and the resume check): no device, workers or quiet."""
+    skip = ("device", "workers", "quiet", "resume")
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items() if k not in skip}
+
+
+def run(cfg: TrainSegConfig) -> Path:
+    """Train; returns the path of the written checkpoint."""
+    from usage_cli.data import load_dataset
+    from usage_cli.engine.loop import LoopConfig, fit
+    from usage_cli.models.segnet import build_segnet, load_backbone_weights
+    from usage_cli.tasks.segmentation import PseudoMaskDataset, SegmentationTask
+
+    _check(cfg)
+    # 1. inputs: the masks' manifest, the split, one mask per id
+    read_manifest(cfg.masks, expect_stage=MASK_STAGES)
+    ds = load_dataset(cfg.dataset, cfg.root, cfg.split, split_file=cfg.split_file, classes_file=cfg.classes_file)
+    train_set = PseudoMaskDataset(ds.records, cfg.masks, ds.meta.num_classes, crop=cfg.crop, scale=cfg.scale)
+    # 2. network
+    model_config = {
+        "backbone": cfg.backbone, "num_classes": ds.meta.num_classes + 1, "output_stride": cfg.output_stride,
+        "aspp_channels": cfg.aspp_channels, "img_size": cfg.img_size,
+    }  # fmt: skip
+    import torch
+
+    torch.manual_seed(cfg.seed)  # the head's initialisation is part of the run
+    net = build_segnet(model_config)
+    source = load_backbone_weights(net, pretrained=cfg.pretrained, weights=str(cfg.weights) if cfg.weights else None)
+    # 3. the shared loop (poly schedule, AMP on CUDA, DDP under torchrun, last.pt)
+    device = resolve_device(cfg.device)
+    loop = LoopConfig(
+        epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, optimizer=cfg.optimizer,
+        weight_decay=cfg.weight_decay, schedule="poly", workers=cfg.workers, device=device, amp=cfg.amp,
+        seed=cfg.seed, quiet=cfg.quiet,
+    )  # fmt: skip
+    run_config = _run_config(cfg)
+    task = fit(SegmentationTask(net, cfg.head_lr_mult), train_set, loop, cfg.out, resume=cfg.resume, run_config=run_config)
+    # 4. final artifact (rank 0 only)
+    out = Path(cfg.out) / "checkpoint.pt"
+    if int(os.environ.get("RANK", "0")) == 0:
+        _write_outputs(cfg, task.net, ds, run_config, source, out)
+    return out
+
+
+def _write_outputs(cfg: TrainSegConfig, net, ds, run_config: dict, source: str, out: Path) -> None:
+    from usage_cli.artifacts.checkpoint import save_checkpoint
+
+    save_checkpoint(out, {
+        "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
+        "model": {k: v.detach().cpu() for k, v in net.state_dict().items()},
+        "model_config": net.model_config, "class_names": list(ds.meta.class_names),
+        "dataset": {"name": cfg.dataset, "split": cfg.split, "root": str(cfg.root), "num_images": len(ds)},
+        "train_config": run_config, "weights_source": source,
+    })  # fmt: skip
+    manifest = build_manifest(
+        "train-seg", run_config, inputs={"masks": cfg.masks}, format_version=CHECKPOINT_VERSION,
+        extra={"artifact": out.name, "artifact_sha256": sha256_file(out), "weights_source": source},
+    )  # fmt: skip
+    write_manifest(cfg.out, manifest)
