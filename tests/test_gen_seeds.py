@@ -1,0 +1,166 @@
+"""`usage gen-seeds`: fusion properties, round trip from a checkpoint, resume, refusal of bad inputs."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from usage_cli.algorithms.fuse import (
+    fuse_views,
+    patch_affinity,
+    refine_with_affinity,
+    scaled_size,
+    seed_maps,
+)
+from usage_cli.artifacts.checkpoint import save_checkpoint
+from usage_cli.artifacts.seeds import SeedReader, partial_path
+from usage_cli.cli import app
+from usage_cli.data import load_dataset
+from usage_cli.errors import ArtifactError, ConfigError
+from usage_cli.models.classifier import build_classifier
+from usage_cli.stages.gen_seeds import GenSeedsConfig, run
+
+
+def test_fusion_is_flip_invariant_for_a_symmetric_input():
+    z = torch.rand(3, 4, 5)
+    z = z + z.flip(-1)  # flip-symmetric map
+    both = fuse_views([z, z.flip(-1)], [False, True], (8, 10))
+    single = fuse_views([z], [False], (8, 10))
+    torch.testing.assert_close(both, 2 * single)
+    # an asymmetric view seen flipped is un-flipped before summing
+    a = torch.rand(1, 4, 5)
+    torch.testing.assert_close(fuse_views([a.flip(-1)], [True], (4, 5)), fuse_views([a], [False], (4, 5)))
+
+
+def test_seed_maps_keep_present_classes_normalised():
+    fused = torch.tensor([[[1.0, 2.0]], [[-1.0, 4.0]], [[3.0, 0.5]]])
+    m = seed_maps(fused, [1, 3])
+    assert m.shape == (2, 1, 2)
+    torch.testing.assert_close(m, torch.tensor([[[0.5, 1.0]], [[1.0, 1 / 6]]]), atol=1e-4, rtol=0)
+    assert seed_maps(torch.full((2, 2, 2), -1.0), [2]).max() == 0  # no activation stays 0
+
+
+def test_identity_affinity_leaves_cams_unchanged():
+    cams = torch.rand(2, 3, 4, 5)
+    eye = torch.eye(20).expand(2, 20, 20)
+    torch.testing.assert_close(refine_with_affinity(cams, eye), cams)
+    attn = [torch.softmax(torch.randn(2, 3, 21, 21), -1) for _ in range(4)]
+    aff = patch_affinity(attn, num_prefix=1, layers=2)
+    assert aff.shape == (2, 20, 20)
+    torch.testing.assert_close(aff, attn[-1][:, :, 1:, 1:].mean(1) + attn[-2][:, :, 1:, 1:].mean(1))
+    assert scaled_size(375, 500, 0.5, 16) == (192, 256) and scaled_size(10, 10, 0.1, 16) == (16, 16)
+
+
+@pytest.fixture(scope="module")
+def ckpt(synth_root, tmp_path_factory):
+    torch.manual_seed(0)
+    mc = {"backbone": "deit_t", "num_classes": 6, "mapping": "cm", "img_size": 32}
+    net = build_classifier(mc)
+    path = tmp_path_factory.mktemp("cls") / "checkpoint.pt"
+    save_checkpoint(path, {"format": "usage-cls-checkpoint", "version": "1.0.0", "model": net.state_dict(), "model_config": net.model_config, "seed_network": "student"})
+    return path
+
+
+def _cfg(ckpt, root, out, **kw):
+    return GenSeedsConfig(ckpt=ckpt, dataset="voc", root=root, split="val", out=out, scales=(1.0, 0.5), workers=0, overlays=2, quiet=True, **kw)
+
+
+def test_round_trip_keys_shapes_manifest_overlays(ckpt, synth_root, tmp_path):
+    path = run(_cfg(ckpt, synth_root, tmp_path / "s"))
+    ds = load_dataset("voc", synth_root, "val")
+    with SeedReader(path) as r:
+        assert r.ids() == [x.id for x in ds.records]
+        assert r.attrs["config"]["refine"] == "patch-affinity"
+        for rec in ds.records:
+            e = r.read(rec.id)
+            assert tuple(e.keys) == rec.labels and e.cam.shape == (len(rec.labels), 64, 64)
+            if len(e.keys):
+                peaks = e.cam.reshape(len(e.keys), -1).max(1).astype(np.float32)
+                assert e.cam.min() >= 0 and all(abs(p - 1) < 1e-3 or p == 0 for p in peaks)  # 0: never activated
+    m = json.loads((tmp_path / "s" / "manifest.json").read_text())
+    assert m["stage"] == "gen-seeds" and m["inputs"]["checkpoint"]["sha256"]
+    assert len(list((tmp_path / "s" / "overlays").glob("*.png"))) == 2
+
+
+def test_resume_skips_done_ids_and_killed_run_is_not_complete(ckpt, synth_root, tmp_path, monkeypatch):
+    import usage_cli.stages.gen_seeds as gs
+
+    calls = {"n": 0}
+    real = gs.views_to_maps
+
+    def counting(net, images, *a):
+        calls["n"] += images.shape[0]
+        if calls["n"] > 3:
+            raise KeyboardInterrupt  # killed after 3 images
+        return real(net, images, *a)
+
+    monkeypatch.setattr(gs, "views_to_maps", counting)
+    out = tmp_path / "s"
+    with pytest.raises(KeyboardInterrupt):
+        run(_cfg(ckpt, synth_root, out, batch_size=1))
+    assert not (out / "seeds.h5").exists() and partial_path(out / "seeds.h5").exists()
+    with pytest.raises(ArtifactError):
+        SeedReader(out / "seeds.h5")
+    calls["n"] = -100
+    run(_cfg(ckpt, synth_root, out, batch_size=1))
+    assert calls["n"] == -100 + 3  # 6 val images, 3 were done
+    with SeedReader(out / "seeds.h5") as r:
+        assert len(r.ids()) == 6
+
+
+def test_config_mismatch_and_force(ckpt, synth_root, tmp_path):
+    out = tmp_path / "s"
+    out.mkdir()
+    with h5py.File(partial_path(out / "seeds.h5"), "w") as f:
+        f.attrs["config_hash"] = "something else"
+    with pytest.raises(ArtifactError, match="another config"):
+        run(_cfg(ckpt, synth_root, out))
+    run(_cfg(ckpt, synth_root, out, force=True))
+    assert (out / "seeds.h5").exists()
+
+
+def test_bad_checkpoints_are_refused(ckpt, synth_root, tmp_path):
+    torch.save({"format": "something", "model": {}}, tmp_path / "other.pt")
+    res = CliRunner().invoke(app, ["gen-seeds", "--ckpt", str(tmp_path / "other.pt"), "--root", str(synth_root), "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2 and "not a usage classifier checkpoint" in res.output
+    bad = torch.load(ckpt, weights_only=True)
+    bad["model_config"] = {**bad["model_config"], "backbone": "efficientnet_lite0"}
+    torch.save(bad, tmp_path / "mismatch.pt")
+    with pytest.raises(ArtifactError, match="does not match its architecture 'efficientnet_lite0'"):
+        run(_cfg(tmp_path / "mismatch.pt", synth_root, tmp_path / "o"))
+    with pytest.raises(ConfigError, match="needs a transformer"):
+        cnn = build_classifier({"backbone": "resnet50", "num_classes": 6, "img_size": 32})
+        save_checkpoint(tmp_path / "cnn.pt", {"format": "usage-cls-checkpoint", "version": "1.0.0", "model": cnn.state_dict(), "model_config": cnn.model_config})
+        run(_cfg(tmp_path / "cnn.pt", synth_root, tmp_path / "o", refine="patch-affinity"))
+
+
+def test_two_ranks_merge_equals_single_process(ckpt, synth_root, tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    single = run(_cfg(ckpt, synth_root, tmp_path / "one", batch_size=1))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+        "--master_port", str(port), "-m", "usage_cli", "gen-seeds", "--ckpt", str(ckpt), "--root", str(synth_root),
+        "--split", "val", "--out", str(tmp_path / "two"), "--scales", "1.0,0.5", "--workers", "0", "--batch-size", "1",
+        "--overlays", "0", "--quiet",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["manifest.json", "seeds.h5"]  # rank parts merged away
+    with SeedReader(single) as a, SeedReader(tmp_path / "two" / "seeds.h5") as b:
+        assert a.ids() == b.ids()
+        for i in a.ids():
+            ea, eb = a.read(i), b.read(i)
+            assert (ea.keys == eb.keys).all()
+            np.testing.assert_allclose(ea.cam.astype(np.float32), eb.cam.astype(np.float32), atol=2e-3)
