@@ -98,12 +98,22 @@ def _conv_bn_relu(cin: int, cout: int, k: int = 1, dilation: int = 1) -> nn.Sequ
     )
 
 
+def _sep_conv_bn_relu(cin: int, cout: int, dilation: int = 1) -> nn.Sequential:
+    """Depthwise-separable 3x3 (DeepLab-v3+): depthwise dilated 3x3, then pointwise 1x1."""
+    return nn.Sequential(
+        nn.Conv2d(cin, cin, 3, padding=dilation, dilation=dilation, groups=cin, bias=False),
+        nn.BatchNorm2d(cin),
+        nn.ReLU(inplace=True),
+        _conv_bn_relu(cin, cout, 1),
+    )
+
+
 class ASPP(nn.Module):
-    """DeepLab-v3 atrous spatial pyramid pooling: 1x1, three dilated 3x3, image pooling, projection."""
+    """DeepLab-v3+ atrous spatial pyramid pooling: 1x1, three separable dilated 3x3, image pooling, projection."""
 
     def __init__(self, cin: int, cout: int, rates: tuple[int, ...]):
         super().__init__()
-        self.branches = nn.ModuleList([_conv_bn_relu(cin, cout, 1)] + [_conv_bn_relu(cin, cout, 3, r) for r in rates])
+        self.branches = nn.ModuleList([_conv_bn_relu(cin, cout, 1)] + [_sep_conv_bn_relu(cin, cout, r) for r in rates])
         # no BatchNorm on the 1x1 pooled branch: it would fail at batch size 1
         self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(cin, cout, 1), nn.ReLU(inplace=True))
         self.project = nn.Sequential(_conv_bn_relu(cout * (len(rates) + 2), cout, 1), nn.Dropout(0.1))
@@ -134,7 +144,7 @@ class SegNet(nn.Module):
         self.aspp = ASPP(self.encoder.out_dim, ch, rates)
         self.low_proj = _conv_bn_relu(self.encoder.low_dim, 48, 1) if self.encoder.low_dim else None
         fuse_in = ch + (48 if self.low_proj is not None else 0)
-        self.decoder = nn.Sequential(_conv_bn_relu(fuse_in, ch, 3), _conv_bn_relu(ch, ch, 3))
+        self.decoder = nn.Sequential(_sep_conv_bn_relu(fuse_in, ch), _sep_conv_bn_relu(ch, ch))
         self.classifier = nn.Conv2d(ch, int(model_config["num_classes"]), 1)
 
     def head_parameters(self) -> list[nn.Parameter]:
@@ -146,7 +156,8 @@ class SegNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = x.shape[-2:]
-        low, high = self.encoder(x)
+        # channels-last: up to 15x faster on CPU for tf_efficientnet's padded depthwise convs
+        low, high = self.encoder(x.contiguous(memory_format=torch.channels_last))
         y = self.aspp(high)
         if self.low_proj is not None and low is not None:
             y = F.interpolate(y, size=low.shape[-2:], mode="bilinear", align_corners=False)
@@ -160,7 +171,7 @@ def build_segnet(model_config: dict[str, Any]) -> SegNet:
     for key in ("backbone", "num_classes"):
         if key not in model_config:
             raise ConfigError(f"segmentation model config lacks '{key}'")
-    return SegNet(model_config)
+    return SegNet(model_config).to(memory_format=torch.channels_last)
 
 
 def load_backbone_weights(net: SegNet, *, pretrained: bool = False, weights: str | None = None) -> str:
