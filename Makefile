@@ -17,10 +17,10 @@ BACKBONE ?= efficientnet_lite0
 SEG_BACKBONE ?= efficientnet_lite0
 DEVICE ?= cpu
 SYNTH_ARGS ?= --train 96 --val 32 --size 128 --seed 0
-CLS_ARGS ?= --preset paper --pretrained-local --epochs 6 --batch-size 16 --img-size 128
-SEED_ARGS ?=
+CLS_ARGS ?= --preset paper --pretrained --epochs 8 --batch-size 16 --img-size 128 --lr 0.01 --aug light --val-split val
+SEED_ARGS ?= --scales 1.0,0.5,1.5 --overlays 8
 PSA_ARGS ?= --preset psa --epochs 3 --batch-size 8 --crop 128
-SEG_ARGS ?= --epochs 6 --batch-size 8 --crop 128
+SEG_ARGS ?= --pretrained --epochs 8 --batch-size 8 --crop 128 --lr 0.01
 PRED_ARGS ?= --scales 1.0 --flip
 
 CLS := $(OUT)/cls/checkpoint.pt
@@ -74,9 +74,6 @@ preds: $(PREDS)
 $(OUT)/preds-%/manifest.json: $(SEG)
 	$(USAGE) predict-seg --ckpt $(SEG) --dataset $(DATASET) --root $(ROOT) --split $* \
 	  --out $(OUT)/preds-$* --device $(DEVICE) $(PRED_ARGS)
-
-$(OUT)/metrics/%.json:
-	@mkdir -p $(OUT)/metrics
 
 eval: $(SEEDS) $(MASKS) $(PREDS)
 	@mkdir -p $(OUT)/metrics

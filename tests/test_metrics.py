@@ -107,3 +107,25 @@ def test_power_background():
     a = np.array([2, 3, 4])
     # (1-m)^1: 0.1, 0.7, 0.4 -> fg, bg, fg
     assert power_prediction(m, a, 1.0).tolist() == [2, 0, 4]
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(2, 8), st.integers(0, 2**31 - 1))
+def test_uint8_fast_path_equals_the_general_path(n, seed):
+    rng = np.random.default_rng(seed)
+    gt = rng.integers(0, n, 300).astype(np.uint8)
+    pred = rng.integers(0, n, 300).astype(np.uint8)
+    gt[rng.random(300) < 0.1] = 255
+    pred[rng.random(300) < 0.1] = 255
+    fast, slow = ConfusionMatrix(n), ConfusionMatrix(n)
+    fast.update(pred, gt)
+    slow.update(pred.astype(np.int64), gt.astype(np.int64))
+    assert (fast.mat == slow.mat).all() and (fast.pred_ignored == slow.pred_ignored).all()
+
+
+def test_uint8_fast_path_range_errors():
+    cm = ConfusionMatrix(3)
+    with pytest.raises(ValueError, match="predicted label 9 outside 0..2"):
+        cm.update(np.array([9], np.uint8), np.array([1], np.uint8))
+    with pytest.raises(ValueError, match="ground-truth label 4 outside 0..2"):
+        cm.update(np.array([1], np.uint8), np.array([4], np.uint8))

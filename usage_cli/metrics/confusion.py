@@ -29,6 +29,9 @@ class ConfusionMatrix:
         gt = np.asarray(gt).ravel()
         if pred.shape != gt.shape:
             raise ValueError(f"prediction has {pred.size} pixels, ground truth {gt.size}")
+        if pred.dtype == np.uint8 and gt.dtype == np.uint8:
+            self._update_uint8(pred, gt)
+            return
         valid = gt != self.ignore_index
         gt = gt[valid].astype(np.int64)
         pred = pred[valid].astype(np.int64)
@@ -41,6 +44,21 @@ class ConfusionMatrix:
         if pred.size and pred.max() >= self.n:
             raise ValueError(f"predicted label {pred.max()} outside 0..{self.n - 1} (and not {self.ignore_index})")
         self.mat += np.bincount(gt * self.n + pred, minlength=self.n * self.n).reshape(self.n, self.n)
+
+    def _update_uint8(self, pred: np.ndarray, gt: np.ndarray) -> None:
+        """Fast path for label maps: one bincount over the 256 x 256 (gt, pred) pairs."""
+        table = np.bincount((gt.astype(np.uint16) << 8) | pred, minlength=65536).reshape(256, 256)
+        table[self.ignore_index] = 0  # ignored ground truth
+        bad_gt = table[self.n :].sum(1)
+        if bad_gt.any():
+            raise ValueError(f"ground-truth label {self.n + int(np.nonzero(bad_gt)[0].max())} outside 0..{self.n - 1}")
+        rows = table[: self.n]
+        outside = rows[:, self.n :].sum(0)
+        outside[self.ignore_index - self.n] = 0
+        if outside.any():
+            raise ValueError(f"predicted label {self.n + int(np.nonzero(outside)[0].max())} outside 0..{self.n - 1} (and not {self.ignore_index})")
+        self.pred_ignored += rows[:, self.ignore_index]
+        self.mat += rows[:, : self.n]
 
     def merge(self, other: ConfusionMatrix) -> ConfusionMatrix:
         self.mat += other.mat
