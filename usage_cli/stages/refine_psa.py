@@ -1,0 +1,343 @@
+"""`usage refine-psa`: seeds -> pseudo masks with PSA's AffinityNet and random walk.
+
+1. Confident labels (``<out>/confident/<id>.png``) of the training split: seeds with a low and a
+   high background power, each refined by a dense CRF in a process pool, the band between ignored.
+2. AffinityNet trained on them with the shared loop (``<out>/affinity-train/``: ``last.pt``,
+   ``log.jsonl``), published as ``<out>/affinity.pt`` (or ``--aff-out``). An ``affinity.pt`` of the
+   same training settings and seeds is reused.
+3. Random walk of every inference-split seed map (+ background channel) with the predicted
+   affinities; argmax at the original size -> ``<out>/<id>.png``; then ``<out>/manifest.json``.
+
+Presets: ``psa`` (la 4 / ha 32, beta 8, logt 8, background ``(1 - max)^16``) and ``mctformer``
+(la 1 / ha 12, beta 8, logt 6, constant background 0.39; what USAGE used). Any value can be set.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+
+import numpy as np
+
+from usage_cli.artifacts.atomic import write_text_atomic
+from usage_cli.artifacts.manifest import (
+    MANIFEST_NAME,
+    build_manifest,
+    config_hash,
+    sha256_file,
+    write_manifest,
+)
+from usage_cli.errors import ArtifactError, ConfigError
+from usage_cli.progress import log, make_progress
+
+FORMAT = "usage-aff-checkpoint"
+VERSION = "1.0.0"
+PRESETS = {
+    "psa": {"crf_la": 4.0, "crf_ha": 32.0, "beta": 8.0, "logt": 8, "bg_mode": "power", "bg_power": 16.0, "bg_const": 0.39},
+    "mctformer": {"crf_la": 1.0, "crf_ha": 12.0, "beta": 8.0, "logt": 6, "bg_mode": "const", "bg_power": 16.0, "bg_const": 0.39},
+}
+CHUNK = 64  # images whose seed maps are held at once for the CRF workers
+MARKER = ".refine-psa.partial"  # in <out> while masks are being written: the key of that run
+
+
+@dataclass(frozen=True)
+class RefinePsaConfig:
+    seeds: Path
+    dataset: str
+    root: Path
+    split: str
+    out: Path
+    split_file: Path | None = None
+    classes_file: Path | None = None
+    infer_split: str | None = None  # default: the training split
+    infer_split_file: Path | None = None
+    preset: str = "mctformer"
+    crf_la: float | None = None  # None: from the preset
+    crf_ha: float | None = None
+    beta: float | None = None
+    logt: int | None = None
+    bg_mode: str | None = None  # power | const
+    bg_power: float | None = None
+    bg_const: float | None = None
+    crf: bool = True
+    radius: int = 5
+    backbone: str = "resnet50"
+    pretrained: bool = False
+    weights: Path | None = None
+    img_size: int = 224
+    epochs: int = 5
+    batch_size: int = 8
+    crop: int = 448
+    scale: tuple[float, float] = (0.7, 1.3)
+    lr: float = 0.01
+    weight_decay: float = 5e-4
+    head_lr_mult: float = 10.0
+    walk: str = "auto"  # auto | dense | local
+    aff_out: Path | None = None
+    device: str = "auto"
+    amp: bool = True
+    workers: int = 2
+    seed: int = 0
+    resume: bool = False
+    quiet: bool = False
+
+
+def resolve(cfg: RefinePsaConfig) -> RefinePsaConfig:
+    """Fill the unset walk / label settings from the preset and check every value."""
+    if cfg.preset not in PRESETS:
+        raise ConfigError(f"--preset must be one of {', '.join(PRESETS)}, got {cfg.preset!r}")
+    preset = PRESETS[cfg.preset]
+    cfg = replace(cfg, **{k: v for k, v in preset.items() if getattr(cfg, k) is None})
+    checks = [
+        (cfg.bg_mode in ("power", "const"), f"--bg-mode must be power or const, got {cfg.bg_mode!r}"),
+        (cfg.walk in ("auto", "dense", "local"), f"--walk must be auto, dense or local, got {cfg.walk!r}"),
+        (0 < cfg.crf_la <= cfg.crf_ha, f"need 0 < --crf-la <= --crf-ha, got {cfg.crf_la} / {cfg.crf_ha}"),
+        (cfg.beta > 0 and 0 <= cfg.logt <= 12, f"need --beta > 0 and 0 <= --logt <= 12, got {cfg.beta} / {cfg.logt}"),
+        (0 <= cfg.bg_const <= 1 and cfg.bg_power > 0, "need 0 <= --bg-const <= 1 and --bg-power > 0"),
+        (2 <= cfg.radius <= 16, f"--radius must be in 2..16, got {cfg.radius}"),
+        (cfg.epochs >= 1 and cfg.batch_size >= 1, "--epochs and --batch-size must be positive"),
+        (0 < cfg.scale[0] <= cfg.scale[1], f"scale range must be 0 < low <= high, got {cfg.scale}"),
+        (cfg.weights is None or Path(cfg.weights).exists(), f"{cfg.weights}: --weights file not found"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+    return cfg
+
+
+def _plain(cfg: RefinePsaConfig, keep: tuple[str, ...] | None = None) -> dict:
+    skip = ("device", "workers", "quiet", "resume", "aff_out")
+    names = [f.name for f in fields(cfg) if f.name not in skip and (keep is None or f.name in keep)]
+    d = asdict(cfg)
+    return {k: (str(d[k]) if isinstance(d[k], Path) else d[k]) for k in names}
+
+
+LABEL_KEYS = ("dataset", "root", "split", "split_file", "classes_file", "crf_la", "crf_ha", "crf")
+TRAIN_KEYS = LABEL_KEYS + (
+    "radius", "backbone", "pretrained", "weights", "img_size", "epochs", "batch_size", "crop", "scale", "lr",
+    "weight_decay", "head_lr_mult", "seed",
+)  # fmt: skip
+
+
+def run(cfg: RefinePsaConfig) -> dict:
+    """Run the three steps; returns {"images", "out", "affinity", "trained"}."""
+    from usage_cli.artifacts.seeds import SeedReader
+    from usage_cli.data import load_dataset
+
+    cfg = resolve(cfg)
+    out = Path(cfg.out)
+    # 1. inputs: the split(s) and seeds covering them
+    train_ds = load_dataset(cfg.dataset, cfg.root, cfg.split, split_file=cfg.split_file, classes_file=cfg.classes_file)
+    if cfg.infer_split is None and cfg.infer_split_file is None:
+        infer_ds = train_ds
+    else:
+        infer_ds = load_dataset(cfg.dataset, cfg.root, cfg.infer_split or cfg.split, split_file=cfg.infer_split_file, classes_file=cfg.classes_file)
+    with SeedReader(cfg.seeds) as reader:  # a missing or incomplete store is an error naming gen-seeds
+        seeds_sha = sha256_file(cfg.seeds)
+        check_seeds(reader, cfg.seeds, train_ds)
+        if infer_ds is not train_ds:
+            check_seeds(reader, cfg.seeds, infer_ds)
+        # 2. confident labels, 3. AffinityNet, 4. random walk
+        label_dir = make_confident_labels(cfg, train_ds, reader, {"seeds_sha256": seeds_sha, **_plain(cfg, LABEL_KEYS)})
+        aff_path, trained = train_or_reuse(cfg, train_ds, label_dir, {"seeds_sha256": seeds_sha, **_plain(cfg, TRAIN_KEYS)})
+        config = _plain(cfg)
+        key = {"config_hash": config_hash(config), "seeds_sha256": seeds_sha, "affinity_sha256": sha256_file(aff_path)}
+        refine_split(cfg, infer_ds, reader, aff_path, key)
+    # 5. manifest
+    manifest = build_manifest(
+        "refine-psa", config, inputs={"seeds": cfg.seeds}, format_version=VERSION,
+        extra={"images": len(infer_ds), "split": infer_ds.split, "class_names": list(infer_ds.meta.class_names),
+               "affinity": str(aff_path), "affinity_sha256": key["affinity_sha256"], "affinity_trained_now": trained},
+    )  # fmt: skip
+    write_manifest(out, manifest)
+    (out / MARKER).unlink(missing_ok=True)
+    return {"images": len(infer_ds), "out": str(out), "affinity": str(aff_path), "trained": trained}
+
+
+def check_seeds(reader, path: Path, ds) -> None:
+    """The seed store must be of this dataset's classes and cover every id of the split."""
+    attrs = reader.attrs
+    k = attrs.get("num_classes")
+    if k is not None and int(k) != ds.meta.num_classes:
+        raise ArtifactError(f"{path}: seeds are of {k} classes but dataset {ds.meta.name} has {ds.meta.num_classes}; rerun `usage gen-seeds` on this dataset")
+    have = set(reader.ids())
+    missing = [r.id for r in ds.records if r.id not in have]
+    if missing:
+        raise ArtifactError(
+            f"{path}: no seeds for {len(missing)} of {len(ds)} ids of split '{ds.split}' (first: {missing[0]}); "
+            f"the seeds were made for another split — run `usage gen-seeds --split {ds.split}`"
+        )
+
+
+def _confident_job(job: tuple) -> None:
+    """One image's confident label, written as a PNG (runs in a CRF worker process)."""
+    from usage_cli.algorithms.affinity import confident_label_for_image
+    from usage_cli.artifacts.labels import write_label_png
+    from usage_cli.data.io import read_image
+
+    image_path, cams, keys, out_path, la, ha, crf = job
+    image = read_image(image_path)
+    if image.shape[:2] != cams.shape[1:]:
+        raise ArtifactError(f"seeds of {Path(out_path).stem} are {cams.shape[1:]} but image {image_path} is {image.shape[:2]}; the seeds belong to other images")
+    write_label_png(out_path, confident_label_for_image(image, cams.astype(np.float32), keys, la, ha, {} if crf else None))
+
+
+def make_confident_labels(cfg: RefinePsaConfig, ds, reader, key: dict) -> Path:
+    """Write ``<out>/confident/<id>.png`` for the training split (kept across runs of the same key)."""
+    from usage_cli.algorithms.crf import crf_map
+
+    label_dir = Path(cfg.out) / "confident"
+    key_path = label_dir / "key.json"
+    same = key_path.exists() and json.loads(key_path.read_text()) == key
+    if not same and label_dir.exists():
+        for p in label_dir.glob("*.png"):
+            p.unlink()
+    label_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(key_path, json.dumps(key, sort_keys=True) + "\n")
+    todo = [r for r in ds.records if not (label_dir / f"{r.id}.png").exists()]
+    with make_progress(cfg.quiet) as progress:
+        bar = progress.add_task(f"confident labels (la {cfg.crf_la:g} / ha {cfg.crf_ha:g})", total=len(todo), info="")
+        for start in range(0, len(todo), CHUNK):
+            chunk = todo[start:start + CHUNK]
+            jobs = []
+            for rec in chunk:
+                e = reader.read(rec.id)
+                jobs.append((str(rec.image_path), e.cam, [int(k) for k in e.keys], str(label_dir / f"{rec.id}.png"), cfg.crf_la, cfg.crf_ha, cfg.crf))
+            crf_map(_confident_job, jobs, cfg.workers)
+            progress.update(bar, advance=len(chunk))
+    log(f"refine-psa: confident labels of {len(ds)} images in {label_dir} ({len(ds) - len(todo)} kept)", cfg.quiet)
+    return label_dir
+
+
+def done_masks(out: Path, key: dict) -> set[str]:
+    """Ids already written by an interrupted run with the same key (else none)."""
+    marker = out / MARKER
+    if marker.exists() and not (out / MANIFEST_NAME).exists():
+        try:
+            if json.loads(marker.read_text()) == key:
+                return {p.stem for p in out.glob("*.png")}
+        except json.JSONDecodeError:
+            pass
+    return set()
+
+
+def _device(name: str) -> str:
+    import torch
+
+    return ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
+
+
+def train_or_reuse(cfg: RefinePsaConfig, ds, label_dir: Path, train_config: dict) -> tuple[Path, bool]:
+    """Train AffinityNet on the confident labels, or reuse an ``affinity.pt`` of the same settings."""
+    import os
+
+    import torch
+
+    from usage_cli.algorithms.affinity import search_offsets
+    from usage_cli.artifacts.checkpoint import load_checkpoint, save_checkpoint
+    from usage_cli.engine.loop import LoopConfig, fit
+    from usage_cli.models.affinitynet import build_affinitynet, load_backbone_weights
+    from usage_cli.tasks.affinity import AffinityTask, ConfidentLabelSet
+
+    aff_path = Path(cfg.aff_out) if cfg.aff_out else Path(cfg.out) / "affinity.pt"
+    train_hash = config_hash(train_config)
+    if aff_path.exists() and load_checkpoint(aff_path).get("train_config_hash") == train_hash:
+        log(f"refine-psa: reusing {aff_path} (same seeds and training settings)", cfg.quiet)
+        return aff_path, False
+    model_config = {"backbone": cfg.backbone, "img_size": cfg.img_size, "radius": cfg.radius}
+    torch.manual_seed(cfg.seed)  # the new layers' initialisation is part of the run
+    net = build_affinitynet(model_config)
+    source = load_backbone_weights(net, pretrained=cfg.pretrained, weights=str(cfg.weights) if cfg.weights else None)
+    if cfg.crop % net.pad_multiple:
+        raise ConfigError(f"--crop must be a multiple of {net.pad_multiple} for backbone {cfg.backbone}, got {cfg.crop}")
+    train_set = ConfidentLabelSet(ds.records, label_dir, ds.meta.num_classes, crop=cfg.crop, stride=net.stride, scale=cfg.scale)
+    loop = LoopConfig(
+        epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, optimizer="sgd", weight_decay=cfg.weight_decay,
+        schedule="poly", workers=cfg.workers, device=_device(cfg.device), amp=cfg.amp, seed=cfg.seed, quiet=cfg.quiet,
+    )  # fmt: skip
+    task = AffinityTask(net, search_offsets(cfg.radius), cfg.head_lr_mult)
+    task = fit(task, train_set, loop, Path(cfg.out) / "affinity-train", resume=cfg.resume, run_config=train_config)
+    if int(os.environ.get("RANK", "0")) == 0:
+        save_checkpoint(aff_path, {
+            "format": FORMAT, "version": VERSION, "model": {k: v.detach().cpu() for k, v in task.net.state_dict().items()},
+            "model_config": model_config, "class_names": list(ds.meta.class_names), "train_config": train_config,
+            "train_config_hash": train_hash, "weights_source": source,
+        })  # fmt: skip
+    return aff_path, True
+
+
+def load_affinitynet(path: Path, device: str):
+    from usage_cli.artifacts.checkpoint import clean_state_dict, load_checkpoint
+    from usage_cli.models.affinitynet import build_affinitynet
+
+    ckpt = load_checkpoint(path)
+    if ckpt.get("format") != FORMAT or str(ckpt.get("version", "")).split(".")[0] != VERSION.split(".")[0]:
+        raise ArtifactError(f"{path}: not a {FORMAT} {VERSION.split('.')[0]}.x file; rerun `usage refine-psa`")
+    net = build_affinitynet(ckpt["model_config"])
+    net.load_state_dict(clean_state_dict(ckpt["model"]))
+    return net.to(device).eval(), ckpt
+
+
+def seed_scores(cams: np.ndarray, cfg: RefinePsaConfig):
+    """(n+1) x H x W tensor: background ((1-max)^power or a constant) before the class maps."""
+    import torch
+
+    from usage_cli.algorithms.affinity import background_power, with_background
+
+    bg = background_power(cams, cfg.bg_power) if cfg.bg_mode == "power" else cfg.bg_const
+    return torch.from_numpy(with_background(cams, bg))
+
+
+def refine_image(net, image: np.ndarray, cams: np.ndarray, keys, cfg: RefinePsaConfig, device: str) -> np.ndarray:
+    """Pseudo mask (H x W uint8 label values) of one image by the random walk of its seeds."""
+    import torch
+    import torch.nn.functional as F
+
+    from usage_cli.algorithms.affinity import pair_affinity, search_offsets
+    from usage_cli.algorithms.random_walk import walk
+    from usage_cli.data.joint_transforms import normalize
+    from usage_cli.models.affinitynet import pad_to_multiple
+
+    h, w = image.shape[:2]
+    if len(keys) == 0:
+        return np.zeros((h, w), np.uint8)
+    offsets = search_offsets(cfg.radius)
+    # 1. affinities of the padded image on the feature grid
+    x = pad_to_multiple(normalize(image)[None].to(device), net.pad_multiple)
+    with torch.inference_mode(), torch.autocast(device_type=torch.device(device).type, enabled=cfg.amp and device == "cuda"):
+        feat = net(x)
+    with torch.inference_mode():
+        pair = pair_affinity(feat.float(), offsets)
+        # 2. seeds + background, padded like the image (pad: no class, background as computed there)
+        scores = seed_scores(np.pad(cams, ((0, 0), (0, x.shape[2] - h), (0, x.shape[3] - w))), cfg)[None].to(device)
+        small = F.avg_pool2d(scores, net.stride, net.stride)
+        # 3. walk, back to full size, argmax -> label values
+        rw = walk(small, pair, offsets, cfg.beta, cfg.logt, method=cfg.walk)
+        up = F.interpolate(rw, size=x.shape[-2:], mode="bilinear", align_corners=False)[0, :, :h, :w]
+    lut = np.asarray([0, *keys], np.uint8)
+    return lut[up.argmax(0).cpu().numpy()]
+
+
+def refine_split(cfg: RefinePsaConfig, ds, reader, aff_path: Path, key: dict) -> None:
+    """Write ``<out>/<id>.png`` for every id of ``ds`` (resuming an interrupted run of the same key)."""
+    from usage_cli.artifacts.labels import write_label_png
+    from usage_cli.data.io import read_image
+
+    out = Path(cfg.out)
+    device = _device(cfg.device)
+    net, _ = load_affinitynet(aff_path, device)
+    done = done_masks(out, key)
+    (out / MANIFEST_NAME).unlink(missing_ok=True)
+    write_text_atomic(out / MARKER, json.dumps(key) + "\n")
+    todo = [r for r in ds.records if r.id not in done]
+    with make_progress(cfg.quiet) as progress:
+        bar = progress.add_task(f"random walk {ds.split}", total=len(todo), info="")
+        for rec in todo:
+            e = reader.read(rec.id)
+            image = read_image(rec.image_path)
+            if image.shape[:2] != e.cam.shape[1:]:
+                raise ArtifactError(f"{cfg.seeds}: seeds of {rec.id} are {e.cam.shape[1:]} but image {rec.image_path} is {image.shape[:2]}")
+            label = refine_image(net, image, e.cam.astype(np.float32), [int(k) for k in e.keys], cfg, device)
+            write_label_png(out / f"{rec.id}.png", label)
+            progress.update(bar, advance=1)
