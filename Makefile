@@ -19,7 +19,7 @@ DEVICE ?= cpu
 SYNTH_ARGS ?= --train 96 --val 32 --size 128 --seed 0
 CLS_ARGS ?= --preset paper --pretrained --epochs 8 --batch-size 16 --img-size 128 --lr 0.01 --aug light --val-split val
 SEED_ARGS ?= --scales 1.0,0.5,1.5 --overlays 8
-PSA_ARGS ?= --preset psa --backbone efficientnet_lite0 --pretrained --epochs 3 --batch-size 8 --crop 128
+PSA_ARGS ?= --preset psa --backbone efficientnet_lite0 --pretrained --epochs 2 --batch-size 8 --crop 128
 SEG_ARGS ?= --pretrained --epochs 8 --batch-size 8 --crop 128 --lr 0.01 --aspp-channels 64
 PRED_ARGS ?= --scales 1.0 --flip
 
@@ -82,7 +82,7 @@ eval: $(SEEDS) $(MASKS) $(PREDS)
 	  $(USAGE) evaluate --quiet --dataset $(DATASET) --root $(ROOT) --split $$s --pred $(OUT)/masks-$$s --out $(OUT)/metrics/masks-$$s.json; \
 	  $(USAGE) evaluate --quiet --dataset $(DATASET) --root $(ROOT) --split $$s --pred $(OUT)/preds-$$s --out $(OUT)/metrics/preds-$$s.json; \
 	done
-	$(USAGE) report $(OUT)/metrics/*.json
+	$(USAGE) report $(foreach k,seeds masks preds,$(foreach s,$(EVAL_SPLITS),$(OUT)/metrics/$(k)-$(s).json))
 
 demo: $(STAMP)
 	$(MAKE) eval
