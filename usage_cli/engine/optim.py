@@ -34,3 +34,9 @@ def lr_factor(step: int, total: int, warmup: int, schedule: str, power: float = 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, total: int, warmup: int, schedule: str, power: float) -> torch.optim.lr_scheduler.LambdaLR:
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total, warmup, schedule, power))
+
+
+def backbone_head_groups(backbone_params, head_params, lr: float, head_mult: float = 10.0) -> list[dict]:
+    """Two parameter groups: the pretrained backbone at ``lr``, the new layers at ``head_mult`` x ``lr``
+    (PSA / DeepLab practice)."""
+    return [{"params": list(backbone_params), "lr": lr}, {"params": list(head_params), "lr": lr * head_mult}]

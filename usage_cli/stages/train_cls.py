@@ -120,6 +120,7 @@ def run(cfg: TrainClsConfig) -> Path:
     from usage_cli.data.torchdata import ClassificationSet
     from usage_cli.data.transforms import build_transform
     from usage_cli.engine.loop import LoopConfig, fit, seed_everything
+    from usage_cli.engine.optim import backbone_head_groups
     from usage_cli.models.backbones import backbone_family
     from usage_cli.models.classifier import build_classifier
     from usage_cli.tasks.classification import REGULARISERS, ClassificationTask, ClsTaskConfig
@@ -149,10 +150,7 @@ def run(cfg: TrainClsConfig) -> Path:
     )  # fmt: skip
     task = ClassificationTask(student, task_cfg)
     if family == "cnn" and cfg.optimizer == "sgd":  # PSA: new layers at 10x
-        task.param_groups = lambda lr: [
-            {"params": [p for p in student.backbone.parameters() if p.requires_grad], "lr": lr},
-            {"params": list(student.head.parameters()), "lr": 10 * lr},
-        ]
+        task.param_groups = lambda lr: backbone_head_groups(student.backbone.parameters(), student.head.parameters(), lr)
     # 3. train
     aug = "light" if cfg.reg == "oaa" else cfg.aug
     train_set = ClassificationSet(ds.records, ds.meta.num_classes, build_transform(aug, cfg.img_size, *_norm_stats(student)))

@@ -19,6 +19,7 @@ from usage_cli.artifacts.labels import read_label_png
 from usage_cli.data.io import read_image
 from usage_cli.data.joint_transforms import normalize, random_scale_crop_flip
 from usage_cli.data.records import IGNORE_INDEX, Record
+from usage_cli.engine.optim import backbone_head_groups
 from usage_cli.errors import ArtifactError
 
 
@@ -91,10 +92,7 @@ class SegmentationTask(nn.Module):
         self.head_lr_mult = head_lr_mult
 
     def param_groups(self, lr: float) -> list[dict]:
-        return [
-            {"params": self.net.backbone_parameters(), "lr": lr},
-            {"params": self.net.head_parameters(), "lr": lr * self.head_lr_mult},
-        ]
+        return backbone_head_groups(self.net.backbone_parameters(), self.net.head_parameters(), lr, self.head_lr_mult)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         logits = self.net(batch["image"])
