@@ -23,7 +23,7 @@ def command(
     source: Annotated[str, typer.Option(help="cam | attn (class-to-patch attention x CAM, mct) | auto.")] = "auto",
     batch_size: Annotated[int, typer.Option(help="Images of one size per forward pass.")] = 8,
     workers: Annotated[int, typer.Option(help="Image-decoding worker processes.")] = 2,
-    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     overlays: Annotated[int, typer.Option(help="Write overlay PNGs for this many images.")] = 8,
     overlay_threshold: Annotated[float, typer.Option(help="Background threshold of the overlays' seed column.")] = 0.3,
     force: Annotated[bool, typer.Option(help="Recompute everything (ignore an unfinished run).")] = False,

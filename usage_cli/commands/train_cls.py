@@ -52,7 +52,7 @@ def command(
     warmup_epochs: Annotated[float | None, typer.Option()] = None,
     aug: Annotated[str | None, typer.Option(help="deit | psa | light | none.")] = None,
     output_stride: Annotated[int, typer.Option(help="CNN output stride (8, 16 or 32).")] = 16,
-    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     workers: Annotated[int, typer.Option(help="Data-loading worker processes.")] = 0,
     seed: Annotated[int, typer.Option()] = 0,
     resume: Annotated[bool, typer.Option(help="Continue from OUT/last.pt.")] = False,

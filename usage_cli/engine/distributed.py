@@ -30,10 +30,10 @@ def init_distributed(device: str = "cpu") -> DistInfo:
     if world <= 1:
         return DistInfo()
     if not dist.is_initialized():
-        backend = "nccl" if device.startswith("cuda") and torch.cuda.is_available() else "gloo"
+        backend = "nccl" if auto_device(device).startswith("cuda") and torch.cuda.is_available() else "gloo"
         dist.init_process_group(backend=backend)
     info = DistInfo(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=int(os.environ.get("LOCAL_RANK", "0")))
-    if device.startswith("cuda") and torch.cuda.is_available():
+    if auto_device(device).startswith("cuda") and torch.cuda.is_available():
         torch.cuda.set_device(info.local_rank)
     return info
 
@@ -53,7 +53,15 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
+def auto_device(device: str) -> str:
+    """``auto`` means CUDA when PyTorch sees a GPU, else the CPU."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
 def resolve_device(device: str, info: DistInfo) -> torch.device:
+    device = auto_device(device)
     if device.startswith("cuda"):
         if not torch.cuda.is_available():
             from usage_cli.errors import ConfigError

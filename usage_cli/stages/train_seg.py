@@ -52,11 +52,9 @@ class TrainSegConfig:
 
 
 def resolve_device(device: str) -> str:
-    import torch
+    from usage_cli.engine.distributed import auto_device
 
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
+    return auto_device(device)
 
 
 def _check(cfg: TrainSegConfig) -> None:
