@@ -19,13 +19,16 @@ DEVICE ?= cpu
 SYNTH_ARGS ?= --train 96 --val 32 --size 128 --seed 0
 CLS_ARGS ?= --preset paper --pretrained --epochs 8 --batch-size 16 --img-size 128 --lr 0.01 --aug light --val-split val
 SEED_ARGS ?= --scales 1.0,0.5,1.5 --overlays 8
-PSA_ARGS ?= --preset psa --backbone efficientnet_lite0 --pretrained --epochs 2 --batch-size 8 --crop 128
+PSA_ARGS ?= --preset psa
+AFF_ARGS ?= --backbone efficientnet_lite0 --pretrained --epochs 2 --batch-size 8 --crop 128
 SEG_ARGS ?= --pretrained --epochs 8 --batch-size 8 --crop 128 --lr 0.01 --aspp-channels 64
 PRED_ARGS ?= --scales 1.0 --flip
 
 CLS := $(OUT)/cls/checkpoint.pt
 SEEDS := $(foreach s,$(EVAL_SPLITS),$(OUT)/seeds-$(s)/seeds.h5)
-MASKS := $(foreach s,$(EVAL_SPLITS),$(OUT)/masks-$(s)/manifest.json)
+MASKS_TRAIN := $(OUT)/masks-$(TRAIN_SPLIT)/manifest.json
+MASKS_OTHER := $(foreach s,$(filter-out $(TRAIN_SPLIT),$(EVAL_SPLITS)),$(OUT)/masks-$(s)/manifest.json)
+MASKS := $(MASKS_TRAIN) $(MASKS_OTHER)
 SEG := $(OUT)/seg/checkpoint.pt
 PREDS := $(foreach s,$(EVAL_SPLITS),$(OUT)/preds-$(s)/manifest.json)
 
@@ -60,10 +63,14 @@ $(OUT)/seeds-%/seeds.h5: $(CLS)
 	$(USAGE) gen-seeds --ckpt $(CLS) --dataset $(DATASET) --root $(ROOT) --split $* \
 	  --out $(OUT)/seeds-$* --device $(DEVICE) $(SEED_ARGS)
 
+# AffinityNet is trained once, on the training split's seeds; the other splits reuse it (as PSA does)
 masks: $(MASKS)
-$(OUT)/masks-%/manifest.json: $(OUT)/seeds-%/seeds.h5
+$(MASKS_TRAIN): $(OUT)/seeds-$(TRAIN_SPLIT)/seeds.h5
+	$(USAGE) refine-psa --seeds $< --dataset $(DATASET) --root $(ROOT) --split $(TRAIN_SPLIT) \
+	  --out $(OUT)/masks-$(TRAIN_SPLIT) --device $(DEVICE) $(PSA_ARGS) $(AFF_ARGS)
+$(MASKS_OTHER): $(OUT)/masks-%/manifest.json: $(OUT)/seeds-%/seeds.h5 $(MASKS_TRAIN)
 	$(USAGE) refine-psa --seeds $< --dataset $(DATASET) --root $(ROOT) --split $* \
-	  --out $(OUT)/masks-$* --device $(DEVICE) $(PSA_ARGS)
+	  --affinity $(OUT)/masks-$(TRAIN_SPLIT)/affinity.pt --out $(OUT)/masks-$* --device $(DEVICE) $(PSA_ARGS)
 
 seg: $(SEG)
 $(SEG): $(OUT)/masks-$(TRAIN_SPLIT)/manifest.json

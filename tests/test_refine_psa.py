@@ -206,3 +206,57 @@ def test_affinity_training_lowers_the_loss_on_one_batch():
         opt.step()
         losses.append(out["loss"].item())
     assert losses[-1] < 0.75 * losses[0]
+
+
+def test_trained_affinity_walks_another_split_without_training(synth_root, seeds, refined, tmp_path):
+    cfg, _ = refined
+    out = tmp_path / "val"
+    res = run(replace(cfg, split="val", out=out, affinity=Path(cfg.out) / "affinity.pt", epochs=99))
+    assert res["trained"] is False and not (out / "confident").exists() and not (out / "affinity-train").exists()
+    val = load_dataset("voc", synth_root, "val")
+    assert sorted(p.stem for p in out.glob("*.png")) == sorted(r.id for r in val.records)
+    manifest = json.loads((out / "manifest.json").read_text())
+    from usage_cli.artifacts.manifest import sha256_file
+
+    assert manifest["inputs"]["affinity"]["sha256"] == sha256_file(Path(cfg.out) / "affinity.pt")
+
+
+def test_affinity_of_another_kind_or_missing_is_refused(synth_root, seeds, refined, tmp_path):
+    cfg, _ = refined
+    other = tmp_path / "other.pt"
+    torch.save({"format": "usage-cls-checkpoint", "version": "1.0.0"}, other)
+    with pytest.raises(ArtifactError, match="not a usage-aff-checkpoint"):
+        run(replace(cfg, split="val", out=tmp_path / "a", affinity=other))
+    with pytest.raises(ConfigError, match="--affinity file not found"):
+        run(replace(cfg, split="val", out=tmp_path / "b", affinity=tmp_path / "nope.pt"))
+
+
+def test_two_ranks_write_every_mask_once_like_one_process(synth_root, seeds, tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    two = tmp_path / "two"
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+        "--master_port", str(port), "-m", "usage_cli", "refine-psa", "--seeds", str(seeds), "--root", str(synth_root),
+        "--split", "train", "--out", str(two), "--backbone", "efficientnet_lite0", "--pretrained", "--epochs", "1",
+        "--batch-size", "2", "--crop", "64", "--workers", "0", "--device", "cpu", "--quiet",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    train = load_dataset("voc", synth_root, "train")
+    ids = sorted(r.id for r in train.records)
+    assert sorted(p.stem for p in two.glob("*.png")) == ids
+    assert sorted(p.stem for p in (two / "confident").glob("*.png")) == ids
+    assert json.loads((two / "manifest.json").read_text())["images"] == len(ids)
+    assert not (two / ".refine-psa.partial").exists()
+    # the shards together equal one process walking with the same AffinityNet
+    one = tmp_path / "one"
+    run(RefinePsaConfig(seeds=seeds, dataset="voc", root=synth_root, split="train", out=one, affinity=two / "affinity.pt", **TINY))
+    for i in ids:
+        np.testing.assert_array_equal(read_label_png(one / f"{i}.png"), read_label_png(two / f"{i}.png"))

@@ -36,6 +36,7 @@ def command(
     lr: Annotated[float, typer.Option(help="Backbone learning rate (new layers 10x), SGD, poly.")] = 0.01,
     walk: Annotated[str, typer.Option(help="Random walk: auto, dense (GPU) or local (low memory).")] = "auto",
     aff_out: Annotated[Path | None, typer.Option(help="Where to write the AffinityNet checkpoint (default <out>/affinity.pt).")] = None,
+    affinity: Annotated[Path | None, typer.Option(help="A trained AffinityNet (affinity.pt of an earlier run): skip label making and training, only walk --split.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     workers: Annotated[int, typer.Option(help="CRF and data-loading worker processes.")] = 2,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
@@ -50,7 +51,7 @@ def command(
         seeds=seeds, dataset=dataset, root=root, split=split, out=out, split_file=split_file, classes_file=classes,
         infer_split=infer_split, preset=preset, crf_la=crf_la, crf_ha=crf_ha, crf=crf, beta=beta, logt=logt,
         bg_mode=bg_mode, bg_power=bg_power, bg_const=bg_const, radius=radius, backbone=backbone, pretrained=pretrained,
-        weights=weights, epochs=epochs, batch_size=batch_size, crop=crop, lr=lr, walk=walk, aff_out=aff_out,
+        weights=weights, epochs=epochs, batch_size=batch_size, crop=crop, lr=lr, walk=walk, aff_out=aff_out, affinity=affinity,
         device=device, workers=workers, seed=seed, resume=resume, quiet=quiet,
     )  # fmt: skip
     res = run(cfg)

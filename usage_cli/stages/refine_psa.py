@@ -4,9 +4,14 @@
    high background power, each refined by a dense CRF in a process pool, the band between ignored.
 2. AffinityNet trained on them with the shared loop (``<out>/affinity-train/``: ``last.pt``,
    ``log.jsonl``), published as ``<out>/affinity.pt`` (or ``--aff-out``). An ``affinity.pt`` of the
-   same training settings and seeds is reused.
+   same training settings and seeds is reused. ``--affinity FILE`` skips steps 1-2 and walks with an
+   AffinityNet trained before (PSA's use: train once on train_aug, then refine any split).
 3. Random walk of every inference-split seed map (+ background channel) with the predicted
    affinities; argmax at the original size -> ``<out>/<id>.png``; then ``<out>/manifest.json``.
+
+Under ``torchrun`` every rank takes its share of the confident labels and of the walked ids (one PNG
+per id, so no merge is needed), AffinityNet trains with DDP, and rank 0 alone writes the checkpoint,
+the marker and the manifest.
 
 Presets: ``psa`` (la 4 / ha 32, beta 8, logt 8, background ``(1 - max)^16``) and ``mctformer``
 (la 1 / ha 12, beta 8, logt 6, constant background 0.39; what USAGE used). Any value can be set.
@@ -75,6 +80,7 @@ class RefinePsaConfig:
     head_lr_mult: float = 10.0
     walk: str = "auto"  # auto | dense | local
     aff_out: Path | None = None
+    affinity: Path | None = None  # a trained AffinityNet: skip confident labels and training
     device: str = "auto"
     amp: bool = True
     workers: int = 2
@@ -99,6 +105,7 @@ def resolve(cfg: RefinePsaConfig) -> RefinePsaConfig:
         (cfg.epochs >= 1 and cfg.batch_size >= 1, "--epochs and --batch-size must be positive"),
         (0 < cfg.scale[0] <= cfg.scale[1], f"scale range must be 0 < low <= high, got {cfg.scale}"),
         (cfg.weights is None or Path(cfg.weights).exists(), f"{cfg.weights}: --weights file not found"),
+        (cfg.affinity is None or Path(cfg.affinity).exists(), f"{cfg.affinity}: --affinity file not found; train one with `usage refine-psa` first"),
     ]
     for ok, message in checks:
         if not ok:
@@ -124,9 +131,11 @@ def run(cfg: RefinePsaConfig) -> dict:
     """Run the three steps; returns {"images", "out", "affinity", "trained"}."""
     from usage_cli.artifacts.seeds import SeedReader
     from usage_cli.data import load_dataset
+    from usage_cli.engine.distributed import barrier, init_distributed
 
     cfg = resolve(cfg)
     out = Path(cfg.out)
+    info = init_distributed(cfg.device)
     # 1. inputs: the split(s) and seeds covering them
     train_ds = load_dataset(cfg.dataset, cfg.root, cfg.split, split_file=cfg.split_file, classes_file=cfg.classes_file)
     if cfg.infer_split is None and cfg.infer_split_file is None:
@@ -135,23 +144,31 @@ def run(cfg: RefinePsaConfig) -> dict:
         infer_ds = load_dataset(cfg.dataset, cfg.root, cfg.infer_split or cfg.split, split_file=cfg.infer_split_file, classes_file=cfg.classes_file)
     with SeedReader(cfg.seeds) as reader:  # a missing or incomplete store is an error naming gen-seeds
         seeds_sha = sha256_file(cfg.seeds)
-        check_seeds(reader, cfg.seeds, train_ds)
-        if infer_ds is not train_ds:
-            check_seeds(reader, cfg.seeds, infer_ds)
-        # 2. confident labels, 3. AffinityNet, 4. random walk
-        label_dir = make_confident_labels(cfg, train_ds, reader, {"seeds_sha256": seeds_sha, **_plain(cfg, LABEL_KEYS)})
-        aff_path, trained = train_or_reuse(cfg, train_ds, label_dir, {"seeds_sha256": seeds_sha, **_plain(cfg, TRAIN_KEYS)})
+        check_seeds(reader, cfg.seeds, infer_ds)
+        if cfg.affinity is not None:  # 2-3. a trained AffinityNet: nothing to learn here
+            aff_path, trained = Path(cfg.affinity), False
+            load_affinitynet(aff_path, "cpu")  # refuse another file kind before any work
+        else:  # 2. confident labels, 3. AffinityNet
+            if infer_ds is not train_ds:
+                check_seeds(reader, cfg.seeds, train_ds)
+            label_dir = make_confident_labels(cfg, train_ds, reader, {"seeds_sha256": seeds_sha, **_plain(cfg, LABEL_KEYS)}, info)
+            aff_path, trained = train_or_reuse(cfg, train_ds, label_dir, {"seeds_sha256": seeds_sha, **_plain(cfg, TRAIN_KEYS)})
+            barrier()  # rank 0 has written the checkpoint
         config = _plain(cfg)
         key = {"config_hash": config_hash(config), "seeds_sha256": seeds_sha, "affinity_sha256": sha256_file(aff_path)}
-        refine_split(cfg, infer_ds, reader, aff_path, key)
+        # 4. random walk
+        refine_split(cfg, infer_ds, reader, aff_path, key, info)
     # 5. manifest
-    manifest = build_manifest(
-        "refine-psa", config, inputs={"seeds": cfg.seeds}, format_version=VERSION,
-        extra={"images": len(infer_ds), "split": infer_ds.split, "class_names": list(infer_ds.meta.class_names),
-               "affinity": str(aff_path), "affinity_sha256": key["affinity_sha256"], "affinity_trained_now": trained},
-    )  # fmt: skip
-    write_manifest(out, manifest)
-    (out / MARKER).unlink(missing_ok=True)
+    if info.is_main:
+        manifest = build_manifest(
+            "refine-psa", config, inputs={"seeds": cfg.seeds, **({"affinity": aff_path} if cfg.affinity else {})},
+            format_version=VERSION,
+            extra={"images": len(infer_ds), "split": infer_ds.split, "class_names": list(infer_ds.meta.class_names),
+                   "affinity": str(aff_path), "affinity_sha256": key["affinity_sha256"], "affinity_trained_now": trained},
+        )  # fmt: skip
+        write_manifest(out, manifest)
+        (out / MARKER).unlink(missing_ok=True)
+    barrier()
     return {"images": len(infer_ds), "out": str(out), "affinity": str(aff_path), "trained": trained}
 
 
@@ -183,20 +200,27 @@ def _confident_job(job: tuple) -> None:
     write_label_png(out_path, confident_label_for_image(image, cams.astype(np.float32), keys, la, ha, {} if crf else None))
 
 
-def make_confident_labels(cfg: RefinePsaConfig, ds, reader, key: dict) -> Path:
-    """Write ``<out>/confident/<id>.png`` for the training split (kept across runs of the same key)."""
-    from usage_cli.algorithms.crf import crf_map
+def make_confident_labels(cfg: RefinePsaConfig, ds, reader, key: dict, info=None) -> Path:
+    """Write ``<out>/confident/<id>.png`` for the training split (kept across runs of the same key).
 
+    Under torchrun each rank writes every ``world_size``-th of the missing labels."""
+    from usage_cli.algorithms.crf import crf_map
+    from usage_cli.engine.distributed import DistInfo, barrier
+
+    info = info or DistInfo()
     label_dir = Path(cfg.out) / "confident"
     key_path = label_dir / "key.json"
-    same = key_path.exists() and json.loads(key_path.read_text()) == key
-    if not same and label_dir.exists():
-        for p in label_dir.glob("*.png"):
-            p.unlink()
-    label_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(key_path, json.dumps(key, sort_keys=True) + "\n")
+    if info.is_main:
+        same = key_path.exists() and json.loads(key_path.read_text()) == key
+        if not same and label_dir.exists():
+            for p in label_dir.glob("*.png"):
+                p.unlink()
+        label_dir.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(key_path, json.dumps(key, sort_keys=True) + "\n")
+    barrier()
     todo = [r for r in ds.records if not (label_dir / f"{r.id}.png").exists()]
-    with make_progress(cfg.quiet) as progress:
+    todo = todo[info.rank :: info.world_size]
+    with make_progress(cfg.quiet or not info.is_main) as progress:
         bar = progress.add_task(f"confident labels (la {cfg.crf_la:g} / ha {cfg.crf_ha:g})", total=len(todo), info="")
         for start in range(0, len(todo), CHUNK):
             chunk = todo[start:start + CHUNK]
@@ -206,7 +230,8 @@ def make_confident_labels(cfg: RefinePsaConfig, ds, reader, key: dict) -> Path:
                 jobs.append((str(rec.image_path), e.cam, [int(k) for k in e.keys], str(label_dir / f"{rec.id}.png"), cfg.crf_la, cfg.crf_ha, cfg.crf))
             crf_map(_confident_job, jobs, cfg.workers)
             progress.update(bar, advance=len(chunk))
-    log(f"refine-psa: confident labels of {len(ds)} images in {label_dir} ({len(ds) - len(todo)} kept)", cfg.quiet)
+    barrier()
+    log(f"refine-psa: confident labels of {len(ds)} images in {label_dir}", cfg.quiet or not info.is_main)
     return label_dir
 
 
@@ -222,12 +247,6 @@ def done_masks(out: Path, key: dict) -> set[str]:
     return set()
 
 
-def _device(name: str) -> str:
-    import torch
-
-    return ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
-
-
 def train_or_reuse(cfg: RefinePsaConfig, ds, label_dir: Path, train_config: dict) -> tuple[Path, bool]:
     """Train AffinityNet on the confident labels, or reuse an ``affinity.pt`` of the same settings."""
     import os
@@ -236,6 +255,7 @@ def train_or_reuse(cfg: RefinePsaConfig, ds, label_dir: Path, train_config: dict
 
     from usage_cli.algorithms.affinity import search_offsets
     from usage_cli.artifacts.checkpoint import load_checkpoint, save_checkpoint
+    from usage_cli.engine.distributed import auto_device
     from usage_cli.engine.loop import LoopConfig, fit
     from usage_cli.models.affinitynet import build_affinitynet, load_backbone_weights
     from usage_cli.tasks.affinity import AffinityTask, ConfidentLabelSet
@@ -254,7 +274,7 @@ def train_or_reuse(cfg: RefinePsaConfig, ds, label_dir: Path, train_config: dict
     train_set = ConfidentLabelSet(ds.records, label_dir, ds.meta.num_classes, crop=cfg.crop, stride=net.stride, scale=cfg.scale)
     loop = LoopConfig(
         epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, optimizer="sgd", weight_decay=cfg.weight_decay,
-        schedule="poly", workers=cfg.workers, device=_device(cfg.device), amp=cfg.amp, seed=cfg.seed, quiet=cfg.quiet,
+        schedule="poly", workers=cfg.workers, device=auto_device(cfg.device), amp=cfg.amp, seed=cfg.seed, quiet=cfg.quiet,
     )  # fmt: skip
     task = AffinityTask(net, search_offsets(cfg.radius), cfg.head_lr_mult)
     task = fit(task, train_set, loop, Path(cfg.out) / "affinity-train", resume=cfg.resume, run_config=train_config)
@@ -305,7 +325,7 @@ def refine_image(net, image: np.ndarray, cams: np.ndarray, keys, cfg: RefinePsaC
     offsets = search_offsets(cfg.radius)
     # 1. affinities of the padded image on the feature grid
     x = pad_to_multiple(normalize(image)[None].to(device), net.pad_multiple)
-    with torch.inference_mode(), torch.autocast(device_type=torch.device(device).type, enabled=cfg.amp and device == "cuda"):
+    with torch.inference_mode(), torch.autocast(device_type=torch.device(device).type, enabled=cfg.amp and torch.device(device).type == "cuda"):
         feat = net(x)
     with torch.inference_mode():
         pair = pair_affinity(feat.float(), offsets)
@@ -319,19 +339,27 @@ def refine_image(net, image: np.ndarray, cams: np.ndarray, keys, cfg: RefinePsaC
     return lut[up.argmax(0).cpu().numpy()]
 
 
-def refine_split(cfg: RefinePsaConfig, ds, reader, aff_path: Path, key: dict) -> None:
-    """Write ``<out>/<id>.png`` for every id of ``ds`` (resuming an interrupted run of the same key)."""
+def refine_split(cfg: RefinePsaConfig, ds, reader, aff_path: Path, key: dict, info=None) -> None:
+    """Write ``<out>/<id>.png`` for every id of ``ds`` (resuming an interrupted run of the same key).
+
+    Under torchrun each rank walks every ``world_size``-th of the remaining ids."""
     from usage_cli.artifacts.labels import write_label_png
     from usage_cli.data.io import read_image
+    from usage_cli.engine.distributed import DistInfo, barrier, resolve_device
 
+    info = info or DistInfo()
     out = Path(cfg.out)
-    device = _device(cfg.device)
+    device = str(resolve_device(cfg.device, info))
     net, _ = load_affinitynet(aff_path, device)
     done = done_masks(out, key)
-    (out / MANIFEST_NAME).unlink(missing_ok=True)
-    write_text_atomic(out / MARKER, json.dumps(key) + "\n")
-    todo = [r for r in ds.records if r.id not in done]
-    with make_progress(cfg.quiet) as progress:
+    barrier()  # every rank has read the marker before rank 0 replaces it
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / MANIFEST_NAME).unlink(missing_ok=True)
+        write_text_atomic(out / MARKER, json.dumps(key) + "\n")
+    barrier()
+    todo = [r for r in ds.records if r.id not in done][info.rank :: info.world_size]
+    with make_progress(cfg.quiet or not info.is_main) as progress:
         bar = progress.add_task(f"random walk {ds.split}", total=len(todo), info="")
         for rec in todo:
             e = reader.read(rec.id)
@@ -341,3 +369,4 @@ def refine_split(cfg: RefinePsaConfig, ds, reader, aff_path: Path, key: dict) ->
             label = refine_image(net, image, e.cam.astype(np.float32), [int(k) for k in e.keys], cfg, device)
             write_label_png(out / f"{rec.id}.png", label)
             progress.update(bar, advance=1)
+    barrier()  # every rank's masks are on disk before rank 0 writes the manifest
