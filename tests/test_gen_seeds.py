@@ -164,3 +164,20 @@ def test_two_ranks_merge_equals_single_process(ckpt, synth_root, tmp_path):
             ea, eb = a.read(i), b.read(i)
             assert (ea.keys == eb.keys).all()
             np.testing.assert_allclose(ea.cam.astype(np.float32), eb.cam.astype(np.float32), atol=2e-3)
+
+
+def test_attention_budget_splits_the_forward_without_changing_the_maps(ckpt):
+    from usage_cli.models.classifier import load_classifier
+    from usage_cli.stages.gen_seeds import _views_per_forward, views_to_maps
+
+    net, _ = load_classifier(ckpt)
+    images = torch.randint(0, 255, (3, 48, 64, 3), dtype=torch.uint8)
+    roomy = GenSeedsConfig(ckpt=ckpt, dataset="voc", root=ckpt, split="val", out=ckpt, scales=(1.0, 2.0))
+    tight = GenSeedsConfig(**{**roomy.__dict__, "attn_budget_gb": 1e-9})
+    assert _views_per_forward(net, (96, 128), "patch-affinity", tight) == 1
+    assert _views_per_forward(net, (96, 128), "patch-affinity", roomy) > 6
+    assert _views_per_forward(net, (96, 128), "none", tight) > 6  # no attention kept: no split
+    a = views_to_maps(net, images, roomy, "patch-affinity", "cam")
+    b = views_to_maps(net, images, tight, "patch-affinity", "cam")
+    for x, y in zip(a, b, strict=True):
+        torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-5)

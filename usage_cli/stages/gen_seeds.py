@@ -34,6 +34,7 @@ class GenSeedsConfig:
     flip: bool = True
     refine: str = "auto"  # auto | patch-affinity | none
     affinity_layers: int = 12
+    attn_budget_gb: float = 2.0  # attention kept per forward (patch affinity, mct); larger batches are split
     source: str = "auto"  # auto | cam | attn (mct: class-to-patch attention x CAM)
     batch_size: int = 8
     workers: int = 2
@@ -70,6 +71,20 @@ def _resolve(cfg: GenSeedsConfig, net) -> tuple[str, str]:
     return refine, source
 
 
+def _views_per_forward(net, size, refine: str, cfg: GenSeedsConfig) -> int:
+    """How many views one forward may take so the attention kept for patch affinity / MCT stays
+    within ``cfg.attn_budget_gb`` (every layer's B x heads x T x T float32 maps are held at once:
+    2.5 GB for one DeiT-S view of a 500x375 image at scale 2)."""
+    if net.family != "transformer" or (refine != "patch-affinity" and net.mapping != "mct"):
+        return 1 << 30
+    stride = net.backbone.stride
+    tokens = (size[0] // stride) * (size[1] // stride) + net.backbone.num_prefix_tokens
+    blocks = getattr(net.backbone.model, "blocks", [])
+    heads = blocks[0].attn.num_heads if len(blocks) else 1
+    per_view = len(blocks) * heads * tokens * tokens * 4
+    return max(1, int(cfg.attn_budget_gb * 2**30 // max(per_view, 1)))
+
+
 @torch.no_grad()
 def views_to_maps(net, images: torch.Tensor, cfg: GenSeedsConfig, refine: str, source: str) -> list[torch.Tensor]:
     """Fused (not yet normalised) C x H x W maps for a batch of same-size uint8 images (B x H x W x 3)."""
@@ -90,10 +105,14 @@ def views_to_maps(net, images: torch.Tensor, cfg: GenSeedsConfig, refine: str, s
     for s in cfg.scales:
         x = torch.nn.functional.interpolate(x0, size=scaled_size(H, W, s, multiple), mode="bilinear", align_corners=False)
         batch = torch.cat([x, x.flip(-1)]) if cfg.flip else x
-        out = net(batch, return_attn=refine == "patch-affinity")
-        z = out["cls_attn"] * torch.relu(out["cams"]) if source == "attn" else out["cams"]
-        if refine == "patch-affinity":
-            z = refine_with_affinity(z, patch_affinity(out["attn"], net.backbone.num_prefix_tokens, cfg.affinity_layers))
+        z = []
+        for part in batch.split(_views_per_forward(net, batch.shape[-2:], refine, cfg)):
+            out = net(part, return_attn=refine == "patch-affinity")
+            zp = out["cls_attn"] * torch.relu(out["cams"]) if source == "attn" else out["cams"]
+            if refine == "patch-affinity":
+                zp = refine_with_affinity(zp, patch_affinity(out["attn"], net.backbone.num_prefix_tokens, cfg.affinity_layers))
+            z.append(zp)
+        z = torch.cat(z)
         n = x.shape[0]
         views.append(z[:n])
         flips.append(False)
