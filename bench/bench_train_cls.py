@@ -10,7 +10,7 @@ Two parts:
   MSRC photos): seed mIoU / FPR / FNR of cam+none, cm+none, cm+aa, through the real commands
   (train-cls -> gen-seeds -> evaluate), same seed and budget.
 
-    python bench/bench_train_cls.py speed --batch 8 --steps 6
+    python bench/bench_train_cls.py speed --batch 8 --steps 8
     python bench/bench_train_cls.py table1 --out bench/out/table1
     python bench/bench_train_cls.py table1 --msrc --out bench/out/msrc
 """
@@ -47,25 +47,26 @@ def _speed_one(backbone: str, batch: int, steps: int, size: int, mode: str) -> d
     if mode == "bare":
         opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
         net.train()
-        t0 = None
-        for i in range(steps + 1):  # first step is warm-up
-            if i == 1:
-                t0 = time.perf_counter()
-            xb, yb = x[(i % steps) * batch : (i % steps + 1) * batch], y[(i % steps) * batch : (i % steps + 1) * batch]
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(net(xb)["logits"], yb)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        ips = batch * steps / (time.perf_counter() - t0)
+        rates = []
+        for rep in range(3):  # rep 0 warms up; the best of the two timed passes counts (noise only slows)
+            t0 = time.perf_counter()
+            for i in range(steps):
+                xb, yb = x[i * batch : (i + 1) * batch], y[i * batch : (i + 1) * batch]
+                loss = torch.nn.functional.binary_cross_entropy_with_logits(net(xb)["logits"], yb)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            rates.append(batch * steps / (time.perf_counter() - t0))
+        ips = max(rates[1:])
     else:
         reg = "aa" if mode == "loop-aa" else "none"
         task = ClassificationTask(net, ClsTaskConfig(reg=reg, num_images=len(x)))
         data = [{"image": x[i], "label": y[i], "index": torch.tensor(i), "flip": torch.tensor(False)} for i in range(len(x))]
-        cfg = LoopConfig(epochs=2, batch_size=batch, lr=1e-4, quiet=True)
+        cfg = LoopConfig(epochs=3, batch_size=batch, lr=1e-4, quiet=True)
         out = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench_cls_{os.getpid()}"
         fit(task, data, cfg, out)
         log = [json.loads(ln) for ln in (out / "log.jsonl").read_text().splitlines()]
-        ips = log[-1]["images_per_s"]  # the second epoch: warm
+        ips = max(e["images_per_s"] for e in log[1:])  # epoch 0 warms up, as above
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"backbone": backbone, "mode": mode, "images_per_s": ips, "peak_rss_mb": rss}
 
@@ -140,7 +141,7 @@ def main() -> None:
     s = sub.add_parser("speed")
     s.add_argument("--backbones", default="deit_t,deit_s,efficientnet_lite0")
     s.add_argument("--batch", type=int, default=8)
-    s.add_argument("--steps", type=int, default=6)
+    s.add_argument("--steps", type=int, default=8)
     s.add_argument("--size", type=int, default=224)
     t = sub.add_parser("table1")
     t.add_argument("--out", default="bench/out/table1")
