@@ -197,6 +197,36 @@ def test_interrupted_prediction_resumes(synth_root, fake_masks, tmp_path, monkey
     assert predict(PredictSegConfig(**{**cfg.__dict__, "flip": False}))["skipped"] == 0
 
 
+def test_two_ranks_predict_every_id_once_like_one_process(synth_root, fake_masks, tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from usage_cli.stages.predict_seg import PredictSegConfig
+    from usage_cli.stages.predict_seg import run as predict
+    from usage_cli.stages.train_seg import run
+
+    ckpt = run(_train_cfg(fake_masks, synth_root, tmp_path / "seg", epochs=1))
+    predict(PredictSegConfig(ckpt=ckpt, root=synth_root, out=tmp_path / "one", split="val", device="cpu", quiet=True))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+        "--master_port", str(port), "-m", "usage_cli", "predict-seg", "--ckpt", str(ckpt), "--root", str(synth_root),
+        "--split", "val", "--out", str(tmp_path / "two"), "--device", "cpu", "--quiet",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    one = sorted((tmp_path / "one").glob("*.png"))
+    assert [p.name for p in one] == sorted(p.name for p in (tmp_path / "two").glob("*.png"))
+    for p in one:
+        np.testing.assert_array_equal(read_label_png(tmp_path / "two" / p.name), read_label_png(p))
+    assert json.loads((tmp_path / "two" / "manifest.json").read_text())["images"] == len(one)
+    assert not (tmp_path / "two" / ".predict-seg.partial.json").exists()
+
+
 # ---------------------------------------------------------------- error paths
 
 

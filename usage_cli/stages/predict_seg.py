@@ -3,7 +3,8 @@
 Multi-scale + flip fusion of class probabilities (``algorithms.seg_infer``), optional dense CRF in
 worker processes, palette PNGs ``<out>/<id>.png`` (255 never predicted) and a ``manifest.json``
 pinning the checkpoint's sha256. An interrupted run resumes: ids whose PNG exists are skipped
-when the folder's in-progress marker carries the same config and checkpoint digest.
+when the folder's in-progress marker carries the same config and checkpoint digest. Under
+``torchrun`` each rank predicts every ``world_size``-th remaining id and rank 0 writes the manifest.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from usage_cli.artifacts.manifest import (
     write_manifest,
 )
 from usage_cli.errors import ArtifactError, ConfigError
-from usage_cli.stages.train_seg import CHECKPOINT_FORMAT, resolve_device
+from usage_cli.stages.train_seg import CHECKPOINT_FORMAT
 
 MARKER = ".predict-seg.partial.json"
 CHUNK = 16  # images whose probabilities are held at once for the CRF workers
@@ -92,10 +93,12 @@ def _crf_label(item: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
 def run(cfg: PredictSegConfig) -> dict:
     """Predict every id of the split; returns a summary {"images", "skipped", "out"}."""
     from usage_cli.data import load_dataset
+    from usage_cli.engine.distributed import barrier, init_distributed, resolve_device
 
     if cfg.fuse not in ("mean", "max"):
         raise ConfigError(f"--fuse must be mean or max, got {cfg.fuse}")
-    device = resolve_device(cfg.device)
+    info = init_distributed(cfg.device)
+    device = str(resolve_device(cfg.device, info))
     net, ckpt = load_segnet(cfg.ckpt, device)
     ds = load_dataset(cfg.dataset, cfg.root, cfg.split, split_file=cfg.split_file, classes_file=cfg.classes_file)
     if net.model_config["num_classes"] != ds.meta.num_classes + 1:
@@ -107,20 +110,25 @@ def run(cfg: PredictSegConfig) -> dict:
     config = _config(cfg)
     key = {"config_hash": config_hash(config), "checkpoint_sha256": sha256_file(cfg.ckpt)}
     done = _done_ids(out, key)
-    (out / MANIFEST_NAME).unlink(missing_ok=True)
-    write_text_atomic(out / MARKER, json.dumps(key) + "\n")
+    barrier()  # every rank has read the marker before rank 0 replaces it
+    if info.is_main:
+        (out / MANIFEST_NAME).unlink(missing_ok=True)
+        write_text_atomic(out / MARKER, json.dumps(key) + "\n")
     todo = [r for r in ds.records if r.id not in done]
-    _predict_all(net, todo, cfg, device, out)
-    manifest = build_manifest(
-        "predict-seg", config, inputs={"checkpoint": cfg.ckpt}, format_version="1.0.0",
-        extra={"images": len(ds), "class_names": list(ckpt["class_names"]), "train_config": ckpt.get("train_config", {})},
-    )  # fmt: skip
-    write_manifest(out, manifest)
-    (out / MARKER).unlink(missing_ok=True)
+    _predict_all(net, todo[info.rank :: info.world_size], cfg, device, out, quiet=cfg.quiet or not info.is_main)
+    barrier()  # every rank's PNGs are on disk
+    if info.is_main:
+        manifest = build_manifest(
+            "predict-seg", config, inputs={"checkpoint": cfg.ckpt}, format_version="1.0.0",
+            extra={"images": len(ds), "class_names": list(ckpt["class_names"]), "train_config": ckpt.get("train_config", {})},
+        )  # fmt: skip
+        write_manifest(out, manifest)
+        (out / MARKER).unlink(missing_ok=True)
+    barrier()
     return {"images": len(ds), "skipped": len(ds) - len(todo), "out": str(out)}
 
 
-def _predict_all(net, records, cfg: PredictSegConfig, device: str, out: Path) -> None:
+def _predict_all(net, records, cfg: PredictSegConfig, device: str, out: Path, quiet: bool) -> None:
     import torch
 
     from usage_cli.algorithms.seg_infer import fuse_views, to_label
@@ -129,8 +137,8 @@ def _predict_all(net, records, cfg: PredictSegConfig, device: str, out: Path) ->
     from usage_cli.data.joint_transforms import normalize
     from usage_cli.progress import make_progress
 
-    use_amp = device == "cuda"
-    with make_progress(cfg.quiet) as progress:
+    use_amp = torch.device(device).type == "cuda"
+    with make_progress(quiet) as progress:
         bar = progress.add_task(f"predict-seg {cfg.split}", total=len(records), info="")
         for start in range(0, len(records), CHUNK):
             chunk, pending = records[start:start + CHUNK], []
