@@ -48,7 +48,7 @@ def _speed_one(backbone: str, batch: int, steps: int, size: int, mode: str) -> d
         opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
         net.train()
         rates = []
-        for rep in range(3):  # rep 0 warms up; the best of the two timed passes counts (noise only slows)
+        for _rep in range(3):  # pass 0 warms up; the best of the two timed passes counts (noise only slows)
             t0 = time.perf_counter()
             for i in range(steps):
                 xb, yb = x[i * batch : (i + 1) * batch], y[i * batch : (i + 1) * batch]
