@@ -219,6 +219,7 @@ def make_confident_labels(cfg: RefinePsaConfig, ds, reader, key: dict, info=None
         write_text_atomic(key_path, json.dumps(key, sort_keys=True) + "\n")
     barrier()
     todo = [r for r in ds.records if not (label_dir / f"{r.id}.png").exists()]
+    barrier()  # every rank has listed the same missing labels before any rank writes one
     todo = todo[info.rank :: info.world_size]
     with make_progress(cfg.quiet or not info.is_main) as progress:
         bar = progress.add_task(f"confident labels (la {cfg.crf_la:g} / ha {cfg.crf_ha:g})", total=len(todo), info="")
