@@ -3,8 +3,9 @@
 For each backbone (random weights: speed does not depend on them):
 * stage: images/s of the real stage (``usage_cli.stages.gen_seeds.run``: decode workers, batching by
   size, fusion, normalisation, HDF5 writing; patch-affinity refinement for transformers too);
-* bare: images/s of the network's batched forward alone on the same tensors (the ratio stage/bare
-  is the share of time not lost to decoding, resizing, fusing and writing);
+* bare: images/s of the network's forward alone on the same tensors, as many views a forward as the
+  stage uses (one on the CPU, where batching VOC-sized views is slower; 16 on a GPU): the ratio
+  stage/bare is the share of time not lost to decoding, resizing, fusing and writing;
 * reference: the per-image loop of the reference implementations (one image, one scale, one flip
   per forward; a pickled ``.npy`` dict per image).
 Each mode runs in its own process, so its peak RSS is its own.
@@ -85,11 +86,12 @@ def _one(mode: str, backbone: str, work: Path, n: int, workers: int) -> dict:
                 size = (max(16, round(375 * s / 16) * 16), max(16, round(500 * s / 16) * 16))
                 x = torch.nn.functional.interpolate(x0, size=size, mode="bilinear", align_corners=False)
                 views.append(torch.cat([x, x.flip(-1)]))
+            per_forward = 1 if not torch.cuda.is_available() else 16  # as the stage: one view a forward on the CPU
             t0 = time.perf_counter()
             with torch.no_grad():
                 for v in views:
-                    for i in range(0, len(v), 16):
-                        net(v[i : i + 16])
+                    for i in range(0, len(v), per_forward):
+                        net(v[i : i + per_forward])
         else:  # reference-style loop: one image, one scale, one flip at a time; a pickled npy per image
             out.mkdir(parents=True, exist_ok=True)
             with torch.no_grad():

@@ -177,6 +177,7 @@ def test_attention_budget_splits_the_forward_without_changing_the_maps(ckpt):
     assert _views_per_forward(net, (96, 128), "patch-affinity", tight) == 1
     assert _views_per_forward(net, (96, 128), "patch-affinity", roomy) > 6
     assert _views_per_forward(net, (96, 128), "none", tight) > 6  # no attention kept: no split
+    assert _views_per_forward(net, (96, 128), "none", roomy, torch.device("cpu")) == 1  # CPU: one view a forward
     a = views_to_maps(net, images, roomy, "patch-affinity", "cam")
     b = views_to_maps(net, images, tight, "patch-affinity", "cam")
     for x, y in zip(a, b, strict=True):

@@ -21,7 +21,7 @@ def command(
     refine: Annotated[str, typer.Option(help="patch-affinity | none | auto (patch-affinity for transformers).")] = "auto",
     affinity_layers: Annotated[int, typer.Option(help="Layers summed for the patch affinity.")] = 12,
     source: Annotated[str, typer.Option(help="cam | attn (class-to-patch attention x CAM, mct) | auto.")] = "auto",
-    batch_size: Annotated[int, typer.Option(help="Images of one size per forward pass.")] = 8,
+    batch_size: Annotated[int, typer.Option(help="Images of one size batched together (on a GPU: per forward pass; the CPU runs one view at a time, faster there).")] = 8,
     workers: Annotated[int, typer.Option(help="Image-decoding worker processes.")] = 2,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     overlays: Annotated[int, typer.Option(help="Write overlay PNGs for this many images.")] = 8,
