@@ -25,7 +25,6 @@ import warnings
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 
 Offset = tuple[int, int]
 
