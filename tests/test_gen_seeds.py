@@ -182,3 +182,23 @@ def test_attention_budget_splits_the_forward_without_changing_the_maps(ckpt):
     b = views_to_maps(net, images, tight, "patch-affinity", "cam")
     for x, y in zip(a, b, strict=True):
         torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-5)
+
+
+def test_kept_patch_attention_equals_the_affinity_of_the_whole_maps(ckpt):
+    from usage_cli.algorithms.fuse import patch_attention
+    from usage_cli.models.classifier import load_classifier
+
+    net, _ = load_classifier(ckpt)
+    x = torch.randn(2, 3, 48, 64)
+    p, layers = net.backbone.num_prefix_tokens, 3
+    first = len(net.backbone.model.blocks) - layers
+    whole = net(x, return_attn=True)
+    kept = net(x, return_attn=True, keep_attn=lambda i, a: patch_attention(a, p) if i >= first else None)
+    assert len(kept["attn"]) == layers and kept["attn"][0].shape == (2, 12, 12)
+    torch.testing.assert_close(sum(kept["attn"]), patch_affinity(whole["attn"], p, layers))
+    torch.testing.assert_close(kept["cams"], whole["cams"])
+
+
+def test_source_attn_needs_an_mct_checkpoint(ckpt, synth_root, tmp_path):
+    with pytest.raises(ConfigError, match="--source attn needs an mct checkpoint"):
+        run(_cfg(ckpt, synth_root, tmp_path / "s", source="attn"))

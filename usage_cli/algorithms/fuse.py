@@ -9,10 +9,15 @@ import torch
 import torch.nn.functional as F
 
 
+def patch_attention(attn: torch.Tensor, num_prefix: int) -> torch.Tensor:
+    """One layer's patch-to-patch attention averaged over heads: B x heads x T x T -> B x N x N."""
+    return attn[:, :, num_prefix:, num_prefix:].mean(1)
+
+
 def patch_affinity(attn: Sequence[torch.Tensor], num_prefix: int, layers: int = 12) -> torch.Tensor:
     """MCTformer's patch-to-patch affinity: attention averaged over heads, summed over the last
     ``layers`` layers, patch tokens only. ``attn``: per layer B x heads x T x T -> B x N x N."""
-    return sum(a[:, :, num_prefix:, num_prefix:].mean(1) for a in list(attn)[-layers:])
+    return sum(patch_attention(a, num_prefix) for a in list(attn)[-layers:])
 
 
 def refine_with_affinity(cams: torch.Tensor, affinity: torch.Tensor) -> torch.Tensor:

@@ -64,14 +64,14 @@ class DenseBackbone(nn.Module):
         if self.family == "transformer" and (h % self.stride or w % self.stride):
             raise ConfigError(f"image size {h}x{w} is not divisible by the patch size {self.stride} of {self.name}")
 
-    def forward(self, x: torch.Tensor, return_attn: bool = False):
+    def forward(self, x: torch.Tensor, return_attn: bool = False, keep_attn=None):
         if self.family == "cnn":
             feat = self.model.forward_features(x)
             return (feat, []) if return_attn else feat
         from usage_cli.models.vit import vit_forward
 
         self.check_size(x.shape[-2], x.shape[-1])
-        tokens, attn = vit_forward(self.model, x, return_attn=return_attn)
+        tokens, attn = vit_forward(self.model, x, return_attn=return_attn, keep_attn=keep_attn)
         h, w = x.shape[-2] // self.stride, x.shape[-1] // self.stride
         patches = tokens[:, self.num_prefix_tokens :]
         feat = patches.transpose(1, 2).reshape(x.shape[0], -1, h, w)

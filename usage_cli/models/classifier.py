@@ -50,13 +50,15 @@ class Classifier(nn.Module):
         if self.family == "cnn":  # depthwise convolutions are far faster channels-last on CPU
             self.to(memory_format=torch.channels_last)
 
-    def forward(self, x: torch.Tensor, return_attn: bool = False) -> dict[str, torch.Tensor]:
+    def forward(self, x: torch.Tensor, return_attn: bool = False, keep_attn=None) -> dict[str, torch.Tensor]:
+        """``return_attn``: also ``out["attn"]``, every layer's attention, or what ``keep_attn(i, a)``
+        keeps of layer i's (not for ``mct``, whose class rows need the whole maps)."""
         need_attn = return_attn or self.mapping == "mct"
         if self.family == "cnn":
             x = x.contiguous(memory_format=torch.channels_last)
         if self.mapping == "mct":
             return self._forward_mct(x, return_attn)
-        feat, attn = self.backbone(x, return_attn=True) if need_attn else (self.backbone(x), None)
+        feat, attn = self.backbone(x, return_attn=True, keep_attn=keep_attn) if need_attn else (self.backbone(x), None)
         z = self.head(self.feat_drop(feat))  # Eq. 2 at every location
         out = {"cams": z, "logits": mapping_scores(z, self.mapping, self.model_config["tau1"], self.model_config["bg_const"])}
         if return_attn:

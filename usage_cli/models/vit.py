@@ -41,14 +41,20 @@ def _embed(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return model.norm_pre(model.pos_drop(tokens))
 
 
-def vit_forward(model: nn.Module, x: torch.Tensor, return_attn: bool = False) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """Tokens after the final norm (B x T x D) and, if asked, each layer's attention."""
+def vit_forward(model: nn.Module, x: torch.Tensor, return_attn: bool = False, keep_attn=None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Tokens after the final norm (B x T x D) and, if asked, each layer's attention.
+
+    ``keep_attn(layer_index, attn)``, when given, says what to keep of each layer's B x heads x T x T
+    attention (``None``: nothing), so a caller that needs a reduction never holds every layer whole.
+    """
     tokens = _embed(model, x)
     attns = []
-    for blk in model.blocks:
+    for i, blk in enumerate(model.blocks):
         if return_attn:
             tokens, a = _block(blk, tokens)
-            attns.append(a)
+            a = keep_attn(i, a) if keep_attn is not None else a
+            if a is not None:
+                attns.append(a)
         else:
             tokens = blk(tokens)
     return model.norm(tokens), attns

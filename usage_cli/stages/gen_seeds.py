@@ -68,6 +68,10 @@ def _resolve(cfg: GenSeedsConfig, net) -> tuple[str, str]:
     if refine == "patch-affinity" and net.family != "transformer":
         raise ConfigError(f"--refine patch-affinity needs a transformer classifier, not {net.model_config['backbone']}")
     source = cfg.source if cfg.source != "auto" else ("attn" if net.mapping == "mct" else "cam")
+    if source not in ("cam", "attn"):
+        raise ConfigError(f"unknown --source '{cfg.source}'; choose cam, attn or auto")
+    if source == "attn" and net.mapping != "mct":
+        raise ConfigError(f"--source attn needs an mct checkpoint (class tokens), not mapping '{net.mapping}'")
     return refine, source
 
 
@@ -77,9 +81,10 @@ def _views_per_forward(net, size, refine: str, cfg: GenSeedsConfig, device: torc
     * On the CPU one: batching VOC-sized views there was slower, not faster (efficientnet_lite0,
       4 scales x flip: 0.25 images/s at 8 images a batch against 0.44 one view at a time, as the
       reference implementations do), since the activations of a batch outgrow the caches.
-    * Forwards that keep every layer's attention (patch affinity, mct) hold B x heads x T x T
-      float32 maps per layer: they are split to stay within ``cfg.attn_budget_gb`` (one DeiT-S view
-      of a 500x375 image at scale 2 has 2,962 tokens, 2.5 GB of attention).
+    * Forwards that keep attention are split to stay within ``cfg.attn_budget_gb``: patch affinity
+      keeps each of the last ``affinity_layers`` layers' head-mean patch block (B x N x N), mct
+      every layer's whole B x heads x T x T maps (one DeiT-S view of a 500x375 image at scale 2 has
+      2,962 tokens: 0.4 GB kept for patch affinity, 2.5 GB for mct).
     """
     if device is not None and device.type == "cpu":
         return 1
@@ -89,7 +94,10 @@ def _views_per_forward(net, size, refine: str, cfg: GenSeedsConfig, device: torc
     tokens = (size[0] // stride) * (size[1] // stride) + net.backbone.num_prefix_tokens
     blocks = getattr(net.backbone.model, "blocks", [])
     heads = blocks[0].attn.num_heads if len(blocks) else 1
-    per_view = len(blocks) * heads * tokens * tokens * 4
+    if net.mapping == "mct":  # every layer's whole attention is kept
+        per_view = len(blocks) * heads * tokens * tokens * 4
+    else:  # the head-mean patch block of the last layers, plus one layer's maps in flight (x3 for the softmax)
+        per_view = (min(cfg.affinity_layers, len(blocks)) + 3 * heads) * tokens * tokens * 4
     return max(1, int(cfg.attn_budget_gb * 2**30 // max(per_view, 1)))
 
 
@@ -99,6 +107,7 @@ def views_to_maps(net, images: torch.Tensor, cfg: GenSeedsConfig, refine: str, s
     from usage_cli.algorithms.fuse import (
         fuse_views,
         patch_affinity,
+        patch_attention,
         refine_with_affinity,
         scaled_size,
     )
@@ -110,15 +119,25 @@ def views_to_maps(net, images: torch.Tensor, cfg: GenSeedsConfig, refine: str, s
     H, W = x0.shape[-2:]
     multiple = net.backbone.stride if net.family == "transformer" else 1
     views, flips = [], []
+    first = len(getattr(net.backbone.model, "blocks", [])) - cfg.affinity_layers
+    prefix = net.backbone.num_prefix_tokens
+
+    def keep(i: int, a: torch.Tensor) -> torch.Tensor | None:  # what patch affinity needs of layer i
+        return patch_attention(a, prefix) if i >= first else None
+
     for s in cfg.scales:
         x = torch.nn.functional.interpolate(x0, size=scaled_size(H, W, s, multiple), mode="bilinear", align_corners=False)
         batch = torch.cat([x, x.flip(-1)]) if cfg.flip else x
         z = []
         for part in batch.split(_views_per_forward(net, batch.shape[-2:], refine, cfg, batch.device)):
-            out = net(part, return_attn=refine == "patch-affinity")
-            zp = out["cls_attn"] * torch.relu(out["cams"]) if source == "attn" else out["cams"]
-            if refine == "patch-affinity":
-                zp = refine_with_affinity(zp, patch_affinity(out["attn"], net.backbone.num_prefix_tokens, cfg.affinity_layers))
+            if refine == "patch-affinity" and net.mapping != "mct":  # keep only the head-mean patch block
+                out = net(part, return_attn=True, keep_attn=keep)
+                zp = refine_with_affinity(out["cams"], sum(out["attn"]))
+            else:
+                out = net(part, return_attn=refine == "patch-affinity")
+                zp = out["cls_attn"] * torch.relu(out["cams"]) if source == "attn" else out["cams"]
+                if refine == "patch-affinity":
+                    zp = refine_with_affinity(zp, patch_affinity(out["attn"], net.backbone.num_prefix_tokens, cfg.affinity_layers))
             z.append(zp)
         z = torch.cat(z)
         n = x.shape[0]
