@@ -197,6 +197,33 @@ def test_interrupted_prediction_resumes(synth_root, fake_masks, tmp_path, monkey
     assert predict(PredictSegConfig(**{**cfg.__dict__, "flip": False}))["skipped"] == 0
 
 
+def test_two_ranks_train_with_ddp_and_only_rank_0_publishes(synth_root, fake_masks, tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from usage_cli.stages.predict_seg import load_segnet
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "seg"
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+        "--master_port", str(port), "-m", "usage_cli", "train-seg", "--masks", str(fake_masks), "--root", str(synth_root),
+        "--split", "train", "--out", str(out), "--backbone", "resnet18", "--epochs", "2", "--batch-size", "2",
+        "--crop", "32", "--aspp-channels", "16", "--workers", "0", "--device", "cpu", "--quiet",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert len((out / "log.jsonl").read_text().splitlines()) == 2  # one line an epoch, not one a rank
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["artifact_sha256"] == sha256_file(out / "checkpoint.pt")
+    net, ckpt = load_segnet(out / "checkpoint.pt")
+    assert ckpt["model_config"]["backbone"] == "resnet18"
+
+
 def test_two_ranks_predict_every_id_once_like_one_process(synth_root, fake_masks, tmp_path):
     import os
     import socket
