@@ -8,6 +8,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from conftest import torchrun
 from typer.testing import CliRunner
 
 from usage_cli.algorithms.fuse import (
@@ -140,23 +141,12 @@ def test_bad_checkpoints_are_refused(ckpt, synth_root, tmp_path):
 
 
 def test_two_ranks_merge_equals_single_process(ckpt, synth_root, tmp_path):
-    import os
-    import socket
-    import subprocess
-    import sys
-
     single = run(_cfg(ckpt, synth_root, tmp_path / "one", batch_size=1))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-        "--master_port", str(port), "-m", "usage_cli", "gen-seeds", "--ckpt", str(ckpt), "--root", str(synth_root),
-        "--split", "val", "--out", str(tmp_path / "two"), "--scales", "1.0,0.5", "--workers", "0", "--batch-size", "1",
-        "--overlays", "0", "--quiet",
-    ]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    torchrun(
+        "-m", "usage_cli", "gen-seeds", "--ckpt", str(ckpt), "--root", str(synth_root), "--split", "val", "--out",
+        str(tmp_path / "two"), "--scales", "1.0, 0.5", "--workers", "0", "--batch-size", "1", "--overlays", "0",
+        "--quiet", timeout=300,
+    )  # fmt: skip
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["manifest.json", "seeds.h5"]  # rank parts merged away
     with SeedReader(single) as a, SeedReader(tmp_path / "two" / "seeds.h5") as b:
         assert a.ids() == b.ids()

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import torchrun
 from PIL import Image
 from scipy import ndimage
 from typer.testing import CliRunner
@@ -232,23 +233,12 @@ def test_affinity_of_another_kind_or_missing_is_refused(synth_root, seeds, refin
 
 
 def test_two_ranks_write_every_mask_once_like_one_process(synth_root, seeds, tmp_path):
-    import os
-    import socket
-    import subprocess
-    import sys
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     two = tmp_path / "two"
-    cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-        "--master_port", str(port), "-m", "usage_cli", "refine-psa", "--seeds", str(seeds), "--root", str(synth_root),
-        "--split", "train", "--out", str(two), "--backbone", "efficientnet_lite0", "--pretrained", "--epochs", "1",
-        "--batch-size", "2", "--crop", "64", "--workers", "0", "--device", "cpu", "--quiet",
-    ]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    torchrun(
+        "-m", "usage_cli", "refine-psa", "--seeds", str(seeds), "--root", str(synth_root), "--split", "train",
+        "--out", str(two), "--backbone", "efficientnet_lite0", "--pretrained", "--epochs", "1", "--batch-size", "2",
+        "--crop", "64", "--workers", "0", "--device", "cpu", "--quiet", timeout=600,
+    )  # fmt: skip
     train = load_dataset("voc", synth_root, "train")
     ids = sorted(r.id for r in train.records)
     assert sorted(p.stem for p in two.glob("*.png")) == ids

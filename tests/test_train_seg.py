@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import torchrun
 from typer.testing import CliRunner
 
 from usage_cli.artifacts.labels import read_label_png, write_label_png
@@ -198,25 +199,14 @@ def test_interrupted_prediction_resumes(synth_root, fake_masks, tmp_path, monkey
 
 
 def test_two_ranks_train_with_ddp_and_only_rank_0_publishes(synth_root, fake_masks, tmp_path):
-    import os
-    import socket
-    import subprocess
-    import sys
-
     from usage_cli.stages.predict_seg import load_segnet
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     out = tmp_path / "seg"
-    cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-        "--master_port", str(port), "-m", "usage_cli", "train-seg", "--masks", str(fake_masks), "--root", str(synth_root),
-        "--split", "train", "--out", str(out), "--backbone", "resnet18", "--epochs", "2", "--batch-size", "2",
-        "--crop", "32", "--aspp-channels", "16", "--workers", "0", "--device", "cpu", "--quiet",
-    ]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    torchrun(
+        "-m", "usage_cli", "train-seg", "--masks", str(fake_masks), "--root", str(synth_root), "--split", "train",
+        "--out", str(out), "--backbone", "resnet18", "--epochs", "2", "--batch-size", "2", "--crop", "32",
+        "--aspp-channels", "16", "--workers", "0", "--device", "cpu", "--quiet", timeout=300,
+    )  # fmt: skip
     assert len((out / "log.jsonl").read_text().splitlines()) == 2  # one line an epoch, not one a rank
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["artifact_sha256"] == sha256_file(out / "checkpoint.pt")
@@ -225,27 +215,16 @@ def test_two_ranks_train_with_ddp_and_only_rank_0_publishes(synth_root, fake_mas
 
 
 def test_two_ranks_predict_every_id_once_like_one_process(synth_root, fake_masks, tmp_path):
-    import os
-    import socket
-    import subprocess
-    import sys
-
     from usage_cli.stages.predict_seg import PredictSegConfig
     from usage_cli.stages.predict_seg import run as predict
     from usage_cli.stages.train_seg import run
 
     ckpt = run(_train_cfg(fake_masks, synth_root, tmp_path / "seg", epochs=1))
     predict(PredictSegConfig(ckpt=ckpt, root=synth_root, out=tmp_path / "one", split="val", device="cpu", quiet=True))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-        "--master_port", str(port), "-m", "usage_cli", "predict-seg", "--ckpt", str(ckpt), "--root", str(synth_root),
-        "--split", "val", "--out", str(tmp_path / "two"), "--device", "cpu", "--quiet",
-    ]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    torchrun(
+        "-m", "usage_cli", "predict-seg", "--ckpt", str(ckpt), "--root", str(synth_root), "--split", "val", "--out",
+        str(tmp_path / "two"), "--device", "cpu", "--quiet", timeout=300,
+    )  # fmt: skip
     one = sorted((tmp_path / "one").glob("*.png"))
     assert [p.name for p in one] == sorted(p.name for p in (tmp_path / "two").glob("*.png"))
     for p in one:
