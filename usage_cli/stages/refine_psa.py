@@ -145,9 +145,8 @@ def run(cfg: RefinePsaConfig) -> dict:
     with SeedReader(cfg.seeds) as reader:  # a missing or incomplete store is an error naming gen-seeds
         seeds_sha = sha256_file(cfg.seeds)
         check_seeds(reader, cfg.seeds, infer_ds)
-        if cfg.affinity is not None:  # 2-3. a trained AffinityNet: nothing to learn here
+        if cfg.affinity is not None:  # 2-3. a trained AffinityNet (refine_split loads it first): nothing to learn
             aff_path, trained = Path(cfg.affinity), False
-            load_affinitynet(aff_path, "cpu")  # refuse another file kind before any work
         else:  # 2. confident labels, 3. AffinityNet
             if infer_ds is not train_ds:
                 check_seeds(reader, cfg.seeds, train_ds)
