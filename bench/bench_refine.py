@@ -92,24 +92,9 @@ def bench_walk(n: int) -> dict:
     return out
 
 
-def _gt_seeds(path: Path, records, num_classes: int, sigma: float, shift: int) -> None:
-    from scipy import ndimage
-
-    from usage_cli.artifacts.labels import read_label_png
-    from usage_cli.artifacts.seeds import SeedWriter
-
-    with SeedWriter(path, {"num_classes": num_classes, "stride": 1}, resume=False) as w:
-        for r in records:
-            gt = read_label_png(r.mask_path)
-            cams = [np.roll(ndimage.gaussian_filter((gt == k).astype(np.float32), sigma), shift, axis=1) for k in r.labels]
-            cam = np.stack([c / max(c.max(), 1e-6) for c in cams]) if cams else np.zeros((0, *gt.shape), np.float32)
-            w.write(r.id, r.labels, cam, gt.shape)
-        w.commit()
-
-
 def bench_gain(n_train: int, size: int, epochs: int, workers: int) -> dict:
     from usage_cli.data import load_dataset
-    from usage_cli.data.synth import generate
+    from usage_cli.data.synth import generate, write_ground_truth_seeds
     from usage_cli.stages.evaluate import EvaluateConfig
     from usage_cli.stages.evaluate import run as evaluate
     from usage_cli.stages.refine_psa import RefinePsaConfig, run
@@ -119,7 +104,7 @@ def bench_gain(n_train: int, size: int, epochs: int, workers: int) -> dict:
     generate(root, n_train=n_train, n_val=4, size=size, seed=1)
     ds = load_dataset("voc", root, "train")
     seeds = tmp / "seeds.h5"
-    _gt_seeds(seeds, ds.records, ds.meta.num_classes, sigma=6.0, shift=5)
+    write_ground_truth_seeds(seeds, ds.records, ds.meta.num_classes, sigma=6.0, shift=5)
     t = time.perf_counter()
     cfg = RefinePsaConfig(
         seeds=seeds, dataset="voc", root=root, split="train", out=tmp / "masks", backbone="efficientnet_lite0",

@@ -11,12 +11,11 @@ import pytest
 import torch
 from conftest import torchrun
 from PIL import Image
-from scipy import ndimage
 from typer.testing import CliRunner
 
 from usage_cli.artifacts.labels import read_label_png, write_label_png
-from usage_cli.artifacts.seeds import SeedWriter
 from usage_cli.data import load_dataset
+from usage_cli.data.synth import write_ground_truth_seeds
 from usage_cli.errors import ArtifactError, ConfigError
 from usage_cli.stages.refine_psa import PRESETS, RefinePsaConfig, resolve, run
 from usage_cli.tasks.affinity import read_confident_png, sample_at_stride
@@ -26,22 +25,10 @@ pytest.importorskip("pydensecrf")
 TINY = {"backbone": "efficientnet_lite0", "pretrained": True, "epochs": 1, "batch_size": 4, "crop": 64, "workers": 1, "device": "cpu", "quiet": True}
 
 
-def write_seeds(path: Path, records, num_classes: int, sigma: float = 2.0, shift: int = 2) -> Path:
-    """Seeds from ground truth: each present class's mask, blurred, shifted right, max-normalised."""
-    with SeedWriter(path, {"num_classes": num_classes, "stride": 1}, resume=False) as w:
-        for r in records:
-            gt = read_label_png(r.mask_path)
-            cams = [np.roll(ndimage.gaussian_filter((gt == k).astype(np.float32), sigma), shift, axis=1) for k in r.labels]
-            cam = np.stack([c / max(c.max(), 1e-6) for c in cams]) if cams else np.zeros((0, *gt.shape), np.float32)
-            w.write(r.id, r.labels, cam, gt.shape)
-        w.commit()
-    return path
-
-
 @pytest.fixture(scope="module")
 def seeds(synth_root, tmp_path_factory) -> Path:
     train, val = (load_dataset("voc", synth_root, s) for s in ("train", "val"))
-    return write_seeds(tmp_path_factory.mktemp("seeds") / "seeds.h5", train.records + val.records, train.meta.num_classes)
+    return write_ground_truth_seeds(tmp_path_factory.mktemp("seeds") / "seeds.h5", train.records + val.records, train.meta.num_classes)
 
 
 @pytest.fixture(scope="module")
@@ -129,11 +116,11 @@ def test_presets_fill_only_unset_values(tmp_path):
 
 def test_seeds_not_covering_the_split_are_refused(synth_root, tmp_path):
     train = load_dataset("voc", synth_root, "train")
-    only_train = write_seeds(tmp_path / "seeds.h5", train.records, train.meta.num_classes)
+    only_train = write_ground_truth_seeds(tmp_path / "seeds.h5", train.records, train.meta.num_classes)
     cfg = RefinePsaConfig(seeds=only_train, dataset="voc", root=synth_root, split="val", out=tmp_path / "m", **TINY)
     with pytest.raises(ArtifactError, match=r"no seeds for 6 of 6 ids of split 'val'.*gen-seeds --split val"):
         run(cfg)
-    wrong_k = write_seeds(tmp_path / "k.h5", train.records[:2], train.meta.num_classes + 1)
+    wrong_k = write_ground_truth_seeds(tmp_path / "k.h5", train.records[:2], train.meta.num_classes + 1)
     with pytest.raises(ArtifactError, match="classes"):
         run(replace(cfg, seeds=wrong_k, split="train"))
 
