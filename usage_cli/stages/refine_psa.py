@@ -255,7 +255,6 @@ def train_or_reuse(cfg: RefinePsaConfig, ds, label_dir: Path, train_config: dict
 
     from usage_cli.algorithms.affinity import search_offsets
     from usage_cli.artifacts.checkpoint import load_checkpoint, save_checkpoint
-    from usage_cli.engine.distributed import auto_device
     from usage_cli.engine.loop import LoopConfig, fit
     from usage_cli.models.affinitynet import build_affinitynet, load_backbone_weights
     from usage_cli.tasks.affinity import AffinityTask, ConfidentLabelSet
@@ -274,7 +273,7 @@ def train_or_reuse(cfg: RefinePsaConfig, ds, label_dir: Path, train_config: dict
     train_set = ConfidentLabelSet(ds.records, label_dir, ds.meta.num_classes, crop=cfg.crop, stride=net.stride, scale=cfg.scale)
     loop = LoopConfig(
         epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, optimizer="sgd", weight_decay=cfg.weight_decay,
-        schedule="poly", workers=cfg.workers, device=auto_device(cfg.device), amp=cfg.amp, seed=cfg.seed, quiet=cfg.quiet,
+        schedule="poly", workers=cfg.workers, device=cfg.device, amp=cfg.amp, seed=cfg.seed, quiet=cfg.quiet,
     )  # fmt: skip
     task = AffinityTask(net, search_offsets(cfg.radius), cfg.head_lr_mult)
     task = fit(task, train_set, loop, Path(cfg.out) / "affinity-train", resume=cfg.resume, run_config=train_config)

@@ -51,12 +51,6 @@ class TrainSegConfig:
     quiet: bool = False
 
 
-def resolve_device(device: str) -> str:
-    from usage_cli.engine.distributed import auto_device
-
-    return auto_device(device)
-
-
 def _check(cfg: TrainSegConfig) -> None:
     if cfg.crop < 16:
         raise ConfigError(f"--crop must be at least 16, got {cfg.crop}")
@@ -97,10 +91,9 @@ def run(cfg: TrainSegConfig) -> Path:
     net = build_segnet(model_config)
     source = load_backbone_weights(net, pretrained=cfg.pretrained, weights=str(cfg.weights) if cfg.weights else None)
     # 3. the shared loop (poly schedule, AMP on CUDA, DDP under torchrun, last.pt)
-    device = resolve_device(cfg.device)
     loop = LoopConfig(
         epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, optimizer=cfg.optimizer,
-        weight_decay=cfg.weight_decay, schedule="poly", workers=cfg.workers, device=device, amp=cfg.amp,
+        weight_decay=cfg.weight_decay, schedule="poly", workers=cfg.workers, device=cfg.device, amp=cfg.amp,
         seed=cfg.seed, quiet=cfg.quiet,
     )  # fmt: skip
     run_config = _run_config(cfg)
