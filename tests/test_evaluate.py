@@ -50,6 +50,7 @@ def test_png_folder_golden_and_metrics_json(root, tmp_path):
     assert m["miou"] == pytest.approx(100 * (5 / 6 + 3 / 4 + 1) / 3, abs=1e-3)
     assert m["miou"] + m["fpr"] + m["fnr"] == pytest.approx(100.0, abs=1e-3)
     assert m["num_images"] == 2 and m["threshold"] is None and m["confusion"][0] == [5, 1, 0]
+    assert "empty_seeds" not in m  # label maps: not a seed store
     assert "mIoU 86.1" in res.output
 
 
@@ -67,12 +68,31 @@ def test_seed_store_sweep_fixed_and_power(root, tmp_path):
     assert m["miou"] == pytest.approx(100.0) and m["threshold"] == pytest.approx(0.25)
     assert m["curve"]["0.24"] < 100
     assert m["threshold_mode"] == "sweep-best" and len(m["curve"]) == 96 and m["curve"]["0.61"] < 100
+    assert m["empty_seeds"] == {"maps": 0, "pairs": 2, "images": 0} and "empty seeds" not in res.output
     res = _cli("--root", root, "--pred", path, "--out", tmp_path / "f.json", "--bg-threshold", 0.65)
     f = json.loads((tmp_path / "f.json").read_text())
     assert f["threshold_mode"] == "fixed" and f["threshold"] == pytest.approx(0.65) and f["miou"] < 100
     res = _cli("--root", root, "--pred", path, "--out", tmp_path / "p.json", "--bg-power", 1)
     p = json.loads((tmp_path / "p.json").read_text())
     assert p["threshold_mode"] == "power" and p["miou"] == pytest.approx(100.0)
+
+
+def test_empty_seed_maps_are_counted_shown_and_reported(root, tmp_path):
+    path = tmp_path / "seeds" / "seeds.h5"
+    with SeedWriter(path, {}) as w:
+        w.write("a", [1], np.array([[[0.1, 0.2, 0.9], [0.1, 0.8, 0.7]]]), (2, 3))
+        w.write("b", [1, 2], np.stack([np.zeros((2, 3)), [[0.6, 0.6, 0.2], [0.0, 0.1, 0.25]]]), (2, 3))  # cat: no activation
+        w.commit()
+    for quiet in ([], ["--quiet"]):  # a warning, not detail: shown with --quiet too
+        res = _cli("--root", root, "--pred", path, "--out", tmp_path / "e.json", "--workers", 2, *quiet)
+        assert res.exit_code == 0, res.output
+        assert "empty seeds: 1 of 3 present-class seed maps are all zero (in 1 images)" in res.output
+    m = json.loads((tmp_path / "e.json").read_text())
+    assert m["empty_seeds"] == {"maps": 1, "pairs": 3, "images": 1}
+    res = runner.invoke(app, ["report", str(tmp_path / "e.json"), "--out", str(tmp_path / "rows.json")])
+    assert res.exit_code == 0, res.output
+    assert "empty" in res.output and "1/3" in res.output  # the column (its header wraps at 80 columns)
+    assert json.loads((tmp_path / "rows.json").read_text())[0]["empty_seeds"]["maps"] == 1
 
 
 def test_missing_predictions_error_or_count_as_background(root, tmp_path):

@@ -29,4 +29,15 @@ def print_metrics(result: dict, quiet: bool = False) -> None:
                 table.add_row(name, *(_fmt(row[k]) for k, _, _ in cols))
         table.add_row("[bold]mean[/]", *(f"[bold]{_fmt(result[key])}[/]" for _, key, _ in cols))
         console.print(table)
+    empty = result.get("empty_seeds") or {}
+    if empty.get("maps"):  # shown even with --quiet: empty seeds never pass silently
+        console.print(f"[yellow]{empty_seeds_line(empty)}[/]", highlight=False, soft_wrap=True)
     console.print(summary, highlight=False, soft_wrap=True)
+
+
+def empty_seeds_line(empty: dict) -> str:
+    """What a seed store's empty seeds (``metrics.json``'s ``empty_seeds``) mean, in one line."""
+    return (
+        f"empty seeds: {empty['maps']} of {empty['pairs']} present-class seed maps are all zero (in {empty['images']} images); "
+        f"those classes are never predicted there: the classifier gave them no positive activation"
+    )

@@ -2,7 +2,8 @@
 
 Reads only ground-truth masks and predictions, never images. One (K+1)x(K+1) int64 confusion matrix
 is accumulated over the split (per threshold, for seeds); chunks of images are scored in worker
-processes and their counts summed.
+processes and their counts summed. For a seed store the empty seeds (present-class maps that are
+all zero, see `usage gen-seeds`) of the scored images are counted on the way.
 """
 
 from __future__ import annotations
@@ -64,12 +65,14 @@ class _Job:
     missing: frozenset[str]
 
 
-def _score_chunk(job: _Job) -> tuple[np.ndarray, np.ndarray]:
-    """Summed counts of one chunk: ([T+1, n, n] bins or [n, n] matrix, pred_ignored [n])."""
+def _score_chunk(job: _Job) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Summed counts of one chunk: ([T+1, n, n] bins or [n, n] matrix, pred_ignored [n],
+    empty seeds [maps, present pairs, images with one])."""
     thr = np.asarray(job.thresholds)
     sweep = job.kind == "seeds" and job.power is None
     counts = np.zeros((len(thr) + 1, job.n, job.n) if sweep else (job.n, job.n), np.int64)
     cm = ConfusionMatrix(job.n)
+    empty = np.zeros(3, np.int64)
     reader = SeedReader(job.pred) if job.kind == "seeds" else None
     try:
         for image_id, mask_path in job.items:
@@ -82,6 +85,8 @@ def _score_chunk(job: _Job) -> tuple[np.ndarray, np.ndarray]:
                 entry = reader.read(image_id)
                 if entry.cam.shape[1:] != gt.shape:
                     raise ArtifactError(f"{job.pred}: seeds of '{image_id}' are {entry.cam.shape[1:]} but its mask is {gt.shape}")
+                n_empty = len(entry.empty_keys)
+                empty += (n_empty, len(entry.keys), n_empty > 0)
                 m, a = fg_max_argmax(entry.cam, entry.keys, gt.shape)
                 if sweep:
                     counts += binned_counts(m, a, gt, thr, job.n)
@@ -100,7 +105,7 @@ def _score_chunk(job: _Job) -> tuple[np.ndarray, np.ndarray]:
     finally:
         if reader is not None:
             reader.close()
-    return (counts if sweep else cm.mat), cm.pred_ignored
+    return (counts if sweep else cm.mat), cm.pred_ignored, empty
 
 
 def _prediction_ids(pred: Path) -> tuple[str, set[str]]:
@@ -160,6 +165,7 @@ def run(cfg: EvaluateConfig) -> dict:
             parts = list(pool.map(_score_chunk, jobs))
     total = sum(p[0] for p in parts)
     pred_ignored = sum(p[1] for p in parts)
+    empty = sum(p[2] for p in parts)
     # 3. pick the threshold (seeds), summarise
     result = {"dataset": cfg.dataset, "split": cfg.split, "pred": str(cfg.pred), "num_images": len(items), "num_missing": len(missing)}
     if kind == "seeds" and mode != "power":
@@ -171,6 +177,8 @@ def run(cfg: EvaluateConfig) -> dict:
     else:
         result.update(_summary(total, pred_ignored, ds.meta.all_names))
         result.update(threshold=None, threshold_mode=mode if kind == "seeds" else "labels", bg_power=cfg.bg_power)
+    if kind == "seeds":
+        result["empty_seeds"] = {"maps": int(empty[0]), "pairs": int(empty[1]), "images": int(empty[2])}
     result["metrics"] = list(cfg.metrics)
     if cfg.out is not None:
         write_text_atomic(cfg.out, json.dumps(result, indent=2) + "\n")

@@ -2,8 +2,10 @@
 
 Per image: every scale x flip view goes through the classifier (images of one size batched
 together), each view's activation map is optionally refined with the patch-to-patch attention
-affinity (transformers, MCTformer), the views are un-flipped, resized to the image size and summed,
-and the maps of the image's classes are ReLU'd and divided by their maximum.
+affinity (transformers, MCTformer), ReLU'd (``--fusion relu-sum``, as PSA / IRN; ``sum-relu`` sums
+the raw views), un-flipped, resized to the image size and summed, and the maps of the image's
+classes are ReLU'd and divided by their maximum. Present classes whose map stays all zero ("empty
+seeds") are counted from the finished store, warned about and recorded in the manifest.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from usage_cli.data import load_dataset
 from usage_cli.errors import ConfigError
 from usage_cli.progress import log, make_progress
 
+FUSIONS = ("relu-sum", "sum-relu")
+
 
 @dataclass(frozen=True)
 class GenSeedsConfig:
@@ -33,6 +37,7 @@ class GenSeedsConfig:
     scales: tuple[float, ...] = (1.0, 0.5, 1.5, 2.0)
     flip: bool = True
     refine: str = "auto"  # auto | patch-affinity | none
+    fusion: str = "relu-sum"  # relu-sum (ReLU each view, then sum: PSA / IRN) | sum-relu
     affinity_layers: int = 12
     attn_budget_gb: float = 2.0  # attention kept per forward (patch affinity, mct); larger batches are split
     source: str = "auto"  # auto | cam | attn (mct: class-to-patch attention x CAM)
@@ -72,6 +77,8 @@ def _resolve(cfg: GenSeedsConfig, net) -> tuple[str, str]:
         raise ConfigError(f"unknown --source '{cfg.source}'; choose cam, attn or auto")
     if source == "attn" and net.mapping != "mct":
         raise ConfigError(f"--source attn needs an mct checkpoint (class tokens), not mapping '{net.mapping}'")
+    if cfg.fusion not in FUSIONS:
+        raise ConfigError(f"unknown --fusion '{cfg.fusion}'; choose {' or '.join(FUSIONS)}")
     return refine, source
 
 
@@ -146,7 +153,8 @@ def views_to_maps(net, images: torch.Tensor, cfg: GenSeedsConfig, refine: str, s
         if cfg.flip:
             views.append(z[n:])
             flips.append(True)
-    return [fuse_views([v[i] for v in views], flips, (H, W)) for i in range(x0.shape[0])]
+    relu_each = cfg.fusion == "relu-sum"
+    return [fuse_views([v[i] for v in views], flips, (H, W), relu_each=relu_each) for i in range(x0.shape[0])]
 
 
 def run(cfg: GenSeedsConfig) -> Path:
@@ -179,7 +187,7 @@ def run(cfg: GenSeedsConfig) -> Path:
         writer.commit()
     finally:
         writer.close()
-    # 3. merge ranks, overlays, manifest
+    # 3. merge ranks, overlays, empty seeds (counted from the finished store), manifest
     barrier()
     if info.enabled and info.is_main:
         _merge([cfg.out / f"seeds.rank{r}.h5" for r in range(info.world_size)], final, attrs)
@@ -189,7 +197,10 @@ def run(cfg: GenSeedsConfig) -> Path:
             from usage_cli.artifacts.overlays import write_overlays
 
             write_overlays(final, ds, cfg.out / "overlays", cfg.overlays, cfg.overlay_threshold)
-        extra = {"num_images": len(ds), "seed_network": ckpt.get("seed_network"), "seeds": "seeds.h5"}
+        empty = count_empty_seeds(final)
+        if empty["empty_seeds"]:
+            log(_empty_warning(empty))  # shown even with --quiet: empty seeds never pass silently
+        extra = {"num_images": len(ds), "seed_network": ckpt.get("seed_network"), "seeds": "seeds.h5", **empty}
         write_manifest(cfg.out, build_manifest("gen-seeds", config, inputs={"checkpoint": cfg.ckpt}, extra=extra))
     return final
 
@@ -219,6 +230,27 @@ def _generate(net, todo, cfg, refine, source, writer, seed_maps, device) -> None
             n = len(pending[key])
             flush(key)
             progress.update(bar, advance=n)
+
+
+def count_empty_seeds(path: Path) -> dict[str, int]:
+    """Empty seeds of a finished store: present-class maps that are all zero (no positive activation).
+
+    Counted from the store itself, so images written before a resume and by other ranks count too."""
+    empty = pairs = images = 0
+    with SeedReader(path) as r:
+        for image_id in r.ids():
+            e = r.read(image_id)
+            n = len(e.empty_keys)
+            empty, pairs, images = empty + n, pairs + len(e.keys), images + (n > 0)
+    return {"empty_seeds": empty, "present_pairs": pairs, "images_with_empty_seeds": images}
+
+
+def _empty_warning(c: dict[str, int]) -> str:
+    return (
+        f"[yellow]gen-seeds: {c['empty_seeds']} of {c['present_pairs']} present-class seed maps are empty (all zero) "
+        f"in {c['images_with_empty_seeds']} images: the classifier gives no positive activation for those classes; "
+        f"check its training loss[/]"
+    )
 
 
 def _merge(parts: list[Path], final: Path, attrs: dict) -> None:

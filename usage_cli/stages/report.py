@@ -38,6 +38,7 @@ def load_rows(paths: tuple[Path, ...]) -> list[dict]:
                 "fnr": m["fnr"],
                 "threshold": m.get("threshold"),
                 "num_images": m.get("num_images"),
+                "empty_seeds": m.get("empty_seeds"),  # seed stores only
             }
         )
     return rows
@@ -45,12 +46,22 @@ def load_rows(paths: tuple[Path, ...]) -> list[dict]:
 
 def render(rows: list[dict]) -> Table:
     table = Table(title="usage: seed / pseudo-mask / segmentation quality")
-    for col in ("artifact", "split", "images", "mIoU %", "FPR %", "FNR %", "bg threshold"):
+    with_empty = any(r.get("empty_seeds") for r in rows)
+    for col in ("artifact", "split", "images", "mIoU %", "FPR %", "FNR %", "bg threshold") + (("empty seeds",) if with_empty else ()):
         table.add_column(col, justify="left" if col in ("artifact", "split") else "right")
     for r in rows:
         thr = "" if r["threshold"] is None else f"{r['threshold']:.2f}"
-        table.add_row(r["name"], str(r["split"]), str(r["num_images"] or ""), f"{r['miou']:.1f}", f"{r['fpr']:.1f}", f"{r['fnr']:.1f}", thr)
+        cells = [r["name"], str(r["split"]), str(r["num_images"] or ""), f"{r['miou']:.1f}", f"{r['fpr']:.1f}", f"{r['fnr']:.1f}", thr]
+        table.add_row(*cells, *([_empty_cell(r.get("empty_seeds"))] if with_empty else []))
     return table
+
+
+def _empty_cell(empty: dict | None) -> str:
+    """Empty seed maps / present-class maps, yellow when any (blank for label-map rows)."""
+    if not empty:
+        return ""
+    text = f"{empty['maps']}/{empty['pairs']}"
+    return f"[yellow]{text}[/]" if empty["maps"] else text
 
 
 def run(cfg: ReportConfig) -> list[dict]:
