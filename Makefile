@@ -24,15 +24,21 @@ AFF_ARGS ?= --backbone efficientnet_lite0 --pretrained --epochs 2 --batch-size 8
 SEG_ARGS ?= --pretrained --epochs 8 --batch-size 8 --crop 128 --lr 0.01 --aspp-channels 64
 PRED_ARGS ?= --scales 1.0 --flip
 
+# the CAM baseline the paper compares against: the same classifier settings with the CAM mapping (Eq. 3)
+# and no regulariser; its seed rows print above USAGE's
+CAM_ARGS ?= --mapping cam --reg none
+
 CLS := $(OUT)/cls/checkpoint.pt
+CAM_CLS := $(OUT)/cls-cam/checkpoint.pt
 SEEDS := $(foreach s,$(EVAL_SPLITS),$(OUT)/seeds-$(s)/seeds.h5)
+CAM_SEEDS := $(foreach s,$(EVAL_SPLITS),$(OUT)/seeds-cam-$(s)/seeds.h5)
 MASKS_TRAIN := $(OUT)/masks-$(TRAIN_SPLIT)/manifest.json
 MASKS_OTHER := $(foreach s,$(filter-out $(TRAIN_SPLIT),$(EVAL_SPLITS)),$(OUT)/masks-$(s)/manifest.json)
 MASKS := $(MASKS_TRAIN) $(MASKS_OTHER)
 SEG := $(OUT)/seg/checkpoint.pt
 PREDS := $(foreach s,$(EVAL_SPLITS),$(OUT)/preds-$(s)/manifest.json)
 
-.PHONY: install test lint demo data cls seeds masks seg preds eval clean-demo
+.PHONY: install test lint demo data cls cam-cls seeds cam-seeds masks seg preds eval clean-demo
 
 install: $(STAMP)
 
@@ -58,10 +64,20 @@ $(CLS): $(ROOT)/manifest.json
 	$(USAGE) train-cls --dataset $(DATASET) --root $(ROOT) --split $(TRAIN_SPLIT) --backbone $(BACKBONE) \
 	  --out $(OUT)/cls --device $(DEVICE) $(CLS_ARGS)
 
+cam-cls: $(CAM_CLS)
+$(CAM_CLS): $(ROOT)/manifest.json
+	$(USAGE) train-cls --dataset $(DATASET) --root $(ROOT) --split $(TRAIN_SPLIT) --backbone $(BACKBONE) \
+	  --out $(OUT)/cls-cam --device $(DEVICE) $(CLS_ARGS) $(CAM_ARGS)
+
 seeds: $(SEEDS)
 $(OUT)/seeds-%/seeds.h5: $(CLS)
 	$(USAGE) gen-seeds --ckpt $(CLS) --dataset $(DATASET) --root $(ROOT) --split $* \
 	  --out $(OUT)/seeds-$* --device $(DEVICE) $(SEED_ARGS)
+
+cam-seeds: $(CAM_SEEDS)
+$(OUT)/seeds-cam-%/seeds.h5: $(CAM_CLS)
+	$(USAGE) gen-seeds --ckpt $(CAM_CLS) --dataset $(DATASET) --root $(ROOT) --split $* \
+	  --out $(OUT)/seeds-cam-$* --device $(DEVICE) $(SEED_ARGS)
 
 # AffinityNet is trained once, on the training split's seeds; the other splits reuse it (as PSA does)
 masks: $(MASKS)
@@ -82,17 +98,32 @@ $(OUT)/preds-%/manifest.json: $(SEG)
 	$(USAGE) predict-seg --ckpt $(SEG) --dataset $(DATASET) --root $(ROOT) --split $* \
 	  --out $(OUT)/preds-$* --device $(DEVICE) $(PRED_ARGS)
 
-eval: $(SEEDS) $(MASKS) $(PREDS)
+eval: $(CAM_SEEDS) $(SEEDS) $(MASKS) $(PREDS)
 	@mkdir -p $(OUT)/metrics
 	@set -e; for s in $(EVAL_SPLITS); do \
+	  $(USAGE) evaluate --quiet --dataset $(DATASET) --root $(ROOT) --split $$s --pred $(OUT)/seeds-cam-$$s/seeds.h5 --out $(OUT)/metrics/seeds-cam-$$s.json; \
 	  $(USAGE) evaluate --quiet --dataset $(DATASET) --root $(ROOT) --split $$s --pred $(OUT)/seeds-$$s/seeds.h5 --out $(OUT)/metrics/seeds-$$s.json; \
 	  $(USAGE) evaluate --quiet --dataset $(DATASET) --root $(ROOT) --split $$s --pred $(OUT)/masks-$$s --out $(OUT)/metrics/masks-$$s.json; \
 	  $(USAGE) evaluate --quiet --dataset $(DATASET) --root $(ROOT) --split $$s --pred $(OUT)/preds-$$s --out $(OUT)/metrics/preds-$$s.json; \
 	done
-	$(USAGE) report $(foreach k,seeds masks preds,$(foreach s,$(EVAL_SPLITS),$(OUT)/metrics/$(k)-$(s).json))
+	$(USAGE) report $(foreach k,seeds-cam seeds masks preds,$(foreach s,$(EVAL_SPLITS),$(OUT)/metrics/$(k)-$(s).json))
 
 demo: $(STAMP)
 	$(MAKE) eval
 
 clean-demo:
 	rm -rf $(OUT)
+
+# ---------------------------------------------------------------- paper seed tables (bench/paper_tables.py)
+# The paper's Tables 1 / 5 / 7 / 8 over several training seeds (mean ± std, paired Δ vs cam), e.g.
+#   make table1 ROOT=~/data/VOCdevkit/.. BACKBONE=deit_s DEVICE=cuda TABLE_ARGS=--paper
+# The seed list is TABLE_SEEDS, not SEEDS: SEEDS above already names the seed files of `make seeds`.
+TABLE_SEEDS ?= 0,1,2
+TABLES_OUT ?= $(OUT)/tables
+TABLE_ARGS ?=
+
+.PHONY: table1 table5 table7 table8
+
+table1 table5 table7 table8: | $(STAMP)
+	$(BIN)/python bench/paper_tables.py $@ --root $(ROOT) --dataset $(DATASET) --backbone $(BACKBONE) \
+	  --device $(DEVICE) --seeds $(TABLE_SEEDS) --out $(TABLES_OUT) $(TABLE_ARGS)
