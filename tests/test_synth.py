@@ -77,3 +77,24 @@ def test_cli_writes_manifest_and_refuses_bad_arguments(tmp_path):
     assert res.exit_code == 2 and "pass --force" in res.output
     res = runner.invoke(app, ["synth", "--out", str(tmp_path / "e"), "--size", "8"])
     assert res.exit_code == 2 and "--size must be in 32..2048" in res.output
+
+
+def test_twenty_classes_lower_each_class_frequency(tmp_path):
+    """--classes 20: VOC's regime (each class in 5-10 % of the images), the six default classes kept."""
+    from usage_cli.data.synth import class_table
+
+    names, heads, _ = class_table(20)
+    assert names[:6] == CLASSES and len(set(names)) == 20
+    assert len({heads[n] for n in names}) == 20  # every class has its own head (colour, pattern)
+    runner = CliRunner()
+    res = runner.invoke(app, ["synth", "--out", str(tmp_path / "t"), "--train", "60", "--val", "2", "--size", "48", "--classes", "20"])
+    assert res.exit_code == 0, res.output
+    ds = load_dataset("voc", tmp_path / "t", "train")
+    assert ds.meta.class_names == names
+    freq = np.stack([r.multi_hot(20) for r in ds.records]).mean(0)
+    assert freq.max() < 0.25 and freq.mean() < 0.12
+    for r in ds.records[:10]:
+        _, mask = read_image_and_mask(r.image_path, r.mask_path, 20)
+        assert r.labels == tuple(sorted(set(np.unique(mask).tolist()) - {0, 255}))
+    res = runner.invoke(app, ["synth", "--out", str(tmp_path / "u"), "--classes", "21"])
+    assert res.exit_code == 2 and "--classes must be in 2..20" in res.output

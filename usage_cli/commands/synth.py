@@ -14,11 +14,12 @@ def command(
     val: Annotated[int, typer.Option(help="Number of validation images.")] = 32,
     size: Annotated[int, typer.Option(help="Image side in pixels.")] = 128,
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same dataset).")] = 0,
+    classes: Annotated[int, typer.Option(help="Number of object classes, 2..20 (the first six are the default set).")] = 6,
     force: Annotated[bool, typer.Option(help="Overwrite a dataset made with other settings.")] = False,
 ) -> None:
     """Write a miniature WSSS dataset: discriminative parts, context bias, several objects per image."""
     from usage_cli.progress import log
     from usage_cli.stages.synth import SynthConfig, run
 
-    stats = run(SynthConfig(out=out, train=train, val=val, size=size, seed=seed, force=force))
+    stats = run(SynthConfig(out=out, train=train, val=val, size=size, seed=seed, classes=classes, force=force))
     log(f"synth: {stats['images']} images ({stats['empty']} without object, {stats['objects']} objects) in {out}")

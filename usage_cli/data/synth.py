@@ -38,6 +38,28 @@ HEADS = {
 }
 BODY_TEXTURES = ("fur", "metal", "cloth")
 EMPTY_P = 0.1
+MAX_CLASSES = 20
+PATTERNS = ("solid", "checker", "stripes", "ring", "dot")
+
+
+def class_table(num_classes: int = len(CLASSES)) -> tuple[tuple[str, ...], dict, dict]:
+    """Names, heads and preferred backgrounds of a set of ``num_classes`` (2..20) classes.
+
+    The first six are the default set above, unchanged; classes 7..20 (``thing07``..) get a head colour
+    from a golden-ratio walk round the hue circle (saturated, unlike any background), a pattern in
+    turn from PATTERNS and a preferred background in turn (or none). More classes at the same number
+    of objects per image lower each class's frequency: VOC's regime (20 classes, 5-10 % each).
+    """
+    import colorsys
+
+    names, heads, preferred = list(CLASSES[:num_classes]), dict(HEADS), dict(PREFERRED)
+    for i in range(len(CLASSES) + 1, num_classes + 1):
+        name = f"thing{i:02d}"
+        r, g, b = colorsys.hsv_to_rgb((i * 0.618034) % 1.0, 0.9, 0.95)
+        heads[name] = ((int(r * 255), int(g * 255), int(b * 255)), PATTERNS[i % len(PATTERNS)])
+        preferred[name] = (*BACKGROUNDS, None)[i % (len(BACKGROUNDS) + 1)]
+        names.append(name)
+    return tuple(names), heads, preferred
 
 
 @dataclass(frozen=True)
@@ -90,8 +112,8 @@ def body_texture(kind: str, size: int, rng: np.random.Generator) -> np.ndarray:
     return base + 5 * n[..., None]
 
 
-def head_pattern(cls_name: str, size: int) -> np.ndarray:
-    (r, g, b), pattern = HEADS[cls_name]
+def head_pattern(cls_name: str, size: int, heads: dict = HEADS) -> np.ndarray:
+    (r, g, b), pattern = heads[cls_name]
     yy, xx = _grid(size)
     col = np.array([r, g, b], np.float32)
     if pattern == "checker":
@@ -104,7 +126,7 @@ def head_pattern(cls_name: str, size: int) -> np.ndarray:
     return on[..., None] * col + (1 - on[..., None]) * dark
 
 
-def _object(cls: int, size: int, rng: np.random.Generator) -> SynthObject:
+def _object(cls: int, size: int, rng: np.random.Generator, pattern: str) -> SynthObject:
     # 1. body: ellipse or rounded rectangle, random size / aspect / rotation
     yy, xx = _grid(size)
     a = rng.uniform(0.12, 0.32) * size  # semi-major
@@ -123,31 +145,32 @@ def _object(cls: int, size: int, rng: np.random.Generator) -> SynthObject:
     hu = sgn * (a - rh * 1.1)
     hx, hy = cx + hu * np.cos(th), cy + hu * np.sin(th)
     head = ((xx - hx) ** 2 + (yy - hy) ** 2 <= rh**2) & body
-    if CLASSES[cls - 1] in ("cow", "bird"):  # ring / dot patterns: hollow or centre-dotted head
+    if pattern == "ring":  # a hollow head (the dot pattern is drawn solid, as before)
         inner = (xx - hx) ** 2 + (yy - hy) ** 2 <= (rh * 0.45) ** 2
-        head = head & ~inner if CLASSES[cls - 1] == "cow" else head
+        head = head & ~inner
     ys, xs = np.nonzero(body)
     bbox = (int(xs.min()) + 1, int(ys.min()) + 1, int(xs.max()) + 1, int(ys.max()) + 1) if xs.size else (1, 1, 1, 1)
     return SynthObject(cls=cls, body=body, head=head, bbox=bbox)
 
 
-def sample_image(size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, list[SynthObject], str]:
+def sample_image(size: int, rng: np.random.Generator, num_classes: int = len(CLASSES)) -> tuple[np.ndarray, np.ndarray, list[SynthObject], str]:
     """One image: (HxWx3 uint8, HxW uint8 mask with 255 borders, objects, background name)."""
+    names, heads, preferred = class_table(num_classes)
     # 1. which classes, then the background (context correlated with the first object)
     n_obj = 0 if rng.random() < EMPTY_P else int(rng.choice([1, 1, 2, 2, 3]))
-    classes = [int(c) + 1 for c in rng.integers(0, len(CLASSES), n_obj)]
-    pref = PREFERRED[CLASSES[classes[0] - 1]] if classes else None
+    classes = [int(c) + 1 for c in rng.integers(0, num_classes, n_obj)]
+    pref = preferred[names[classes[0] - 1]] if classes else None
     bg = pref if pref is not None and rng.random() < CONTEXT_P else BACKGROUNDS[int(rng.integers(len(BACKGROUNDS)))]
     img = background(bg, size, rng)
     mask = np.zeros((size, size), np.uint8)
     border = np.zeros((size, size), bool)
     # 2. objects, later ones occlude earlier ones
-    objects = [_object(c, size, rng) for c in classes]
+    objects = [_object(c, size, rng, heads[names[c - 1]][1]) for c in classes]
     for obj in objects:
-        name = CLASSES[obj.cls - 1]
+        name = names[obj.cls - 1]
         tex = body_texture(BODY_TEXTURES[int(rng.integers(len(BODY_TEXTURES)))], size, rng)
         img[obj.body] = tex[obj.body]
-        img[obj.head] = head_pattern(name, size)[obj.head]
+        img[obj.head] = head_pattern(name, size, heads)[obj.head]
         mask[obj.body] = obj.cls
         edge = obj.body & ~ndimage.binary_erosion(obj.body)
         border = (border & ~obj.body) | edge
@@ -157,7 +180,7 @@ def sample_image(size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.nd
     return np.clip(img, 0, 255).astype(np.uint8), mask, objects, bg
 
 
-def _xml(image_id: str, size: int, objects: list[SynthObject]) -> bytes:
+def _xml(image_id: str, size: int, objects: list[SynthObject], names: tuple[str, ...]) -> bytes:
     root = ET.Element("annotation")
     ET.SubElement(root, "filename").text = f"{image_id}.jpg"
     sz = ET.SubElement(root, "size")
@@ -165,7 +188,7 @@ def _xml(image_id: str, size: int, objects: list[SynthObject]) -> bytes:
         ET.SubElement(sz, k).text = str(v)
     for obj in objects:  # only visible objects (an occluded one has no pixel left)
         o = ET.SubElement(root, "object")
-        ET.SubElement(o, "name").text = CLASSES[obj.cls - 1]
+        ET.SubElement(o, "name").text = names[obj.cls - 1]
         ET.SubElement(o, "difficult").text = "0"
         bb = ET.SubElement(o, "bndbox")
         for k, v in zip(("xmin", "ymin", "xmax", "ymax"), obj.bbox, strict=True):
@@ -173,27 +196,28 @@ def _xml(image_id: str, size: int, objects: list[SynthObject]) -> bytes:
     return ET.tostring(root)
 
 
-def generate(out: str | Path, n_train: int, n_val: int, size: int = 128, seed: int = 0) -> dict:
+def generate(out: str | Path, n_train: int, n_val: int, size: int = 128, seed: int = 0, num_classes: int = len(CLASSES)) -> dict:
     """Write the dataset under ``out`` (VOC layout) and return its statistics. Deterministic for a seed."""
+    names = class_table(num_classes)[0]
     out = Path(out)
     vdir = out / "VOCdevkit" / "VOC2012"
     for sub in ("JPEGImages", "SegmentationClass", "Annotations", "ImageSets/Segmentation"):
         (vdir / sub).mkdir(parents=True, exist_ok=True)
     labels: dict[str, np.ndarray] = {}
-    stats = {"images": 0, "empty": 0, "objects": 0, "context": {c: {b: 0 for b in BACKGROUNDS} for c in CLASSES}, "head_fraction": []}
+    stats = {"images": 0, "empty": 0, "objects": 0, "context": {c: {b: 0 for b in BACKGROUNDS} for c in names}, "head_fraction": []}
     splits = {"train": n_train, "val": n_val}
     for s_idx, (split, n) in enumerate(splits.items()):
         ids = [f"{split}_{i:05d}" for i in range(n)]
         for i, image_id in enumerate(ids):
             rng = np.random.default_rng([seed, s_idx, i])
-            img, mask, objects, bg = sample_image(size, rng)
+            img, mask, objects, bg = sample_image(size, rng, num_classes)
             with atomic_path(vdir / "JPEGImages" / f"{image_id}.jpg") as tmp:
                 Image.fromarray(img).save(tmp, format="JPEG", quality=95)
             write_label_png(vdir / "SegmentationClass" / f"{image_id}.png", mask)
             visible = [o for o in objects if (mask[o.body] == o.cls).any()]
             with atomic_path(vdir / "Annotations" / f"{image_id}.xml") as tmp:
-                tmp.write_bytes(_xml(image_id, size, visible))
-            vec = np.zeros(len(CLASSES), np.float32)
+                tmp.write_bytes(_xml(image_id, size, visible, names))
+            vec = np.zeros(num_classes, np.float32)
             present = set(np.unique(mask).tolist()) - {0, 255}
             vec[[c - 1 for c in present]] = 1
             labels[image_id] = vec
@@ -201,7 +225,7 @@ def generate(out: str | Path, n_train: int, n_val: int, size: int = 128, seed: i
             stats["empty"] += int(not present)
             stats["objects"] += len(visible)
             for obj in visible:
-                stats["context"][CLASSES[obj.cls - 1]][bg] += 1
+                stats["context"][names[obj.cls - 1]][bg] += 1
                 stats["head_fraction"].append(float(obj.head.sum() / max(obj.body.sum(), 1)))
         (vdir / "ImageSets" / "Segmentation" / f"{split}.txt").write_text("\n".join(ids) + "\n")
     train_ids = (vdir / "ImageSets" / "Segmentation" / "train.txt").read_text()
@@ -209,7 +233,7 @@ def generate(out: str | Path, n_train: int, n_val: int, size: int = 128, seed: i
     with atomic_path(out / "cls_labels.npy") as tmp:
         with open(tmp, "wb") as f:
             np.save(f, np.array(labels, dtype=object), allow_pickle=True)
-    (out / "classes.txt").write_text("\n".join(("background", *CLASSES)) + "\n")
+    (out / "classes.txt").write_text("\n".join(("background", *names)) + "\n")
     hf = np.array(stats["head_fraction"] or [0.0])
     stats["head_fraction"] = {"mean": float(hf.mean()), "max": float(hf.max())}
     return stats

@@ -11,7 +11,7 @@ from usage_cli.artifacts.manifest import (
     read_manifest,
     write_manifest,
 )
-from usage_cli.data.synth import generate
+from usage_cli.data.synth import MAX_CLASSES, generate
 from usage_cli.errors import ConfigError
 
 
@@ -22,6 +22,7 @@ class SynthConfig:
     val: int = 32
     size: int = 128
     seed: int = 0
+    classes: int = 6
     force: bool = False
 
 
@@ -29,17 +30,19 @@ def run(cfg: SynthConfig) -> dict:
     # 1. validate
     if cfg.train < 1 or cfg.val < 0:
         raise ConfigError(f"--train must be >= 1 and --val >= 0 (got {cfg.train}, {cfg.val})")
+    if not 2 <= cfg.classes <= MAX_CLASSES:
+        raise ConfigError(f"--classes must be in 2..{MAX_CLASSES} (got {cfg.classes})")
     if not 32 <= cfg.size <= 2048:
         raise ConfigError(f"--size must be in 32..2048 (got {cfg.size})")
     config = {k: v for k, v in asdict(cfg).items() if k not in ("out", "force")}
     # 2. an existing dataset with the same config is reused; another config needs --force
     if (cfg.out / MANIFEST_NAME).exists() and not cfg.force:
         old = read_manifest(cfg.out, expect_stage="synth")
-        if old["config"] == config:
+        if {"classes": 6, **old["config"]} == config:  # datasets made before --classes had six
             return old["stats"]
         raise ConfigError(f"{cfg.out}: holds a synth dataset made with {old['config']}; pass --force to overwrite")
     (cfg.out / MANIFEST_NAME).unlink(missing_ok=True)
     # 3. generate, then publish the manifest last (a folder without it is unfinished)
-    stats = generate(cfg.out, cfg.train, cfg.val, cfg.size, cfg.seed)
+    stats = generate(cfg.out, cfg.train, cfg.val, cfg.size, cfg.seed, cfg.classes)
     write_manifest(cfg.out, build_manifest("synth", config, extra={"stats": stats}))
     return stats
