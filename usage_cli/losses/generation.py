@@ -25,16 +25,26 @@ def cam_scores(z: torch.Tensor) -> torch.Tensor:
     return z.mean(dim=(2, 3))
 
 
-def cm_scores(z: torch.Tensor, tau1: float, bg_const: float = 0.0) -> torch.Tensor:
-    """USAGE mapping (Eq. 8): per class, the average of z weighted by alpha^(1/tau1).
+def cm_weights(z: torch.Tensor, tau1: float, bg_const: float = 0.0) -> torch.Tensor:
+    """The spatial weights of Eq. 8, alpha^(1/tau1) normalised over locations: B x C x (h*w).
 
-    1. log alpha from a log-softmax over C + 1 channels (stable for any tau1);
-    2. weights alpha^(1/tau1), normalised over locations = softmax of (log alpha / tau1) over h*w;
-    3. weighted sum of z.
+    1. log alpha from a log-softmax over C + 1 channels (Eq. 7; stable for any tau1);
+    2. alpha^(1/tau1) / sum over locations = softmax of (log alpha / tau1) over h*w.
     """
     log_alpha = F.log_softmax(_with_background(z, bg_const), dim=1)[:, :-1]  # 1.
-    weights = F.softmax(log_alpha.flatten(2) / tau1, dim=-1)  # 2.
-    return (weights * z.flatten(2)).sum(-1)  # 3.
+    return F.softmax(log_alpha.flatten(2) / tau1, dim=-1)  # 2.
+
+
+def cm_scores(z: torch.Tensor, tau1: float, bg_const: float = 0.0) -> torch.Tensor:
+    """USAGE mapping (Eq. 8): per class, the average of z weighted by alpha^(1/tau1)."""
+    return (cm_weights(z, tau1, bg_const) * z.flatten(2)).sum(-1)
+
+
+def effective_share(weights: torch.Tensor) -> torch.Tensor:
+    """Effective sample size of spatial weights as a share of the locations, ESS / N =
+    1 / (N * sum w^2) for weights that sum to 1 over the last axis: 1 = uniform (CAM's average),
+    1/N = all weight on one location."""
+    return 1.0 / (weights.shape[-1] * weights.pow(2).sum(-1))
 
 
 def mil_scores(z: torch.Tensor, bg_const: float = 0.0) -> torch.Tensor:

@@ -26,6 +26,7 @@ from usage_cli.losses.regularization import (
     oaa_loss,
     oaa_update,
 )
+from usage_cli.metrics.activation import aa_agreement, map_diagnostics
 from usage_cli.models.adjust import set_adjustment, stochastic_eval
 from usage_cli.models.classifier import Classifier
 
@@ -79,17 +80,21 @@ class ClassificationTask(nn.Module):
         self._scores, self._targets = out["logits"].detach(), y.detach()
         parts = {"loss_cls": loss_cls}
         if self.cfg.reg != "none":
-            parts["loss_reg"] = self._regulariser(x, y, out["cams"], batch)
+            parts["loss_reg"] = self._regulariser(x, y, out["cams"], batch, parts)
         loss = loss_cls + self.cfg.lam * parts.get("loss_reg", 0.0)
+        mc = self.student.model_config
+        parts.update(map_diagnostics(out["cams"], y, self.student.mapping, mc["tau1"], mc["bg_const"]))
         return {"loss": loss, **parts}
 
-    def _regulariser(self, x, y, z, batch) -> torch.Tensor:
+    def _regulariser(self, x, y, z, batch, parts: dict) -> torch.Tensor:
         cfg = self.cfg
         if cfg.reg == "aa":
+            bg = self.student.model_config["bg_const"]
             with torch.no_grad():
                 stochastic_eval(self.teacher)
                 z_t = self.teacher(x)["cams"]
-            return aa_loss(z, z_t, cfg.tau2, self.student.model_config["bg_const"], present=y if cfg.aa_classes == "present" else None)
+            parts.update(aa_agreement(z, z_t, cfg.tau2, bg))
+            return aa_loss(z, z_t, cfg.tau2, bg, present=y if cfg.aa_classes == "present" else None)
         if cfg.reg == "gt":
             size = [max(self.student.backbone.stride, int(round(s * cfg.gt_scale / self.student.backbone.stride)) * self.student.backbone.stride) for s in x.shape[-2:]]
             view = F.interpolate(x, size=size, mode="bilinear", align_corners=False).flip(-1)
@@ -122,10 +127,11 @@ class ClassificationTask(nn.Module):
         )
 
     def epoch_log(self) -> dict:
-        logs = {"learning_status": self.status.value}
+        logs = {"learning_status": self.status.value, "learning_fraction": self.status.fraction()}
         if self.teacher is not None:
             dp, do = self.student_rates()
-            logs.update(student_drop_path=dp, student_dropout=do, teacher_drop_path=self.cfg.teacher_drop_path)
+            logs.update(student_drop_path=dp, student_dropout=do, teacher_drop_path=self.cfg.teacher_drop_path,
+                        teacher_dropout=self.cfg.teacher_dropout)  # fmt: skip
         return logs
 
     def seed_network(self, which: str) -> Classifier:
