@@ -139,12 +139,12 @@ def views_to_maps(net, images: torch.Tensor, cfg: GenSeedsConfig, refine: str, s
         for part in batch.split(_views_per_forward(net, batch.shape[-2:], refine, cfg, batch.device)):
             if refine == "patch-affinity" and net.mapping != "mct":  # keep only the head-mean patch block
                 out = net(part, return_attn=True, keep_attn=keep)
-                zp = refine_with_affinity(out["cams"], sum(out["attn"]))
+                zp = refine_with_affinity(torch.relu(out["cams"]), sum(out["attn"]))  # ReLU first, as MCTformer-V2
             else:
                 out = net(part, return_attn=refine == "patch-affinity")
                 zp = out["cls_attn"] * torch.relu(out["cams"]) if source == "attn" else out["cams"]
                 if refine == "patch-affinity":
-                    zp = refine_with_affinity(zp, patch_affinity(out["attn"], net.backbone.num_prefix_tokens, cfg.affinity_layers))
+                    zp = refine_with_affinity(torch.relu(zp), patch_affinity(out["attn"], net.backbone.num_prefix_tokens, cfg.affinity_layers))
             z.append(zp)
         z = torch.cat(z)
         n = x.shape[0]
