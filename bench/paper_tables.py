@@ -3,7 +3,7 @@
 Each row of a table is one set of ``usage train-cls`` flags; every row shares every other setting.
 Each (row, seed) runs through the real CLI, as subprocesses:
 
-    usage train-cls ... --seed S --out DIR/<table>/<row>/seed<S>/cls --quiet
+    usage train-cls ... --seed S --out DIR/runs/<row flags>/seed<S>/cls --quiet
     usage gen-seeds --ckpt .../cls/checkpoint.pt --split EVAL --out .../seeds-EVAL --overlays 0 --quiet --scales ...
     usage evaluate  --pred .../seeds-EVAL/seeds.h5 --split EVAL --out .../metrics-EVAL.json --quiet
     # and, when the val split exists: seeds on it, scored at the threshold chosen on EVAL
@@ -92,9 +92,25 @@ class Row:
     def slug(self) -> str:
         return re.sub(r"[^A-Za-z0-9+=.-]+", "_", self.name)
 
+    @property
+    def key(self) -> str:
+        """The row's training as a folder name: rows of different tables with the same flags
+        (Table 1's cm+aa is Table 5's tau1 = 50 and Table 7's self-adaptive) share their runs."""
+        return re.sub(r"[^A-Za-z0-9+=.-]+", "_", "_".join(f.lstrip("-") for f in self.flags))
 
-def _mr(mapping: str, reg: str) -> tuple[str, ...]:
-    return ("--mapping", mapping, "--reg", reg)
+
+FAMILY_TAU1 = {"transformer": 1.0, "cnn": 50.0}  # the train-cls preset's values
+
+
+def _mr(mapping: str, reg: str, family: str = "", tau1: float | None = None, schedule: str | None = None) -> tuple[str, ...]:
+    """A row's train-cls flags, every one that tells rows apart given explicitly: cm rows their tau1
+    (the family's unless given), aa rows their schedule (self-adaptive unless given)."""
+    flags = ("--mapping", mapping, "--reg", reg)
+    if mapping == "cm" and (tau1 is not None or family in FAMILY_TAU1):
+        flags += ("--tau1", _fmt_num(tau1 if tau1 is not None else FAMILY_TAU1[family]))
+    if reg == "aa":
+        flags += ("--aa-schedule", schedule or "self-adaptive")
+    return flags
 
 
 def _fmt_num(x: float) -> str:
@@ -104,7 +120,7 @@ def _fmt_num(x: float) -> str:
 def table_rows(table: str, family: str, tau1s: list[float] | None = None, only: list[str] | None = None) -> tuple[list[Row], list[str]]:
     """The rows of ``table`` for a backbone family, and notes on rows left out.
 
-    tau1 is passed only by table5; elsewhere the train-cls preset sets it per family (1 / 50).
+    cm rows pass their tau1 (the family's, 1 / 50, unless table5 sets it), aa rows their schedule.
     ``only``: keep these row names (the baseline always stays); for table8 any ``mapping+reg``."""
     if table not in TABLES:
         raise ValueError(f"unknown table '{table}'; choose from {', '.join(TABLES)}")
@@ -112,12 +128,12 @@ def table_rows(table: str, family: str, tau1s: list[float] | None = None, only: 
     cam = Row("cam", _mr("cam", "none"), baseline=True, paper=ref.get("cam"))
     notes: list[str] = []
     if table == "table1":
-        rows = [cam, Row("cm", _mr("cm", "none"), paper=ref.get("cm")), Row("cm+aa", _mr("cm", "aa"), paper=ref.get("cm+aa"))]
+        rows = [cam, Row("cm", _mr("cm", "none", family), paper=ref.get("cm")), Row("cm+aa", _mr("cm", "aa", family), paper=ref.get("cm+aa"))]
     elif table == "table5":
         tau1s = tau1s if tau1s else [float(t) for t in REDUCED_TAU1S.split(",")]
-        rows = [cam] + [Row(f"cm+aa tau1={_fmt_num(t)}", (*_mr("cm", "aa"), "--tau1", _fmt_num(t)), paper=ref.get(t)) for t in tau1s]
+        rows = [cam] + [Row(f"cm+aa tau1={_fmt_num(t)}", _mr("cm", "aa", family, tau1=t), paper=ref.get(t)) for t in tau1s]
     elif table == "table7":
-        rows = [cam] + [Row(f"cm+aa {s}", (*_mr("cm", "aa"), "--aa-schedule", s), paper=ref.get(s)) for s in ("fixed", "linear", "self-adaptive")]
+        rows = [cam] + [Row(f"cm+aa {s}", _mr("cm", "aa", family, schedule=s), paper=ref.get(s)) for s in ("fixed", "linear", "self-adaptive")]
     else:
         variants = list(TABLE8_VARIANTS)
         for extra in only or []:
@@ -131,7 +147,7 @@ def table_rows(table: str, family: str, tau1s: list[float] | None = None, only: 
             if mapping == "mct" and family != "transformer":
                 notes.append(f"{v} skipped: the class-to-patch attention mapping (mct) needs a transformer backbone, this one is a CNN")
                 continue
-            rows.append(Row(v, _mr(mapping, reg), baseline=v == "cam+none", paper=ref.get(v)))
+            rows.append(Row(v, _mr(mapping, reg, family), baseline=v == "cam+none", paper=ref.get(v)))
     if only:
         unknown = [n for n in only if n not in {r.name for r in rows} and not any(n in note for note in notes)]
         if unknown:
@@ -261,7 +277,8 @@ def usage_exe() -> list[str]:
 
 
 def run_dir(out: Path, table: str, row: Row, seed: int) -> Path:
-    return out / table / row.slug / f"seed{seed}"
+    """DIR/runs/<the row's flags>/seed<S>: shared by every table that has the same row."""
+    return out / "runs" / row.key / f"seed{seed}"
 
 
 def commands(args, st: dict, table: str, row: Row, seed: int, val: bool, threshold: float | str = "<T>") -> dict[str, list[str]]:
@@ -464,7 +481,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dataset", default="voc")
     p.add_argument("--backbone", required=True, help="deit_s, deit_t, efficientnet_lite0, resnet50, ... (its family sets tau1)")
     p.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds")
-    p.add_argument("--out", required=True, help="output folder: DIR/<table>/<row>/seed<S>/, DIR/<table>.json, DIR/<table>.md")
+    p.add_argument("--out", required=True, help="output folder: DIR/runs/<row flags>/seed<S>/, DIR/<table>.json, DIR/<table>.md")
     p.add_argument("--train-split", default="train")
     p.add_argument("--eval-split", default="train", help="split whose seeds are scored at the best swept threshold")
     p.add_argument("--val-split", default="val", help="split scored at the eval split's threshold ('' to skip)")

@@ -81,16 +81,27 @@ def test_table1_rows_pass_mapping_and_reg_explicitly():
         rows, notes = pt.table_rows("table1", family)
         assert [r.name for r in rows] == ["cam", "cm", "cm+aa"] and not notes
         flags = {r.name: r.flags for r in rows}
-        assert flags == {"cam": ("--mapping", "cam", "--reg", "none"), "cm": ("--mapping", "cm", "--reg", "none"),
-                         "cm+aa": ("--mapping", "cm", "--reg", "aa")}  # fmt: skip
+        t = "1" if family == "transformer" else "50"  # the family's tau1, given explicitly
+        assert flags == {"cam": ("--mapping", "cam", "--reg", "none"), "cm": ("--mapping", "cm", "--reg", "none", "--tau1", t),
+                         "cm+aa": ("--mapping", "cm", "--reg", "aa", "--tau1", t, "--aa-schedule", "self-adaptive")}  # fmt: skip
         assert [r.baseline for r in rows] == [True, False, False]
-        assert not any("--tau1" in r.flags for r in rows)  # the preset sets it per family
+
+
+def test_rows_with_the_same_training_share_their_runs():
+    t1 = {r.name: r.key for r in pt.table_rows("table1", "cnn")[0]}
+    t5 = {r.name: r.key for r in pt.table_rows("table5", "cnn", [1.0, 50.0])[0]}
+    t7 = {r.name: r.key for r in pt.table_rows("table7", "cnn")[0]}
+    assert t1["cm+aa"] == t5["cm+aa tau1=50"] == t7["cm+aa self-adaptive"]
+    assert t1["cam"] == t5["cam"] == t7["cam"]
+    assert len({t5["cm+aa tau1=1"], t5["cm+aa tau1=50"], t7["cm+aa fixed"], t7["cm+aa linear"], t1["cm"]}) == 5
+    row = pt.table_rows("table1", "cnn")[0][2]
+    assert pt.run_dir(Path("/o"), "table7", row, 2) == Path("/o/runs/mapping_cm_reg_aa_tau1_50_aa-schedule_self-adaptive/seed2")
 
 
 def test_table5_table7_rows():
     rows, _ = pt.table_rows("table5", "cnn", [1.0, 2.0, 50.0])
     assert [r.name for r in rows] == ["cam", "cm+aa tau1=1", "cm+aa tau1=2", "cm+aa tau1=50"]
-    assert rows[3].flags == ("--mapping", "cm", "--reg", "aa", "--tau1", "50") and rows[3].paper == 57.7
+    assert rows[3].flags == ("--mapping", "cm", "--reg", "aa", "--tau1", "50", "--aa-schedule", "self-adaptive") and rows[3].paper == 57.7
     assert "--tau1" not in rows[0].flags
     rows, _ = pt.table_rows("table7", "transformer")
     assert [r.flags[-1] for r in rows[1:]] == ["fixed", "linear", "self-adaptive"]
@@ -127,16 +138,16 @@ def test_dry_run_prints_the_commands(tmp_path, capsys):
     for c in train:
         i = c.index
         assert c[i("--preset") + 1] == "paper" and c[i("--backbone") + 1] == "efficientnet_lite0" and "--quiet" in c
-        assert "--tau1" not in c and c[i("--img-size") + 1] == "128" and "--no-pretrained" in c
+        assert c[i("--img-size") + 1] == "128" and "--no-pretrained" in c
     first = train[0]
     assert first[first.index("--mapping") + 1] == "cam" and first[first.index("--reg") + 1] == "none"
-    assert first[first.index("--seed") + 1] == "0" and first[first.index("--out") + 1] == str(out / "table1" / "cam" / "seed0" / "cls")
+    assert first[first.index("--seed") + 1] == "0" and first[first.index("--out") + 1] == str(out / "runs" / "mapping_cam_reg_none" / "seed0" / "cls")
     assert [c[c.index("--seed") + 1] for c in train] == ["0", "0", "0", "1", "1", "1"]  # seed-major
     seeds = next(c for c in cmds if c[1] == "gen-seeds")
     assert seeds[seeds.index("--overlays") + 1] == "0" and seeds[seeds.index("--scales") + 1] == "1.0,0.5,1.5"
     assert seeds[seeds.index("--split") + 1] == "train" and seeds[seeds.index("--ckpt") + 1].endswith("seed0/cls/checkpoint.pt")
     ev = [c for c in cmds if c[1] == "evaluate"]
-    assert ev[0][ev[0].index("--out") + 1] == str(out / "table1" / "cam" / "seed0" / "metrics-train.json")
+    assert ev[0][ev[0].index("--out") + 1] == str(out / "runs" / "mapping_cam_reg_none" / "seed0" / "metrics-train.json")
     assert "--bg-threshold" not in ev[0] and ev[1][ev[1].index("--bg-threshold") + 1] == "<T>"
     assert ev[1][ev[1].index("--split") + 1] == "val" and "val split 'val' not found" in text
     assert not (out / "table1").exists()  # nothing ran
@@ -229,11 +240,11 @@ def test_orchestration_resume_threshold_and_summary(tmp_path, fake_cli, capsys):
     assert s["cm+aa"]["d_val_miou"]["mean"] == pytest.approx(16.0)
     assert s["cam"]["miou"]["mean"] == pytest.approx(41.0) and s["cam"]["threshold"]["mean"] == pytest.approx(0.37)
     md = (out / "table1.md").read_text()
-    assert "REDUCED settings" in md and "seeds 0,1,2 (n=3)" in md and "val: `val` at the threshold chosen on `train`" in md and "| cm+aa | `--mapping cm --reg aa` | 57.0 ± 2.0 |" in md
+    assert "REDUCED settings" in md and "seeds 0,1,2 (n=3)" in md and "val: `val` at the threshold chosen on `train`" in md and "| cm+aa | `--mapping cm --reg aa --tau1 1 --aa-schedule self-adaptive` | 57.0 ± 2.0 |" in md
     assert md in capsys.readouterr().out
     # a second invocation reuses every run; a lost val metrics file reruns only its own step
     assert pt.main(argv) == 0 and len(fake_cli()) == 45
-    (out / "table1" / "cm" / "seed1" / "metrics-val.json").unlink()
+    (out / "runs" / "mapping_cm_reg_none_tau1_1" / "seed1" / "metrics-val.json").unlink()
     assert pt.main(argv) == 0
     assert [c[0] for c in fake_cli()[45:]] == ["evaluate"]
     # other settings in the same folder are refused rather than mixed
