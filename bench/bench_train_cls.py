@@ -1,18 +1,11 @@
-"""Benchmark of `usage train-cls`.
+"""Benchmark of `usage train-cls`: training speed.
 
-Two parts:
-
-* ``speed`` (default): training images/s and peak memory of deit_t / deit_s / efficientnet_lite0 at
-  224 px through the real loop (``usage_cli.engine.loop.fit`` with the USAGE task), against a bare
-  forward+backward of the same network at the same batch. Each configuration runs in its own process
-  so peak RSS is its own.
-* ``table1``: the shape of the paper's Table 1 on the built-in synth data (and ``--msrc`` on the real
-  MSRC photos): seed mIoU / FPR / FNR of cam+none, cm+none, cm+aa, through the real commands
-  (train-cls -> gen-seeds -> evaluate), same seed and budget.
+Training images/s and peak memory of deit_t / deit_s / efficientnet_lite0 at 224 px through the real
+loop (``usage_cli.engine.loop.fit`` with the USAGE task), against a bare forward+backward of the same
+network at the same batch. Each configuration runs in its own process so peak RSS is its own.
+Seed quality (the paper's Tables 1, 5, 7, 8 over several seeds) is ``bench/paper_tables.py``.
 
     python bench/bench_train_cls.py speed --batch 8 --steps 8
-    python bench/bench_train_cls.py table1 --out bench/out/table1
-    python bench/bench_train_cls.py table1 --msrc --out bench/out/msrc
 """
 
 from __future__ import annotations
@@ -28,7 +21,6 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared" / "data"
 
 
 # ----------------------------------------------------------------------------------------- speed
@@ -87,50 +79,6 @@ def speed(args) -> None:
               f"{r['loop-none']['images_per_s'] / r['bare']['images_per_s']:.2f} | {r['loop-aa']['images_per_s']:.1f} | {r['loop-aa']['peak_rss_mb']:.0f} |")
 
 
-# ---------------------------------------------------------------------------------------- table1
-def _usage(*args: str) -> None:
-    cmd = [str(Path(sys.executable).parent / "usage"), *args]
-    print("$", " ".join(cmd), flush=True)
-    subprocess.run(cmd, check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-
-
-def table1(args) -> None:
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    if args.msrc:
-        root, split = SHARED / "msrc-objects", "train"
-        if not root.exists():
-            sys.exit(f"skipped: {root} is absent (the ../shared folder beside the checkout)")
-        configs = [("efficientnet_lite0", m, r) for m, r in (("cam", "none"), ("cm", "none"), ("cm", "aa"))]
-    else:
-        root, split = out / "data", "train"
-        _usage("synth", "--out", str(root), "--train", str(args.train), "--val", "32", "--size", str(args.synth_size), "--seed", "0")
-        configs = [(b, m, r) for b in ("deit_t", "efficientnet_lite0") for m, r in (("cam", "none"), ("cm", "none"), ("cm", "aa"))]
-    rows = []
-    for backbone, mapping, reg in configs:
-        name = f"{backbone}-{mapping}-{reg}"
-        cnn = backbone == "efficientnet_lite0"
-        common = ["--root", str(root), "--split", split, "--backbone", backbone, "--mapping", mapping, "--reg", reg,
-                  "--epochs", str(args.epochs), "--batch-size", "16", "--img-size", str(args.img_size), "--aug", "light",
-                  "--seed", "0", "--val-split", "", "--quiet"]  # fmt: skip
-        common += ["--pretrained", "--lr", str(args.cnn_lr)] if cnn else ["--lr", str(args.vit_lr), "--warmup-epochs", "1"]
-        if not (out / name / "cls" / "checkpoint.pt").exists():
-            _usage("train-cls", *common, "--out", str(out / name / "cls"))
-        if not (out / name / "seeds" / "seeds.h5").exists():
-            _usage("gen-seeds", "--ckpt", str(out / name / "cls" / "checkpoint.pt"), "--root", str(root), "--split", split,
-                   "--out", str(out / name / "seeds"), "--scales", args.scales, "--quiet", "--overlays", "4")  # fmt: skip
-        _usage("evaluate", "--root", str(root), "--split", split, "--pred", str(out / name / "seeds" / "seeds.h5"),
-               "--out", str(out / name / "metrics.json"), "--quiet")  # fmt: skip
-        m = json.loads((out / name / "metrics.json").read_text())
-        rows.append((backbone, mapping, reg, m["miou"], m["fpr"], m["fnr"], m["threshold"]))
-    print(f"\nseed quality on {root.name} / {split} (threshold chosen on ground truth, sweep 0.00-0.95)")
-    print("| backbone | mapping | reg | mIoU | FPR | FNR | bg threshold |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
-    for r in rows:
-        print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]:.1f} | {r[4]:.1f} | {r[5]:.1f} | {r[6]:.2f} |")
-    (out / "table.json").write_text(json.dumps(rows, indent=2))
-
-
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "_one":
         b, batch, steps, size, mode = sys.argv[2:7]
@@ -143,18 +91,8 @@ def main() -> None:
     s.add_argument("--batch", type=int, default=8)
     s.add_argument("--steps", type=int, default=8)
     s.add_argument("--size", type=int, default=224)
-    t = sub.add_parser("table1")
-    t.add_argument("--out", default="bench/out/table1")
-    t.add_argument("--msrc", action="store_true")
-    t.add_argument("--train", type=int, default=96)
-    t.add_argument("--synth-size", type=int, default=128)
-    t.add_argument("--img-size", type=int, default=128)
-    t.add_argument("--epochs", type=int, default=8)
-    t.add_argument("--scales", default="1.0,0.5,1.5")
-    t.add_argument("--cnn-lr", type=float, default=0.01)
-    t.add_argument("--vit-lr", type=float, default=5e-4)
     args = p.parse_args()
-    {"speed": speed, "table1": table1}.get(args.what or "speed", speed)(args if args.what else p.parse_args(["speed"]))
+    speed(args if args.what else p.parse_args(["speed"]))
 
 
 if __name__ == "__main__":
