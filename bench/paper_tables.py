@@ -78,6 +78,8 @@ PAPER = {
 }
 TABLE8_VARIANTS = ("cam+none", "mil+none", "cm+none", "mct+none", "cam+aa", "cm+gt", "cm+oaa", "cm+aa")
 METRIC_KEYS = ("miou", "fpr", "fnr", "threshold", "val_miou", "val_fpr", "val_fnr")
+# the classifier's last-epoch diagnostics (train-cls log.jsonl), summarised per row like the metrics
+DIAG_KEYS = ("loss_cls", "empty_share", "present_max", "cm_ess", "aa_agree", "aa_kl", "learning_fraction", "student_drop_path")
 
 
 # -------------------------------------------------------------------------------------------- rows
@@ -202,6 +204,8 @@ def summarize(rows: list[Row], runs: list[dict]) -> list[dict]:
         entry = {"row": r.name, "flags": list(r.flags), "seeds": sorted(per_seed), "paper": r.paper}
         for k in METRIC_KEYS:
             entry[k] = mean_std(m.get(k) for m in per_seed.values())
+        logs = [run.get("train_log") or {} for run in runs if run["row"] == r.name and run.get("status") == "done"]
+        entry["diag"] = {k: mean_std(log.get(k) for log in logs) for k in DIAG_KEYS}
         walls = [run["wall_s"]["total"] for run in runs if run["row"] == r.name and run.get("status") == "done" and run.get("wall_s", {}).get("total")]
         entry["wall_s"] = mean_std(walls)
         if base is not None:
@@ -456,6 +460,15 @@ def render_md(meta: dict, rows: list[Row], summary: list[dict], notes: list[str]
             f"{fmt_stat(s['threshold'], 2)} | {fmt_stat(s['val_miou'])} | {dm} | {dv} | {'-' if paper is None else paper} | "
             f"{s['miou']['n']} | {fmt_stat(s['wall_s'], 0).replace(' (n=1)', '')} |"
         )
+    lines += [
+        "",
+        "Diagnostics of the classifier at its last epoch (train-cls `log.jsonl`, see docs/train-cls.md), mean ± std over seeds:",
+        "",
+        "| row | " + " | ".join(DIAG_KEYS) + " |",
+        "| --- | " + " | ".join("---" for _ in DIAG_KEYS) + " |",
+    ]
+    for r, s in zip(rows, summary, strict=True):
+        lines.append(f"| {r.name} | " + " | ".join(fmt_stat(s["diag"][k], 3).replace(" (n=1)", "") for k in DIAG_KEYS) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -285,5 +285,9 @@ def test_table1_end_to_end_one_seed(synth_root, tmp_path):
     assert doc["summary"][1]["d_miou"]["n"] == 1 and doc["summary"][2]["d_val_miou"]["n"] == 1
     assert doc["val_used"] and doc["settings"]["mode"] == "reduced"
     md = (out / "table1.md").read_text()
-    table = [ln for ln in md.splitlines() if ln.startswith("| ") and not ln.startswith("| ---")]
-    assert len(table) == 1 + 3 and all(ln.count("(n=1)") >= 5 for ln in table[1:]) and "(n=1)" in md and "REDUCED settings" in md
+    rows = [ln for ln in md.splitlines() if ln.startswith("| ") and not ln.startswith("| ---")]
+    table, diag = rows[:4], rows[4:]
+    assert all(ln.count("(n=1)") >= 5 for ln in table[1:]) and "(n=1)" in md and "REDUCED settings" in md
+    assert len(diag) == 1 + 3 and diag[0].startswith("| row | loss_cls | empty_share")  # the diagnostics table
+    assert diag[3].split(" | ")[5] != "-" and diag[1].split(" | ")[5] == "-"  # aa_agree: the cm+aa row only
+    assert all(e["diag"]["loss_cls"]["n"] == 1 for e in doc["summary"])
