@@ -102,11 +102,11 @@ eval: $(CAM_SEEDS) $(SEEDS) $(MASKS) $(PREDS)
 	@mkdir -p $(OUT)/metrics
 	@set -e; for s in $(EVAL_SPLITS); do \
 	  $(USAGE) evaluate --quiet --dataset $(DATASET) --root $(ROOT) --split $$s --pred $(OUT)/seeds-cam-$$s/seeds.h5 --out $(OUT)/metrics/seeds-cam-$$s.json; \
-	  $(USAGE) evaluate --quiet --dataset $(DATASET) --root $(ROOT) --split $$s --pred $(OUT)/seeds-$$s/seeds.h5 --out $(OUT)/metrics/seeds-$$s.json; \
+	  $(USAGE) evaluate --quiet --dataset $(DATASET) --root $(ROOT) --split $$s --pred $(OUT)/seeds-$$s/seeds.h5 --out $(OUT)/metrics/seeds-usage-$$s.json; \
 	  $(USAGE) evaluate --quiet --dataset $(DATASET) --root $(ROOT) --split $$s --pred $(OUT)/masks-$$s --out $(OUT)/metrics/masks-$$s.json; \
 	  $(USAGE) evaluate --quiet --dataset $(DATASET) --root $(ROOT) --split $$s --pred $(OUT)/preds-$$s --out $(OUT)/metrics/preds-$$s.json; \
 	done
-	$(USAGE) report $(foreach k,seeds-cam seeds masks preds,$(foreach s,$(EVAL_SPLITS),$(OUT)/metrics/$(k)-$(s).json))
+	$(USAGE) report $(foreach k,seeds-cam seeds-usage masks preds,$(foreach s,$(EVAL_SPLITS),$(OUT)/metrics/$(k)-$(s).json))
 
 demo: $(STAMP)
 	$(MAKE) eval

@@ -47,8 +47,9 @@ def load_rows(paths: tuple[Path, ...]) -> list[dict]:
 def render(rows: list[dict]) -> Table:
     table = Table(title="usage: seed / pseudo-mask / segmentation quality")
     with_empty = any(r.get("empty_seeds") for r in rows)
-    for col in ("artifact", "split", "images", "mIoU %", "FPR %", "FNR %", "bg threshold") + (("empty seeds",) if with_empty else ()):
-        table.add_column(col, justify="left" if col in ("artifact", "split") else "right")
+    for col in ("artifact", "split", "images", "mIoU %", "FPR %", "FNR %", "bg thr") + (("empty seeds",) if with_empty else ()):
+        # the artifact name never wraps: "seeds-cam-train" and "seeds-usage-train" must stay apart
+        table.add_column(col, justify="left" if col in ("artifact", "split") else "right", no_wrap=col == "artifact")
     for r in rows:
         thr = "" if r["threshold"] is None else f"{r['threshold']:.2f}"
         cells = [r["name"], str(r["split"]), str(r["num_images"] or ""), f"{r['miou']:.1f}", f"{r['fpr']:.1f}", f"{r['fnr']:.1f}", thr]
