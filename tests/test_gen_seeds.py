@@ -44,10 +44,10 @@ def test_relu_per_view_keeps_an_object_that_another_views_negative_tail_cancels(
     obj[0, :, :2] = 2.0  # one view: the object on the left half
     neg = torch.full((1, 2, 2), -5.0)  # another scale, seen flipped: strongly negative everywhere
     views, flips = [obj, neg], [False, True]
-    relu_sum = seed_maps(fuse_views(views, flips, (4, 4)), [1])  # default: ReLU each view, then sum
-    sum_relu = seed_maps(fuse_views(views, flips, (4, 4), relu_each=False), [1])
+    relu_sum = seed_maps(fuse_views(views, flips, (4, 4)), [1])  # ReLU each view, then sum
     assert relu_sum[0, :, :2].min() > 0.99 and relu_sum[0, :, 2:].max() == 0
-    assert sum_relu.max() == 0  # 2 - 5 < 0: the object is cancelled
+    sum_relu = seed_maps(sum(torch.nn.functional.interpolate(v[None], size=(4, 4))[0] for v in views), [1])
+    assert sum_relu.max() == 0  # summed raw (the order before): 2 - 5 < 0, the object is cancelled
 
 
 def test_seed_maps_keep_present_classes_normalised():
@@ -98,7 +98,7 @@ def test_round_trip_keys_shapes_manifest_overlays(ckpt, synth_root, tmp_path):
                 assert e.cam.min() >= 0 and all(abs(p - 1) < 1e-2 or p == 0 for p in peaks)  # 0: never activated
                 zero_peaks += int((peaks == 0).sum())
     m = json.loads((tmp_path / "s" / "manifest.json").read_text())
-    assert m["stage"] == "gen-seeds" and m["inputs"]["checkpoint"]["sha256"] and m["config"]["fusion"] == "relu-sum"
+    assert m["stage"] == "gen-seeds" and m["inputs"]["checkpoint"]["sha256"]
     pairs = sum(len(rec.labels) for rec in ds.records)
     assert (m["empty_seeds"], m["present_pairs"]) == (zero_peaks, pairs)  # empty seeds: maps that are all zero
     assert len(list((tmp_path / "s" / "overlays").glob("*.png"))) == 2
@@ -123,8 +123,8 @@ def test_resume_skips_done_ids_and_killed_run_is_not_complete(ckpt, synth_root, 
     assert not (out / "seeds.h5").exists() and partial_path(out / "seeds.h5").exists()
     with pytest.raises(ArtifactError):
         SeedReader(out / "seeds.h5")
-    with pytest.raises(ArtifactError, match="another config"):  # the other fusion order is not resumed
-        run(_cfg(ckpt, synth_root, out, batch_size=1, fusion="sum-relu"))
+    with pytest.raises(ArtifactError, match="another config"):  # a partial store of other settings is not resumed
+        run(_cfg(ckpt, synth_root, out, batch_size=1, flip=False))
     calls["n"] = -100
     run(_cfg(ckpt, synth_root, out, batch_size=1))
     assert calls["n"] == -100 + 3  # 6 val images, 3 were done
@@ -212,8 +212,6 @@ def test_kept_patch_attention_equals_the_affinity_of_the_whole_maps(ckpt):
 def test_source_attn_needs_an_mct_checkpoint(ckpt, synth_root, tmp_path):
     with pytest.raises(ConfigError, match="--source attn needs an mct checkpoint"):
         run(_cfg(ckpt, synth_root, tmp_path / "s", source="attn"))
-    with pytest.raises(ConfigError, match="unknown --fusion 'max'"):
-        run(_cfg(ckpt, synth_root, tmp_path / "s", fusion="max"))
 
 
 def _constant_ckpt(path, sign: float):

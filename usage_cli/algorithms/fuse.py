@@ -26,18 +26,15 @@ def refine_with_affinity(cams: torch.Tensor, affinity: torch.Tensor) -> torch.Te
     return torch.bmm(affinity, cams.flatten(2).transpose(1, 2)).transpose(1, 2).reshape(B, C, h, w)
 
 
-def fuse_views(
-    views: Sequence[torch.Tensor], flipped: Sequence[bool], size: tuple[int, int], relu_each: bool = True
-) -> torch.Tensor:
-    """Sum of C x h_i x w_i maps after undoing each flip and resizing to the image size (H, W).
+def fuse_views(views: Sequence[torch.Tensor], flipped: Sequence[bool], size: tuple[int, int]) -> torch.Tensor:
+    """Sum of C x h_i x w_i maps, each ReLU'd, un-flipped and resized to the image size (H, W).
 
-    ``relu_each`` (default, as PSA's and IRN's ``forward_cam``): each view is ReLU'd before the sum,
-    so one view's negative tail cannot cancel another view's object; False sums the raw views (the
-    ReLU then comes once, in :func:`seed_maps`)."""
+    ReLU before the sum, as PSA's and IRN's ``forward_cam``: one view's negative tail cannot cancel
+    another view's object."""
     total = None
     for z, f in zip(views, flipped, strict=True):
         # 1. ReLU the view (at its own resolution, before resizing, as the references do)
-        z = F.relu(z) if relu_each else z
+        z = F.relu(z)
         # 2. undo the flip, resize to the image size
         z = z.flip(-1) if f else z
         z = F.interpolate(z[None], size=size, mode="bilinear", align_corners=False)[0]

@@ -19,7 +19,6 @@ def command(
     scales: Annotated[str, typer.Option(help="Comma-separated input scales.")] = "1.0,0.5,1.5,2.0",
     flip: Annotated[bool, typer.Option(help="Add horizontally flipped views.")] = True,
     refine: Annotated[str, typer.Option(help="patch-affinity | none | auto (patch-affinity for transformers).")] = "auto",
-    fusion: Annotated[str, typer.Option(help="relu-sum (ReLU each scale/flip view, then sum: PSA / IRN) | sum-relu (sum the raw views, ReLU once).")] = "relu-sum",
     affinity_layers: Annotated[int, typer.Option(help="Layers summed for the patch affinity.")] = 12,
     source: Annotated[str, typer.Option(help="cam | attn (class-to-patch attention x CAM, mct) | auto.")] = "auto",
     batch_size: Annotated[int, typer.Option(help="Images of one size batched together (on a GPU: per forward pass; the CPU runs one view at a time, faster there).")] = 8,
@@ -40,7 +39,7 @@ def command(
         raise ConfigError(f"--scales must be comma-separated numbers, got '{scales}'") from e
     cfg = GenSeedsConfig(
         ckpt=ckpt, dataset=dataset, root=root, split=split, out=out, split_file=split_file, classes_file=classes,
-        scales=scale_list, flip=flip, refine=refine, fusion=fusion, affinity_layers=affinity_layers, source=source, batch_size=batch_size,
+        scales=scale_list, flip=flip, refine=refine, affinity_layers=affinity_layers, source=source, batch_size=batch_size,
         workers=workers, device=device, overlays=overlays, overlay_threshold=overlay_threshold, force=force, quiet=quiet,
     )  # fmt: skip
     typer.echo(f"gen-seeds: wrote {run(cfg)}")

@@ -2,9 +2,8 @@
 
 Per image: every scale x flip view goes through the classifier (images of one size batched
 together), each view's activation map is optionally refined with the patch-to-patch attention
-affinity (transformers, MCTformer), ReLU'd (``--fusion relu-sum``, as PSA / IRN; ``sum-relu`` sums
-the raw views), un-flipped, resized to the image size and summed, and the maps of the image's
-classes are ReLU'd and divided by their maximum. Present classes whose map stays all zero ("empty
+affinity (transformers, MCTformer), ReLU'd (as PSA / IRN), un-flipped, resized to the image size
+and summed, and the maps of the image's classes are divided by their maximum. Present classes whose map stays all zero ("empty
 seeds") are counted from the finished store, warned about and recorded in the manifest.
 """
 
@@ -22,8 +21,6 @@ from usage_cli.data import load_dataset
 from usage_cli.errors import ConfigError
 from usage_cli.progress import log, make_progress
 
-FUSIONS = ("relu-sum", "sum-relu")
-
 
 @dataclass(frozen=True)
 class GenSeedsConfig:
@@ -37,7 +34,6 @@ class GenSeedsConfig:
     scales: tuple[float, ...] = (1.0, 0.5, 1.5, 2.0)
     flip: bool = True
     refine: str = "auto"  # auto | patch-affinity | none
-    fusion: str = "relu-sum"  # relu-sum (ReLU each view, then sum: PSA / IRN) | sum-relu
     affinity_layers: int = 12
     attn_budget_gb: float = 2.0  # attention kept per forward (patch affinity, mct); larger batches are split
     source: str = "auto"  # auto | cam | attn (mct: class-to-patch attention x CAM)
@@ -77,8 +73,6 @@ def _resolve(cfg: GenSeedsConfig, net) -> tuple[str, str]:
         raise ConfigError(f"unknown --source '{cfg.source}'; choose cam, attn or auto")
     if source == "attn" and net.mapping != "mct":
         raise ConfigError(f"--source attn needs an mct checkpoint (class tokens), not mapping '{net.mapping}'")
-    if cfg.fusion not in FUSIONS:
-        raise ConfigError(f"unknown --fusion '{cfg.fusion}'; choose {' or '.join(FUSIONS)}")
     return refine, source
 
 
@@ -153,8 +147,7 @@ def views_to_maps(net, images: torch.Tensor, cfg: GenSeedsConfig, refine: str, s
         if cfg.flip:
             views.append(z[n:])
             flips.append(True)
-    relu_each = cfg.fusion == "relu-sum"
-    return [fuse_views([v[i] for v in views], flips, (H, W), relu_each=relu_each) for i in range(x0.shape[0])]
+    return [fuse_views([v[i] for v in views], flips, (H, W)) for i in range(x0.shape[0])]
 
 
 def run(cfg: GenSeedsConfig) -> Path:
