@@ -55,6 +55,8 @@ def _model(variant: str, num_classes: int, size: int):
     from usage_cli.models.classifier import build_classifier
 
     parts = set(variant.split("+"))
+    if {"bias", "aa"} <= parts:  # the bias wraps this instance's forward, which the EMA teacher's copy would share
+        raise SystemExit("the bias and aa variants cannot be combined")
     tokens = "final-norm" if "finalnorm" in parts else "last-block"
     net = build_classifier({"backbone": "deit_t", "num_classes": num_classes, "mapping": "cam", "img_size": size, "tokens": tokens})
     if "std01" in parts:  # the head init before the fix
