@@ -11,7 +11,7 @@ from usage_cli.artifacts.manifest import (
     read_manifest,
     write_manifest,
 )
-from usage_cli.data.synth import MAX_CLASSES, generate
+from usage_cli.data.synth import CLASSES, MAX_CLASSES, generate
 from usage_cli.errors import ConfigError
 
 
@@ -22,7 +22,7 @@ class SynthConfig:
     val: int = 32
     size: int = 128
     seed: int = 0
-    classes: int = 6
+    classes: int = len(CLASSES)
     force: bool = False
 
 
@@ -38,7 +38,7 @@ def run(cfg: SynthConfig) -> dict:
     # 2. an existing dataset with the same config is reused; another config needs --force
     if (cfg.out / MANIFEST_NAME).exists() and not cfg.force:
         old = read_manifest(cfg.out, expect_stage="synth")
-        if {"classes": 6, **old["config"]} == config:  # datasets made before --classes had six
+        if {"classes": len(CLASSES), **old["config"]} == config:  # datasets made before --classes had the default set
             return old["stats"]
         raise ConfigError(f"{cfg.out}: holds a synth dataset made with {old['config']}; pass --force to overwrite")
     (cfg.out / MANIFEST_NAME).unlink(missing_ok=True)
