@@ -49,3 +49,29 @@ def synth_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("synth")
     generate(root, n_train=12, n_val=6, size=64, seed=0)
     return root
+
+
+# Ops that CUDA autocast refuses to run (torch.amp docs, "CUDA Ops that can't autocast":
+# binary_cross_entropy, which nn.BCELoss calls too). CPU autocast runs them, so a loss that calls one
+# inside the training autocast passes every CPU test and crashes on the first GPU step.
+CUDA_AUTOCAST_REFUSES = frozenset({"binary_cross_entropy"})
+
+
+def refused_under_autocast():
+    """A context (TorchFunctionMode) whose ``calls`` lists every op of CUDA_AUTOCAST_REFUSES that ran
+    while autocast was on (CPU or CUDA); ops inside ``torch.autocast(..., enabled=False)`` are fine."""
+    import torch
+    from torch.overrides import TorchFunctionMode
+
+    class Guard(TorchFunctionMode):
+        def __init__(self):
+            super().__init__()
+            self.calls: list[str] = []
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            name = getattr(func, "__name__", "")
+            if name in CUDA_AUTOCAST_REFUSES and (torch.is_autocast_enabled("cpu") or torch.is_autocast_enabled("cuda")):
+                self.calls.append(name)
+            return func(*args, **(kwargs or {}))
+
+    return Guard()

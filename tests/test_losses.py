@@ -117,3 +117,81 @@ def test_learning_status_and_schedules():
     assert interpolate_rate(0.05, 0.15, 0.5) == pytest.approx(0.10)
     with pytest.raises(ValueError):
         adjustment_fraction("cosine", 0, 0)
+
+
+# ---------------------------------------------------------------- mixed precision (the GPU's path, on the CPU)
+
+
+def _loss_cases():
+    """Every loss on bfloat16 inputs, as the training autocast hands them over; name -> (fn, float inputs)."""
+    from usage_cli.algorithms.affinity import (
+        affinity_loss,
+        pair_distance,
+        pair_labels,
+        search_offsets,
+    )
+    from usage_cli.losses.generation import mapping_scores
+    from usage_cli.tasks.segmentation import seg_loss
+
+    g = torch.Generator().manual_seed(0)
+    z, zt = torch.randn(2, 3, 4, 4, generator=g), torch.randn(2, 3, 4, 4, generator=g)
+    y = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
+    acc = torch.rand(2, 3, 4, 4, generator=g)
+    offsets = search_offsets(3)
+    label = torch.randint(0, 3, (2, 4, 4), generator=g)
+    label[0, 0] = 255
+    feat = torch.randn(2, 8, 4, 4, generator=g)
+    return {
+        "classification (cm)": (lambda t: classification_loss(mapping_scores(t, "cm", 1.0, 0.0), y), z),
+        "classification (mil)": (lambda t: classification_loss(mapping_scores(t, "mil", 1.0, 0.0), y), z),
+        "classification (cam)": (lambda t: classification_loss(mapping_scores(t, "cam", 1.0, 0.0), y), z),
+        "aa": (lambda t: aa_loss(t, zt.to(t.dtype), 0.1, 0.0), z),
+        "aa (present)": (lambda t: aa_loss(t, zt.to(t.dtype), 0.1, 0.0, present=y), z),
+        "gt": (lambda t: gt_loss(t, torch.nn.functional.interpolate(t, size=(2, 2), mode="bilinear").flip(-1) + 0.1), z),
+        "oaa": (lambda t: oaa_loss(t, acc, y), z),
+        "affinity": (lambda t: affinity_loss(pair_distance(t, offsets), *pair_labels(label, offsets))["loss"], feat),
+        "segmentation": (lambda t: seg_loss(t, label), z),
+    }
+
+
+@pytest.mark.parametrize("name", list(_loss_cases()))
+def test_every_loss_runs_under_bf16_autocast_without_an_op_cuda_autocast_refuses(name):
+    from conftest import refused_under_autocast
+
+    fn, x = _loss_cases()[name]
+    reference = fn(x.clone()).item()
+    t = x.to(torch.bfloat16).requires_grad_(True)
+    with refused_under_autocast() as guard, torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = fn(t)
+    assert guard.calls == [], f"{name} calls {guard.calls} inside autocast: CUDA autocast refuses it"
+    loss.float().backward()
+    assert torch.isfinite(loss.float()) and torch.isfinite(t.grad.float()).all()
+    assert loss.float().item() == pytest.approx(reference, rel=0.05, abs=0.02)  # bfloat16 inputs: ~3 digits
+
+
+def test_the_autocast_guard_sees_what_cuda_would_refuse():
+    from conftest import refused_under_autocast
+
+    p = torch.rand(4).requires_grad_(True)
+    with refused_under_autocast() as guard, torch.autocast("cpu", dtype=torch.bfloat16):
+        torch.nn.functional.binary_cross_entropy(p, torch.rand(4))  # what oaa_loss did before
+        with torch.autocast("cpu", enabled=False):
+            torch.nn.functional.binary_cross_entropy(p, torch.rand(4))  # outside autocast: allowed
+    assert guard.calls == ["binary_cross_entropy"]
+
+
+def test_learning_status_is_a_device_tensor_equal_to_the_host_rule():
+    s = LearningStatus(4, momentum=0.9)
+    expected, g = 0.25, torch.Generator().manual_seed(1)
+    for step in range(30):
+        scores, y = torch.randn(3, 4, generator=g), (torch.rand(3, 4, generator=g) > 0.6).float()
+        s.update(scores, y)
+        has = (y > 0.5).any(1)
+        if has.any():
+            mass = (torch.softmax(scores, 1) * (y > 0.5)).sum(1)[has].mean().item()
+            m = min(0.9, (1 + step) / (10 + step))
+            expected = m * expected + (1 - m) * mass
+    assert torch.is_tensor(s._value) and s.value == pytest.approx(expected, rel=1e-6)
+    s2 = LearningStatus(4)
+    s2.load_state_dict(s.state_dict())
+    assert s2.value == s.value and s2.steps == s.steps

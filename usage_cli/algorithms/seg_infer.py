@@ -61,9 +61,10 @@ def crf_refine(image: np.ndarray, probs: np.ndarray, **kernels) -> np.ndarray:
 
 
 def to_label(probs: np.ndarray | torch.Tensor) -> np.ndarray:
-    """Arg-max label map (H x W uint8) of C x H x W probabilities."""
+    """Arg-max label map (H x W uint8) of C x H x W probabilities. A tensor is reduced where it lives
+    (on a GPU) and only the H x W labels are copied to the host, not the C x H x W map."""
     if torch.is_tensor(probs):
-        probs = probs.detach().cpu().numpy()
+        return probs.detach().argmax(0).to(torch.uint8).cpu().numpy()
     return np.asarray(probs).argmax(0).astype(np.uint8)
 
 

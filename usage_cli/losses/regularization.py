@@ -54,12 +54,21 @@ def oaa_update(accumulated: torch.Tensor, cam: torch.Tensor) -> torch.Tensor:
     return torch.maximum(accumulated, cam)
 
 
+def _full(t: torch.Tensor) -> torch.Tensor:
+    """float16 / bfloat16 (autocast outputs) as float32; other dtypes (float64 in gradcheck) as they are."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
 def oaa_loss(z: torch.Tensor, accumulated: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
-    """Pull the present classes' normalised maps towards the accumulated attention (BCE, as OAA+)."""
-    cam = normalise_cam(z).clamp(1e-5, 1 - 1e-5)
-    bce = F.binary_cross_entropy(cam, accumulated.detach().clamp(0, 1), reduction="none").mean((2, 3))
-    mask = present.to(bce.dtype)
-    return (bce * mask).sum() / mask.sum().clamp_min(1.0)
+    """Pull the present classes' normalised maps towards the accumulated attention (BCE, as OAA+).
+
+    Computed in float32 outside autocast: CUDA autocast refuses ``binary_cross_entropy`` (it is
+    unsafe in float16), while the CPU's allows it."""
+    with torch.autocast(z.device.type, enabled=False):
+        cam = normalise_cam(_full(z)).clamp(1e-5, 1 - 1e-5)
+        bce = F.binary_cross_entropy(cam, _full(accumulated.detach()).to(cam.dtype).clamp(0, 1), reduction="none").mean((2, 3))
+        mask = present.to(bce.dtype)
+        return (bce * mask).sum() / mask.sum().clamp_min(1.0)
 
 
 class LearningStatus:
@@ -70,23 +79,36 @@ class LearningStatus:
     positive classes (1/C for an untrained single-label image, 1 for a perfect one), averaged over
     the batch. Sigmoid scores would start at 0.5 whatever the network knows. The momentum warms up
     as min(m, (1+t)/(10+t)) so that short runs move too.
+
+    The status stays a tensor on the scores' device, so an update costs no host sync; under torchrun
+    the batch mean is over every rank's images (one all-reduce), so all ranks hold the same status.
+    Reading :attr:`value` or :meth:`fraction` copies it to the host.
     """
 
     def __init__(self, num_classes: int, momentum: float = 0.999):
-        self.value = 1.0 / num_classes
+        self._value = torch.tensor(1.0 / num_classes, dtype=torch.float64)
         self.momentum = momentum
         self.steps = 0
         self.num_classes = num_classes
 
-    def update(self, scores: torch.Tensor, targets: torch.Tensor) -> float:
+    @property
+    def value(self) -> float:
+        return float(self._value)
+
+    def update(self, scores: torch.Tensor, targets: torch.Tensor) -> None:
+        from usage_cli.engine.distributed import all_reduce_sum
+
+        # 1. per image, the softmax mass on its positive classes; images without one do not count
         pos = targets > 0.5
         has = pos.any(dim=1)
-        if has.any():
-            mass = (torch.softmax(scores.detach().float(), dim=1) * pos).sum(1)[has]
-            m = min(self.momentum, (1 + self.steps) / (10 + self.steps))
-            self.value = m * self.value + (1 - m) * mass.mean().item()
+        mass = (torch.softmax(scores.detach().float(), dim=1) * pos).sum(1)
+        # 2. sum and count over the batch (and over the ranks), 3. the EMA where anything was counted
+        stats = all_reduce_sum(torch.stack([(mass * has).sum(), has.sum().to(mass.dtype)]))
+        m = min(self.momentum, (1 + self.steps) / (10 + self.steps))
+        value = self._value.to(stats.device)
+        mean = (stats[0] / stats[1].clamp_min(1)).double()
+        self._value = torch.where(stats[1] > 0, m * value + (1 - m) * mean, value)
         self.steps += 1
-        return self.value
 
     def fraction(self) -> float:
         """f(status) in [0, 1]: 0 at chance level 1/C, 1 at a perfect score."""
@@ -97,7 +119,8 @@ class LearningStatus:
         return {"value": self.value, "steps": self.steps}
 
     def load_state_dict(self, state: dict) -> None:
-        self.value, self.steps = float(state["value"]), int(state["steps"])
+        self._value = torch.tensor(float(state["value"]), dtype=torch.float64, device=self._value.device)
+        self.steps = int(state["steps"])
 
 
 def adjustment_fraction(schedule: str, status_fraction: float, progress: float) -> float:

@@ -41,16 +41,21 @@ def _embed(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return model.norm_pre(model.pos_drop(tokens))
 
 
-def vit_forward(model: nn.Module, x: torch.Tensor, return_attn: bool = False, keep_attn=None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+def vit_forward(
+    model: nn.Module, x: torch.Tensor, return_attn: bool = False, keep_attn=None, attn_layers: int | None = None
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Tokens after the final norm (B x T x D) and, if asked, each layer's attention.
 
     ``keep_attn(layer_index, attn)``, when given, says what to keep of each layer's B x heads x T x T
     attention (``None``: nothing), so a caller that needs a reduction never holds every layer whole.
+    ``attn_layers``: only the last that many layers' attention is needed; the others run timm's own
+    block (a fused attention kernel that never forms the weights).
     """
     tokens = _embed(model, x)
     attns = []
+    first = 0 if attn_layers is None else max(len(model.blocks) - attn_layers, 0)
     for i, blk in enumerate(model.blocks):
-        if return_attn:
+        if return_attn and i >= first:
             tokens, a = _block(blk, tokens)
             a = keep_attn(i, a) if keep_attn is not None else a
             if a is not None:

@@ -66,8 +66,10 @@ class ClassificationTask(nn.Module):
             set_adjustment(self.teacher, cfg.teacher_drop_path, cfg.teacher_dropout)
             set_adjustment(self.student, cfg.student_drop_path[0], cfg.student_dropout[0])
         if cfg.reg == "oaa":
+            # not a module buffer: DDP would broadcast rank 0's copy over every other rank's at each
+            # forward. Each rank keeps its own images' maps; on_epoch_end merges them (element-wise max)
             h = w = student.model_config["img_size"] // student.backbone.stride
-            self.register_buffer("oaa_acc", torch.zeros(cfg.num_images, student.num_classes, h, w))
+            self.oaa_acc = torch.zeros(cfg.num_images, student.num_classes, h, w)
         self._scores = self._targets = None
 
     # -- the loss ---------------------------------------------------------------------------
@@ -103,6 +105,8 @@ class ClassificationTask(nn.Module):
         idx, flip = batch["index"], batch["flip"]
         cam = normalise_cam(z.detach())
         cam = torch.where(flip[:, None, None, None], cam.flip(-1), cam)
+        if self.oaa_acc.device != cam.device:
+            self.oaa_acc = self.oaa_acc.to(cam.device)
         acc = oaa_update(self.oaa_acc[idx], cam * y[..., None, None])
         self.oaa_acc[idx] = acc
         target = torch.where(flip[:, None, None, None], acc.flip(-1), acc)
@@ -119,8 +123,18 @@ class ClassificationTask(nn.Module):
         dp, do = self.student_rates()
         set_adjustment(self.student, dp, do)
 
+    def on_epoch_end(self) -> None:
+        """OAA: merge the ranks' accumulations (element-wise max, as the accumulation itself; within an
+        epoch each image is seen by one rank only)."""
+        if self.cfg.reg == "oaa":
+            from usage_cli.engine.distributed import all_reduce_max
+
+            all_reduce_max(self.oaa_acc)
+
     def student_rates(self) -> tuple[float, float]:
-        f = adjustment_fraction(self.cfg.aa_schedule, self.status.fraction(), self.progress)
+        # the status is read (a host sync) only where the self-adaptive schedule needs it
+        status = self.status.fraction() if self.cfg.aa_schedule == "self-adaptive" else 0.0
+        f = adjustment_fraction(self.cfg.aa_schedule, status, self.progress)
         return (
             interpolate_rate(*self.cfg.student_drop_path, f),
             interpolate_rate(*self.cfg.student_dropout, f),
@@ -138,10 +152,15 @@ class ClassificationTask(nn.Module):
         return self.teacher if which == "teacher" and self.teacher is not None else self.student
 
     def get_extra_state(self) -> dict:
-        return {"status": self.status.state_dict(), "progress": self.progress}
+        state = {"status": self.status.state_dict(), "progress": self.progress}
+        if self.cfg.reg == "oaa":
+            state["oaa_acc"] = self.oaa_acc
+        return state
 
     def set_extra_state(self, state: dict) -> None:
         self.status.load_state_dict(state["status"])
         self.progress = float(state["progress"])
+        if self.cfg.reg == "oaa" and "oaa_acc" in state:
+            self.oaa_acc = state["oaa_acc"].to(next(self.student.parameters()).device)
         if self.teacher is not None:
             set_adjustment(self.student, *self.student_rates())
