@@ -1,11 +1,14 @@
-"""Overlay PNGs a person can look at: image | heat map per present class | seed at a threshold."""
+"""Overlay PNGs a person can look at: image | heat map per present class | seed at a threshold.
+
+Each heat map carries its class name and the seed its background threshold, written on the tile.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 from usage_cli.artifacts.atomic import atomic_path
 from usage_cli.artifacts.seeds import SeedReader
@@ -22,15 +25,30 @@ def jet(x: np.ndarray) -> np.ndarray:
     return (255 * np.concatenate([r, g, b], -1)).astype(np.uint8)
 
 
-def overlay_panel(image: np.ndarray, cam: np.ndarray, keys: np.ndarray, threshold: float) -> np.ndarray:
-    """One row: the image, one heat map blended on it per class, the arg-max seed (VOC colours)."""
+def label_tile(tile: np.ndarray, text: str) -> np.ndarray:
+    """``tile`` with ``text`` written in its top-left corner, white on a dark box (readable on any colour)."""
+    img = Image.fromarray(tile)
+    draw = ImageDraw.Draw(img)
+    font = ImageFont.load_default(size=max(10, min(16, tile.shape[0] // 10)))
+    x0, y0, x1, y1 = draw.textbbox((3, 2), text, font=font)
+    draw.rectangle((x0 - 2, y0 - 1, x1 + 2, y1 + 1), fill=(0, 0, 0))
+    draw.text((3, 2), text, fill=(255, 255, 255), font=font)
+    return np.asarray(img)
+
+
+def overlay_panel(
+    image: np.ndarray, cam: np.ndarray, keys: np.ndarray, threshold: float, names: tuple[str, ...] | None = None
+) -> np.ndarray:
+    """One row: the image, one heat map blended on it per class (named after ``names[key]``, background
+    first), the arg-max seed at ``threshold`` (VOC colours)."""
     tiles = [image]
-    for m in cam.astype(np.float32):
-        tiles.append((0.5 * image + 0.5 * jet(m)).astype(np.uint8))
+    for k, m in zip(keys, cam.astype(np.float32), strict=True):
+        heat = (0.5 * image + 0.5 * jet(m)).astype(np.uint8)
+        tiles.append(label_tile(heat, names[k] if names is not None and k < len(names) else f"class {k}"))
     scores = np.concatenate([np.full((1, *image.shape[:2]), threshold, np.float32), cam.astype(np.float32)])
     label = np.concatenate([[0], keys])[scores.argmax(0)].astype(np.uint8)
     pal = np.array(voc_palette(), np.uint8).reshape(256, 3)
-    tiles.append(pal[label])
+    tiles.append(label_tile(pal[label], f"seed, bg {threshold:.2f}"))
     return np.concatenate(tiles, axis=1)
 
 
@@ -41,7 +59,7 @@ def write_overlays(seeds: Path, ds, out_dir: Path, count: int, threshold: float)
     with SeedReader(seeds) as r:
         for image_id in r.ids()[:count]:
             e = r.read(image_id)
-            panel = overlay_panel(read_image(by_id[image_id].image_path), e.cam, e.keys, threshold)
+            panel = overlay_panel(read_image(by_id[image_id].image_path), e.cam, e.keys, threshold, ds.meta.all_names)
             path = out_dir / f"{image_id}.png"
             with atomic_path(path) as tmp:
                 Image.fromarray(panel).save(tmp, format="PNG")

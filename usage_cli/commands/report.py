@@ -1,4 +1,4 @@
-"""``usage report``: one table from several metrics.json files."""
+"""``usage report``: one table (and, with ``--html``, one page) from metrics.json files or run folders."""
 
 from __future__ import annotations
 
@@ -9,10 +9,23 @@ import typer
 
 
 def command(
-    metrics: Annotated[list[Path], typer.Argument(help="metrics.json files written by `usage evaluate --out`.")],
+    metrics: Annotated[
+        list[Path],
+        typer.Argument(help="metrics.json files written by `usage evaluate --out`, or RUN_DIRs (their metrics/*.json and artifacts).", metavar="METRICS.json|RUN_DIR", show_default=False),
+    ],
     out: Annotated[Path | None, typer.Option(help="Also write the rows as JSON here.")] = None,
+    html: Annotated[
+        Path | None,
+        typer.Option(help="Also write a self-contained page here (a folder: index.html + images). Needs the `viz` extra (matplotlib)."),
+    ] = None,
+    gallery: Annotated[int, typer.Option(help="Gallery images per split with --html (half the worst, half a fixed sample); 0: none.")] = 24,
+    ids: Annotated[
+        list[str] | None,
+        typer.Option("--ids", help="Gallery images to show instead (comma-separated and/or repeated)."),
+    ] = None,
 ) -> None:
-    """Print seed / mask / segmentation metrics of several runs as one table."""
+    """Print seed / mask / segmentation metrics of several runs as one table, optionally as an HTML page."""
     from usage_cli.stages.report import ReportConfig, run
 
-    run(ReportConfig(metrics=tuple(metrics), out=out))
+    wanted = tuple(i.strip() for arg in ids or () for i in arg.split(",") if i.strip())
+    run(ReportConfig(metrics=tuple(metrics), out=out, html=html, gallery=gallery, ids=wanted))

@@ -17,11 +17,17 @@ def parse_thresholds(spec: str) -> np.ndarray:
     try:
         if ":" in spec:
             start, stop, step = (float(x) for x in spec.split(":"))
+            if step <= 0:
+                raise ValueError(f"bad threshold list '{spec}': the step must be positive")
+            if start > stop:
+                raise ValueError(f"bad threshold list '{spec}': start {start:g} exceeds stop {stop:g} (start:stop:step)")
             n = int(round((stop - start) / step)) + 1
             values = np.round(start + step * np.arange(n), 6)
         else:
             values = np.array([float(x) for x in spec.split(",")])
     except ValueError as e:
+        if str(e).startswith("bad threshold list"):
+            raise
         raise ValueError(f"bad threshold list '{spec}': use start:stop:step or comma-separated values") from e
     if values.size == 0 or (values < 0).any() or (values > 1).any():
         raise ValueError(f"bad threshold list '{spec}': values must lie in [0, 1]")
@@ -60,6 +66,23 @@ def confusions_from_counts(counts: np.ndarray) -> np.ndarray:
     bg_rows = np.cumsum(counts.sum(axis=2), axis=0)[:-1]
     out = fg.copy()
     out[:, :, 0] += bg_rows
+    return out
+
+
+def per_threshold_miou(counts: np.ndarray) -> np.ndarray:
+    """One image's mIoU ``[T]`` at every threshold from its :func:`binned_counts` (NaN: nothing scored)."""
+    # 1. keep background and the label values the image has (in ground truth or prediction): the rest are absent
+    seen = counts.sum(axis=(0, 1)) + counts.sum(axis=(0, 2))
+    keep = np.union1d([0], np.nonzero(seen)[0])
+    mats = confusions_from_counts(counts[:, keep][:, :, keep]).astype(np.float64)
+    # 2. IoU = TP / (TP + FP + FN) per class and threshold, NaN-mean over the classes with a union
+    tp = np.diagonal(mats, axis1=1, axis2=2)
+    union = mats.sum(axis=1) + mats.sum(axis=2) - tp
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iou = np.where(union > 0, tp / union, np.nan)
+    out = np.full(len(mats), np.nan)
+    scored = (union > 0).any(axis=1)
+    out[scored] = np.nanmean(iou[scored], axis=1)
     return out
 
 

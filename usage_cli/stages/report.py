@@ -1,47 +1,55 @@
-"""Gather several ``metrics.json`` files (from ``usage evaluate``) into one table."""
+"""Gather ``metrics.json`` files (from ``usage evaluate``) into one table and, with ``--html``, one page.
+
+The page (``usage_cli.report``) shows the table, each artifact's manifest, the seed stores' threshold
+curves, per-class IoU bars and a gallery; it is written into a temporary folder that replaces the
+output folder only when complete.
+"""
 
 from __future__ import annotations
 
+import datetime as _dt
 import json
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
-from usage_cli.errors import ArtifactError
+from usage_cli.artifacts.outdir import check_writable_file
+from usage_cli.errors import ArtifactError, ConfigError
+from usage_cli.report.inputs import Entry, load_entries, open_datasets
 
 
 @dataclass(frozen=True)
 class ReportConfig:
-    metrics: tuple[Path, ...]
+    metrics: tuple[Path, ...]  # metrics.json files and/or RUN_DIRs
     out: Path | None = None
+    html: Path | None = None  # write the page into this folder
+    gallery: int = 24  # images per split in the gallery (0: none)
+    ids: tuple[str, ...] = ()  # show these images instead
 
 
-def load_rows(paths: tuple[Path, ...]) -> list[dict]:
-    rows = []
-    for p in paths:
-        try:
-            m = json.loads(Path(p).read_text())
-        except FileNotFoundError as e:
-            raise ArtifactError(f"{p}: metrics file not found; run `usage evaluate --out {p}` first") from e
-        except json.JSONDecodeError as e:
-            raise ArtifactError(f"{p}: not a metrics.json ({e})") from e
-        if not {"miou", "fpr", "fnr"} <= m.keys():
-            raise ArtifactError(f"{p}: not a usage metrics.json (no miou/fpr/fnr keys)")
-        rows.append(
-            {
-                "name": Path(p).stem,
-                "split": m.get("split", "?"),
-                "miou": m["miou"],
-                "fpr": m["fpr"],
-                "fnr": m["fnr"],
-                "threshold": m.get("threshold"),
-                "num_images": m.get("num_images"),
-                "empty_seeds": m.get("empty_seeds"),  # seed stores only
-            }
-        )
-    return rows
+@dataclass
+class HtmlReport:
+    """What ``--html`` wrote: the page, and the figures and galleries on it (tests read their data)."""
+
+    index: Path
+    figures: dict = field(default_factory=dict)  # "curves-<split>" / "classes-<split>" -> matplotlib Figure
+    galleries: list = field(default_factory=list)
+
+
+def _row(name: str, m: dict) -> dict:
+    return {
+        "name": name,
+        "split": m.get("split", "?"),
+        "miou": m["miou"],
+        "fpr": m["fpr"],
+        "fnr": m["fnr"],
+        "threshold": m.get("threshold"),
+        "num_images": m.get("num_images"),
+        "empty_seeds": m.get("empty_seeds"),  # seed stores only
+    }
 
 
 def render(rows: list[dict]) -> Table:
@@ -66,10 +74,111 @@ def _empty_cell(empty: dict | None) -> str:
 
 
 def run(cfg: ReportConfig) -> list[dict]:
-    rows = load_rows(cfg.metrics)
-    Console().print(render(rows))
+    if cfg.html is not None:
+        from usage_cli.report.figures import require_matplotlib
+
+        require_matplotlib()  # before any work: say which extra to install
+    if cfg.out is not None:
+        check_writable_file(cfg.out)
+    entries = load_entries(cfg.metrics)
+    rows = [_row(e.name, e.metrics) for e in entries if e.metrics is not None]
+    console = Console()
+    if rows:
+        console.print(render(rows))
+    else:
+        console.print(f"report: no metrics files, {len(entries)} artifact(s) without ground-truth scores")
     if cfg.out is not None:
         from usage_cli.artifacts.atomic import write_text_atomic
 
         write_text_atomic(cfg.out, json.dumps(rows, indent=2) + "\n")
+    if cfg.html is not None:
+        report = write_html(entries, rows, cfg)
+        console.print(f"report: {report.index}", highlight=False, soft_wrap=True)
     return rows
+
+
+def write_html(entries: list[Entry], rows: list[dict], cfg: ReportConfig) -> HtmlReport:
+    """Figures, gallery and page of ``entries`` into the folder ``cfg.html`` (replaced atomically)."""
+    from usage_cli import __version__
+    from usage_cli.artifacts.atomic import atomic_dir
+    from usage_cli.data.records import voc_palette
+    from usage_cli.report.gallery import pick_ids, render_gallery
+
+    # 1. where it goes, which splits, which datasets, which images
+    out = Path(cfg.html)
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "index.html").exists())):
+        raise ConfigError(f"--html {out}: exists and is not a report folder (no index.html); choose a new or empty folder")
+    splits = list(dict.fromkeys(e.split for e in entries))
+    by_split = {s: [e for e in entries if e.split == s] for s in splits}
+    datasets, notes = open_datasets(by_split)
+    picks = pick_ids(by_split, datasets, cfg.gallery, cfg.ids)
+    report = HtmlReport(index=out / "index.html")
+    try:
+        with atomic_dir(out) as tmp:
+            # 2. curves and bars per split, 3. galleries, 4. the page
+            curves, bars = _figures(by_split, tmp, report)
+            for split, ids in picks.items():
+                report.galleries.append(render_gallery(split, ids, by_split[split], datasets[split], tmp / "gallery"))
+            palette = next(iter(datasets.values())).meta.palette if datasets else tuple(voc_palette())
+            html = _page(cfg, entries, rows, curves, bars, report.galleries, palette, notes, __version__)
+            (tmp / "index.html").write_text(html, encoding="utf-8")
+    except OSError as e:  # reading errors are UsageErrors already: this is the output folder
+        raise ArtifactError(f"--html {out}: cannot write the report there ({e})") from e
+    return report
+
+
+def _figures(by_split: dict[str, list[Entry]], tmp: Path, report: HtmlReport):
+    """Per split: the seed stores' threshold curves and the per-class IoU bars, saved as PNGs."""
+    from usage_cli.report.figures import (
+        class_bars_figure,
+        class_order,
+        curve_of,
+        save_png,
+        threshold_figure,
+    )
+    from usage_cli.report.page import FigureRef
+
+    curves, bars = [], []
+    for split, entries in by_split.items():
+        scored = [e for e in entries if e.metrics is not None]
+        found = [c for e in scored if (c := curve_of(e.name, e.metrics)) is not None]
+        if found:
+            fig = threshold_figure(found, f"{split}: seed metrics against the background threshold")
+            name = f"curves-{_safe(split)}.png"
+            save_png(fig, tmp / name)
+            report.figures[f"curves-{split}"] = fig
+            curves.append(FigureRef(split, name, f"{', '.join(c.name for c in found)}: mIoU, mean FPR and mean FNR (percent) "
+                                                 "against the constant background score."))  # fmt: skip
+        series = [(e.name, {k: v["iou"] for k, v in e.metrics["per_class"].items()}) for e in scored if e.metrics.get("per_class")]
+        if series:
+            how = f"sorted by {series[-1][0]} − {series[0][0]}, largest gain first" if len(series) > 1 else "worst first"
+            fig = class_bars_figure(series, f"{split}: per-class IoU ({how})")
+            name = f"classes-{_safe(split)}.png"
+            save_png(fig, tmp / name)
+            report.figures[f"classes-{split}"] = fig
+            order, gaps = class_order(series)
+            head = ("class", *(n for n, _ in series), *(("gap",) if len(series) > 1 else ()))
+            absent = [c for c in dict.fromkeys(k for _, pc in series for k in pc) if c not in order]
+            body = tuple((c, *(_pct(pc.get(c)) for _, pc in series), *((_pct(g, signed=True),) if len(series) > 1 else ()))
+                         for c, g in zip(order + absent, gaps + [None] * len(absent), strict=True))  # fmt: skip
+            caption = f"IoU per class (percent), {how}." + (f" Not in this split: {', '.join(absent)}." if absent else "")
+            bars.append(FigureRef(split, name, caption, table=(head, *body)))
+    return curves, bars
+
+
+def _pct(v: float | None, signed: bool = False) -> str:
+    return "-" if v is None else (f"{v:+.1f}" if signed else f"{v:.1f}")
+
+
+def _page(cfg, entries, rows, curves, bars, galleries, palette, notes, version) -> str:
+    from usage_cli.report.page import render_page
+
+    created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    return render_page(
+        title="usage report", sources=[str(p) for p in cfg.metrics], created=created, version=version, rows=rows,
+        entries=entries, curves=curves, bars=bars, galleries=galleries, palette=palette, notes=notes,
+    )  # fmt: skip
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]", "_", name)
