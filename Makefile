@@ -45,7 +45,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip >/dev/null
-	$(BIN)/pip install -e '.[dev]'
+	$(BIN)/pip install -e '.[dev,viz]'
 	touch $(STAMP)
 
 test: $(STAMP)
@@ -55,17 +55,20 @@ lint: $(STAMP)
 	$(BIN)/ruff check usage_cli tests bench
 
 # ---------------------------------------------------------------- pipeline
+# the built-in data is made only where ROOT is its default; a real dataset (ROOT=~/data/voc) is used
+# as it is, never written into
+DATA := $(if $(filter $(OUT)/data,$(ROOT)),$(ROOT)/manifest.json)
 data: $(ROOT)/manifest.json
 $(ROOT)/manifest.json: | $(STAMP)
 	$(USAGE) synth --out $(ROOT) $(SYNTH_ARGS)
 
 cls: $(CLS)
-$(CLS): $(ROOT)/manifest.json
+$(CLS): $(DATA) | $(STAMP)
 	$(USAGE) train-cls --dataset $(DATASET) --root $(ROOT) --split $(TRAIN_SPLIT) --backbone $(BACKBONE) \
 	  --out $(OUT)/cls --device $(DEVICE) $(CLS_ARGS)
 
 cam-cls: $(CAM_CLS)
-$(CAM_CLS): $(ROOT)/manifest.json
+$(CAM_CLS): $(DATA) | $(STAMP)
 	$(USAGE) train-cls --dataset $(DATASET) --root $(ROOT) --split $(TRAIN_SPLIT) --backbone $(BACKBONE) \
 	  --out $(OUT)/cls-cam --device $(DEVICE) $(CLS_ARGS) $(CAM_ARGS)
 
@@ -106,7 +109,8 @@ eval: $(CAM_SEEDS) $(SEEDS) $(MASKS) $(PREDS)
 	  $(USAGE) evaluate --quiet --dataset $(DATASET) --root $(ROOT) --split $$s --pred $(OUT)/masks-$$s --out $(OUT)/metrics/masks-$$s.json; \
 	  $(USAGE) evaluate --quiet --dataset $(DATASET) --root $(ROOT) --split $$s --pred $(OUT)/preds-$$s --out $(OUT)/metrics/preds-$$s.json; \
 	done
-	$(USAGE) report $(foreach k,seeds-cam seeds-usage masks preds,$(foreach s,$(EVAL_SPLITS),$(OUT)/metrics/$(k)-$(s).json))
+	$(USAGE) report $(foreach k,seeds-cam seeds-usage masks preds,$(foreach s,$(EVAL_SPLITS),$(OUT)/metrics/$(k)-$(s).json)) \
+	  --html $(OUT)/report
 
 demo: $(STAMP)
 	$(MAKE) eval

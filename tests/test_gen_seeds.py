@@ -80,7 +80,7 @@ def ckpt(synth_root, tmp_path_factory):
 
 
 def _cfg(ckpt, root, out, **kw):
-    return GenSeedsConfig(ckpt=ckpt, dataset="voc", root=root, split="val", out=out, scales=(1.0, 0.5), workers=0, overlays=2, quiet=True, **kw)
+    return GenSeedsConfig(ckpt=ckpt, dataset="voc", root=root, split="val", out=out, scales=(1.0, 0.5), workers=0, overlays=2, device="cpu", quiet=True, **kw)
 
 
 def test_round_trip_keys_shapes_manifest_overlays(ckpt, synth_root, tmp_path):

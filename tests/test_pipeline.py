@@ -33,13 +33,13 @@ def chain(tmp_path_factory):
     root = w / "data"
     generate(root, n_train=2, n_val=2, size=64, seed=1)
     data = ["--root", root, "--split", "train", "--quiet"]
-    _usage("train-cls", *data, "--out", w / "cls", "--backbone", "deit_t", "--epochs", 2, "--batch-size", 2,
+    _usage("train-cls", *data, "--out", w / "cls", "--backbone", "deit_t", "--no-pretrained", "--epochs", 2, "--batch-size", 2,
            "--img-size", 32, "--aug", "light", "--lr", 1e-3, "--val-split", "")  # fmt: skip
     _usage("gen-seeds", *data, "--ckpt", w / "cls" / "checkpoint.pt", "--out", w / "seeds", "--scales", "1.0,0.5",
            "--workers", 0, "--overlays", 1)  # fmt: skip
     _usage("refine-psa", *data, "--seeds", w / "seeds" / "seeds.h5", "--out", w / "masks", "--backbone", "efficientnet_lite0",
-           "--epochs", 1, "--batch-size", 2, "--crop", 64, "--workers", 1, "--device", "cpu")  # fmt: skip
-    _usage("train-seg", *data, "--masks", w / "masks", "--out", w / "seg", "--backbone", "efficientnet_lite0", "--epochs", 2,
+           "--no-pretrained", "--epochs", 1, "--batch-size", 2, "--crop", 64, "--workers", 1, "--device", "cpu")  # fmt: skip
+    _usage("train-seg", *data, "--masks", w / "masks", "--out", w / "seg", "--backbone", "efficientnet_lite0", "--no-pretrained", "--epochs", 2,
            "--batch-size", 2, "--crop", 64, "--aspp-channels", 16, "--workers", 0, "--device", "cpu")  # fmt: skip
     _usage("predict-seg", *data, "--ckpt", w / "seg" / "checkpoint.pt", "--out", w / "preds", "--scales", "1.0",
            "--workers", 1, "--device", "cpu")  # fmt: skip

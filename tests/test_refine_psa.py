@@ -129,7 +129,7 @@ def test_cli_error_is_one_red_line_with_exit_2(synth_root, tmp_path):
     from usage_cli.cli import app
 
     r = CliRunner().invoke(app, ["refine-psa", "--seeds", str(tmp_path / "none.h5"), "--root", str(synth_root),
-                                 "--split", "train", "--out", str(tmp_path / "m")])  # fmt: skip
+                                 "--split", "train", "--out", str(tmp_path / "m"), "--no-pretrained"])  # fmt: skip
     assert r.exit_code == 2
     assert "gen-seeds" in r.output and "Traceback" not in r.output
 

@@ -19,7 +19,7 @@ from usage_cli.cli import app
 from usage_cli.errors import ArtifactError, ConfigError
 
 runner = CliRunner()
-TINY = {"backbone": "resnet18", "epochs": 2, "batch_size": 4, "crop": 32, "workers": 0, "device": "cpu", "quiet": True, "aspp_channels": 16}
+TINY = {"backbone": "resnet18", "pretrained": False, "epochs": 2, "batch_size": 4, "crop": 32, "workers": 0, "device": "cpu", "quiet": True, "aspp_channels": 16}
 
 
 def _voc(root: Path) -> Path:
@@ -97,7 +97,7 @@ def test_dataset_checks_masks(synth_root, fake_masks, tmp_path):
 def test_cli_train_predict_evaluate_chain(synth_root, fake_masks, tmp_path):
     seg, pred = tmp_path / "seg", tmp_path / "pred"
     args = ["train-seg", "--masks", fake_masks, "--root", synth_root, "--split", "train", "--out", seg,
-            "--backbone", "resnet18", "--aspp-channels", "16", "--epochs", "2", "--batch-size", "4",
+            "--backbone", "resnet18", "--no-pretrained", "--aspp-channels", "16", "--epochs", "2", "--batch-size", "4",
             "--crop", "48", "--workers", "0", "--device", "cpu", "--quiet"]  # fmt: skip
     r = runner.invoke(app, [str(a) for a in args])
     assert r.exit_code == 0, r.output
@@ -195,7 +195,10 @@ def test_interrupted_prediction_resumes(synth_root, fake_masks, tmp_path, monkey
     for p in sorted((tmp_path / "ref").glob("*.png")):
         np.testing.assert_array_equal(read_label_png(tmp_path / "p" / p.name), read_label_png(p))
     # other settings: everything is redone
-    assert predict(PredictSegConfig(**{**cfg.__dict__, "flip": False}))["skipped"] == 0
+    # other settings over the finished run: refused without --force (issue 11), then everything is redone
+    with pytest.raises(ConfigError, match="another config"):
+        predict(PredictSegConfig(**{**cfg.__dict__, "flip": False}))
+    assert predict(PredictSegConfig(**{**cfg.__dict__, "flip": False, "force": True}))["skipped"] == 0
 
 
 def test_two_ranks_train_with_ddp_and_only_rank_0_publishes(synth_root, fake_masks, tmp_path):
@@ -204,7 +207,7 @@ def test_two_ranks_train_with_ddp_and_only_rank_0_publishes(synth_root, fake_mas
     out = tmp_path / "seg"
     torchrun(
         "-m", "usage_cli", "train-seg", "--masks", str(fake_masks), "--root", str(synth_root), "--split", "train",
-        "--out", str(out), "--backbone", "resnet18", "--epochs", "2", "--batch-size", "2", "--crop", "32",
+        "--out", str(out), "--backbone", "resnet18", "--no-pretrained", "--epochs", "2", "--batch-size", "2", "--crop", "32",
         "--aspp-channels", "16", "--workers", "0", "--device", "cpu", "--quiet", timeout=300,
     )  # fmt: skip
     assert len((out / "log.jsonl").read_text().splitlines()) == 2  # one line an epoch, not one a rank
@@ -241,7 +244,7 @@ def _cli(*args) -> object:
 
 
 def test_cli_errors(synth_root, fake_masks, tmp_path):
-    base = ["--root", synth_root, "--split", "train", "--out", tmp_path / "o", "--device", "cpu", "--quiet"]
+    base = ["--root", synth_root, "--split", "train", "--out", tmp_path / "o", "--no-pretrained", "--device", "cpu", "--quiet"]
     empty = tmp_path / "empty"
     empty.mkdir()
     r = _cli("train-seg", "--masks", empty, *base)

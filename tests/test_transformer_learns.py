@@ -35,16 +35,16 @@ def test_deit_from_scratch_learns_beyond_the_prior_and_seeds_are_not_empty(synth
     from usage_cli.stages.train_cls import run as train_cls
 
     cfg = TrainClsConfig(
-        dataset="voc", root=synth20, out=tmp_path / "cls", split="train", backbone="deit_t", val_split=None,
+        dataset="voc", root=synth20, out=tmp_path / "cls", split="train", backbone="deit_t", pretrained=False, val_split=None,
         mapping="cm", tau1=1.0, reg="aa", epochs=EPOCHS, batch_size=16, img_size=64, lr=5e-4, warmup_epochs=0.0,
-        weight_decay=1e-4, aug="light", quiet=True,
+        weight_decay=1e-4, aug="light", device="cpu", quiet=True,
     )  # fmt: skip
     ckpt = train_cls(cfg)
     log = [json.loads(line) for line in (tmp_path / "cls" / "log.jsonl").read_text().splitlines()]
     prior = _prior_bce(synth20)
     assert log[-1]["loss_cls"] < LOSS_RATIO * prior, (log[-1]["loss_cls"], prior)
     assert log[-1]["empty_share"] < log[0]["empty_share"]  # the training-time diagnostic agrees
-    gen_seeds(GenSeedsConfig(ckpt=ckpt, dataset="voc", root=synth20, split="train", out=tmp_path / "seeds", scales=(1.0,), overlays=0, workers=0, quiet=True))
+    gen_seeds(GenSeedsConfig(ckpt=ckpt, dataset="voc", root=synth20, split="train", out=tmp_path / "seeds", scales=(1.0,), overlays=0, workers=0, device="cpu", quiet=True))
     empty = json.loads((tmp_path / "seeds" / "manifest.json").read_text())
     assert empty["empty_seeds"] < EMPTY_SHARE * empty["present_pairs"], {k: empty[k] for k in ("empty_seeds", "present_pairs")}
 

@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from usage_cli import __version__
 from usage_cli.errors import UsageError
@@ -28,14 +29,18 @@ app = typer.Typer(
 
 
 def guard(fn: Callable) -> Callable:
-    """Turn user errors into one red line and exit code 2."""
+    """Turn user errors, and errors of the environment (OSError), into one red line and exit code 2."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except UsageError as e:
-            err_console.print(f"[bold red]error:[/] {e}", markup=True, highlight=False)
+            err_console.print(f"[bold red]error:[/] {escape(str(e))}", markup=True, highlight=False)  # "[viz]" is text
+            raise typer.Exit(code=2) from None
+        except OSError as e:  # the environment (a full disk, a vanished file): one line, not a traceback
+            where = f"{e.filename}: " if e.filename else ""
+            err_console.print(f"[bold red]error:[/] {where}{e.strerror or e}", markup=True, highlight=False)
             raise typer.Exit(code=2) from None
         except KeyboardInterrupt:
             err_console.print("[bold red]interrupted[/]: no partial output was published")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import hashlib
 import json
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +60,11 @@ def build_manifest(
     inputs: dict[str, str | Path] | None = None,
     format_version: str = "1.0.0",
     extra: dict[str, Any] | None = None,
+    paths: dict[str, str] | None = None,
 ) -> dict[str, Any]:
+    """The manifest of a stage output. ``config`` keeps paths as given (its hash decides resuming, so a
+    moved folder still resumes); each input also gets its ``resolved`` absolute path, and ``paths``
+    (see :func:`config_paths`) records where the config's relative paths pointed."""
     inputs = inputs or {}
     return {
         "manifest_version": MANIFEST_VERSION,
@@ -69,10 +75,22 @@ def build_manifest(
         "config": config,
         "config_hash": config_hash(config),
         "inputs": {
-            name: {"path": str(path), "sha256": input_digest(path)} for name, path in inputs.items()
+            name: {"path": str(path), "resolved": str(Path(path).resolve()), "sha256": input_digest(path)}
+            for name, path in inputs.items()
         },
+        "paths": paths or {},
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         **(extra or {}),
+    }
+
+
+def config_paths(cfg) -> dict[str, str]:
+    """The absolute path of every path-valued field of a stage's config dataclass (root, out, inputs)."""
+    hints = typing.get_type_hints(type(cfg))
+    return {
+        f.name: str(Path(v).resolve())
+        for f in dataclasses.fields(cfg)
+        if isinstance(v := getattr(cfg, f.name), (str, Path)) and Path in (typing.get_args(hints[f.name]) or (hints[f.name],))
     }
 
 

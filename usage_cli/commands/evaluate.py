@@ -7,10 +7,13 @@ from typing import Annotated
 
 import typer
 
+from usage_cli.config import ConfigFile, PrintConfig
+
 
 def command(
-    pred: Annotated[Path, typer.Option(help="Folder of label PNGs (<id>.png) or a seeds.h5 file.")],
-    root: Annotated[Path, typer.Option(help="Dataset root.")],
+    ctx: typer.Context,
+    pred: Annotated[Path | None, typer.Option(help="Folder of label PNGs (<id>.png) or a seeds.h5 file. Required (here or in --config).")] = None,
+    root: Annotated[Path | None, typer.Option(help="Dataset root. Required (here or in --config).")] = None,
     dataset: Annotated[str, typer.Option(help="Dataset loader: voc or coco.")] = "voc",
     split: Annotated[str, typer.Option(help="Split to score.")] = "val",
     split_file: Annotated[Path | None, typer.Option(help="Explicit split list (bare ids or PSA pairs).")] = None,
@@ -23,8 +26,11 @@ def command(
     allow_missing: Annotated[bool, typer.Option(help="Count ids without prediction as all background.")] = False,
     workers: Annotated[int, typer.Option(help="Worker processes for decoding and counting.")] = 2,
     quiet: Annotated[bool, typer.Option(help="Print only the summary line.")] = False,
+    config: ConfigFile = None,
+    print_config: PrintConfig = False,
 ) -> None:
     """Score predictions against the ground-truth masks: one confusion matrix over the split."""
+    from usage_cli.config import apply_cli_config
     from usage_cli.metrics.report import print_metrics
     from usage_cli.stages.evaluate import EvaluateConfig, run
 
@@ -33,4 +39,5 @@ def command(
         metrics=tuple(m.strip() for m in metric.split(",") if m.strip()), out=out, bg_thresholds=bg_thresholds,
         bg_threshold=bg_threshold, bg_power=bg_power, allow_missing=allow_missing, workers=workers, quiet=quiet,
     )  # fmt: skip
-    print_metrics(run(cfg), quiet=quiet)
+    cfg = apply_cli_config(ctx, cfg, config, print_config)
+    print_metrics(run(cfg), quiet=cfg.quiet)

@@ -7,11 +7,15 @@ from typing import Annotated
 
 import typer
 
+from usage_cli.commands._options import TIMEOUT_MIN, Amp, Device, Timeout
+from usage_cli.config import ConfigFile, PrintConfig
+
 
 def command(
-    ckpt: Annotated[Path, typer.Option(help="checkpoint.pt written by `usage train-cls`.")],
-    root: Annotated[Path, typer.Option(help="Dataset root.")],
-    out: Annotated[Path, typer.Option(help="Output folder (seeds.h5, overlays/, manifest.json).")],
+    ctx: typer.Context,
+    ckpt: Annotated[Path | None, typer.Option(help="checkpoint.pt written by `usage train-cls`. Required (here or in --config).")] = None,
+    root: Annotated[Path | None, typer.Option(help="Dataset root. Required (here or in --config).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output folder (seeds.h5, overlays/, manifest.json). Required (here or in --config).")] = None,
     dataset: Annotated[str, typer.Option(help="Dataset loader: voc or coco.")] = "voc",
     split: Annotated[str, typer.Option(help="Split to make seeds for.")] = "train",
     split_file: Annotated[Path | None, typer.Option(help="Explicit split list.")] = None,
@@ -23,14 +27,20 @@ def command(
     source: Annotated[str, typer.Option(help="cam | attn (class-to-patch attention x CAM, mct) | auto.")] = "auto",
     batch_size: Annotated[int, typer.Option(help="Images of one size batched together (on a GPU: per forward pass; the CPU runs one view at a time, faster there).")] = 8,
     workers: Annotated[int, typer.Option(help="Image-decoding worker processes.")] = 2,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    device: Device = "auto",
+    amp: Amp = None,
+    timeout: Timeout = TIMEOUT_MIN,
     overlays: Annotated[int, typer.Option(help="Write overlay PNGs for this many images.")] = 8,
     overlay_threshold: Annotated[float, typer.Option(help="Background threshold of the overlays' seed column.")] = 0.3,
-    force: Annotated[bool, typer.Option(help="Recompute everything (ignore an unfinished run).")] = False,
+    force: Annotated[bool, typer.Option(help="Recompute everything: ignore an unfinished run, replace a finished one of other options.")] = False,
     quiet: Annotated[bool, typer.Option()] = False,
+    config: ConfigFile = None,
+    print_config: PrintConfig = False,
 ) -> None:
     """Multi-scale + flip seed maps of the present classes, normalised to [0, 1], in a resumable HDF5 file."""
+    from usage_cli.config import apply_cli_config
     from usage_cli.errors import ConfigError
+    from usage_cli.progress import log
     from usage_cli.stages.gen_seeds import GenSeedsConfig, run
 
     try:
@@ -40,6 +50,8 @@ def command(
     cfg = GenSeedsConfig(
         ckpt=ckpt, dataset=dataset, root=root, split=split, out=out, split_file=split_file, classes_file=classes,
         scales=scale_list, flip=flip, refine=refine, affinity_layers=affinity_layers, source=source, batch_size=batch_size,
-        workers=workers, device=device, overlays=overlays, overlay_threshold=overlay_threshold, force=force, quiet=quiet,
+        workers=workers, device=device, amp=amp, timeout=timeout, overlays=overlays, overlay_threshold=overlay_threshold,
+        force=force, quiet=quiet,
     )  # fmt: skip
-    typer.echo(f"gen-seeds: wrote {run(cfg)}")
+    cfg = apply_cli_config(ctx, cfg, config, print_config)
+    log(f"gen-seeds: wrote {run(cfg)}", cfg.quiet)

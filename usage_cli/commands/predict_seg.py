@@ -7,11 +7,15 @@ from typing import Annotated
 
 import typer
 
+from usage_cli.commands._options import TIMEOUT_MIN, Amp, Device, Timeout
+from usage_cli.config import ConfigFile, PrintConfig
+
 
 def command(
-    ckpt: Annotated[Path, typer.Option(help="checkpoint.pt written by `usage train-seg`.")],
-    root: Annotated[Path, typer.Option(help="Dataset root.")],
-    out: Annotated[Path, typer.Option(help="Folder for <id>.png label maps and manifest.json.")],
+    ctx: typer.Context,
+    ckpt: Annotated[Path | None, typer.Option(help="checkpoint.pt written by `usage train-seg`. Required (here or in --config).")] = None,
+    root: Annotated[Path | None, typer.Option(help="Dataset root. Required (here or in --config).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Folder for <id>.png label maps and manifest.json. Required (here or in --config).")] = None,
     dataset: Annotated[str, typer.Option(help="Dataset loader: voc or coco.")] = "voc",
     split: Annotated[str, typer.Option(help="Split to predict.")] = "val",
     split_file: Annotated[Path | None, typer.Option(help="Explicit split list (bare ids or PSA pairs).")] = None,
@@ -20,12 +24,18 @@ def command(
     flip: Annotated[bool, typer.Option(help="Also predict the mirrored image and fuse.")] = True,
     fuse: Annotated[str, typer.Option(help="Fuse view probabilities by mean or max.")] = "mean",
     crf: Annotated[bool, typer.Option(help="Dense-CRF post-processing (needs pydensecrf2).")] = False,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    device: Device = "auto",
+    amp: Amp = None,
+    timeout: Timeout = TIMEOUT_MIN,
     workers: Annotated[int, typer.Option(help="CRF worker processes.")] = 2,
+    force: Annotated[bool, typer.Option(help="Replace a finished or unfinished run of other options in OUT.")] = False,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+    config: ConfigFile = None,
+    print_config: PrintConfig = False,
 ) -> None:
     """Predict segmentation label maps (multi-scale + flip, optional CRF) as palette PNGs."""
     from usage_cli.algorithms.seg_infer import parse_scales
+    from usage_cli.config import apply_cli_config
     from usage_cli.errors import ConfigError
     from usage_cli.progress import log
     from usage_cli.stages.predict_seg import PredictSegConfig, run
@@ -36,7 +46,8 @@ def command(
         raise ConfigError(f"--scales: {e}") from e
     cfg = PredictSegConfig(
         ckpt=ckpt, root=root, out=out, dataset=dataset, split=split, split_file=split_file, classes_file=classes,
-        scales=scale_list, flip=flip, fuse=fuse, crf=crf, device=device, workers=workers, quiet=quiet,
+        scales=scale_list, flip=flip, fuse=fuse, crf=crf, device=device, amp=amp, timeout=timeout, workers=workers, force=force, quiet=quiet,
     )  # fmt: skip
+    cfg = apply_cli_config(ctx, cfg, config, print_config)
     s = run(cfg)
-    log(f"predict-seg: {s['images']} label maps in {s['out']} ({s['skipped']} kept from an interrupted run)", quiet)
+    log(f"predict-seg: {s['images']} label maps in {s['out']} ({s['skipped']} kept from an interrupted run)", cfg.quiet)

@@ -7,28 +7,35 @@ from typing import Annotated
 
 import typer
 
+from usage_cli.commands._options import TIMEOUT_MIN, Amp, Device, SyncBn, Timeout
+from usage_cli.config import ConfigFile, PrintConfig
+from usage_cli.presets import REFINE_PSA, preset_help, refine_psa_preset_help
+
 
 def command(
-    seeds: Annotated[Path, typer.Option(help="Seed store from `usage gen-seeds` (seeds.h5).")],
-    root: Annotated[Path, typer.Option(help="Dataset root.")],
-    out: Annotated[Path, typer.Option(help="Output folder: <id>.png masks, manifest.json, affinity.pt, confident/.")],
+    ctx: typer.Context,
+    seeds: Annotated[Path | None, typer.Option(help="Seed store from `usage gen-seeds` (seeds.h5). Required (here or in --config).")] = None,
+    root: Annotated[Path | None, typer.Option(help="Dataset root. Required (here or in --config).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output folder: <id>.png masks, manifest.json, affinity.pt, confident/. Required (here or in --config).")] = None,
     dataset: Annotated[str, typer.Option(help="Dataset loader: voc or coco.")] = "voc",
     split: Annotated[str, typer.Option(help="Split AffinityNet is trained on.")] = "train_aug",
     split_file: Annotated[Path | None, typer.Option(help="Explicit training split list.")] = None,
     classes: Annotated[Path | None, typer.Option(help="classes.txt replacing the dataset's class names.")] = None,
     infer_split: Annotated[str | None, typer.Option(help="Split to write masks for (default: --split).")] = None,
-    preset: Annotated[str, typer.Option(help="psa (la 4/ha 32, logt 8, bg (1-max)^16) or mctformer (la 1/ha 12, logt 6, bg 0.39).")] = "mctformer",
-    crf_la: Annotated[float | None, typer.Option(help="Low background power for confident foreground.")] = None,
-    crf_ha: Annotated[float | None, typer.Option(help="High background power for confident background.")] = None,
+    preset: Annotated[str, typer.Option(help=refine_psa_preset_help())] = "mctformer",
+    config: ConfigFile = None,
+    print_config: PrintConfig = False,
+    crf_la: Annotated[float | None, typer.Option(help=preset_help("crf_la", "Low background power for confident foreground.", REFINE_PSA))] = None,
+    crf_ha: Annotated[float | None, typer.Option(help=preset_help("crf_ha", "High background power for confident background.", REFINE_PSA))] = None,
     crf: Annotated[bool, typer.Option(help="Dense CRF on the confident labels.")] = True,
-    beta: Annotated[float | None, typer.Option(help="Affinity sharpening power.")] = None,
-    logt: Annotated[int | None, typer.Option(help="log2 of the number of walk steps.")] = None,
-    bg_mode: Annotated[str | None, typer.Option(help="Walk background: power or const.")] = None,
-    bg_power: Annotated[float | None, typer.Option(help="Background (1-max)^power in the walk.")] = None,
-    bg_const: Annotated[float | None, typer.Option(help="Constant background score in the walk.")] = None,
+    beta: Annotated[float | None, typer.Option(help=preset_help("beta", "Affinity sharpening power.", REFINE_PSA))] = None,
+    logt: Annotated[int | None, typer.Option(help=preset_help("logt", "log2 of the number of walk steps.", REFINE_PSA))] = None,
+    bg_mode: Annotated[str | None, typer.Option(help=preset_help("bg_mode", "Walk background: power or const.", REFINE_PSA))] = None,
+    bg_power: Annotated[float | None, typer.Option(help=preset_help("bg_power", "Background (1-max)^power in the walk.", REFINE_PSA))] = None,
+    bg_const: Annotated[float | None, typer.Option(help=preset_help("bg_const", "Constant background score in the walk.", REFINE_PSA))] = None,
     radius: Annotated[int, typer.Option(help="Affinity radius on the feature grid.")] = 5,
     backbone: Annotated[str, typer.Option(help="resnet50, resnet101, efficientnet_lite0, deit_s, deit_t or a timm name.")] = "resnet50",
-    pretrained: Annotated[bool, typer.Option(help="ImageNet weights (efficientnet_lite0: bundled, offline).")] = False,
+    pretrained: Annotated[bool | None, typer.Option("--pretrained/--no-pretrained", help=preset_help("pretrained", "Start AffinityNet from ImageNet weights (efficientnet_lite0/lite2: bundled, offline; others: hub, or --weights FILE).", REFINE_PSA), show_default=False)] = None,
     weights: Annotated[Path | None, typer.Option(help="Local backbone weights file.")] = None,
     epochs: Annotated[int, typer.Option(help="AffinityNet epochs.")] = 5,
     batch_size: Annotated[int, typer.Option(help="Crops per step per process.")] = 8,
@@ -37,22 +44,28 @@ def command(
     walk: Annotated[str, typer.Option(help="Random walk: auto, dense (GPU) or local (low memory).")] = "auto",
     aff_out: Annotated[Path | None, typer.Option(help="Where to write the AffinityNet checkpoint (default <out>/affinity.pt).")] = None,
     affinity: Annotated[Path | None, typer.Option(help="A trained AffinityNet (affinity.pt of an earlier run): skip label making and training, only walk --split.")] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    device: Device = "auto",
+    amp: Amp = None,
+    sync_bn: SyncBn = False,
+    timeout: Timeout = TIMEOUT_MIN,
     workers: Annotated[int, typer.Option(help="CRF and data-loading worker processes.")] = 2,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     resume: Annotated[bool, typer.Option(help="Continue AffinityNet training from <out>/affinity-train/last.pt.")] = False,
+    force: Annotated[bool, typer.Option(help="Replace a finished or unfinished run of other options in OUT (masks only; affinity.pt is reused by its own key).")] = False,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
     """Refine seeds into pseudo masks: confident CRF labels, AffinityNet, random walk."""
+    from usage_cli.config import apply_cli_config
     from usage_cli.progress import log
-    from usage_cli.stages.refine_psa import RefinePsaConfig, run
+    from usage_cli.stages.refine_psa import RefinePsaConfig, resolve, run
 
     cfg = RefinePsaConfig(
         seeds=seeds, dataset=dataset, root=root, split=split, out=out, split_file=split_file, classes_file=classes,
         infer_split=infer_split, preset=preset, crf_la=crf_la, crf_ha=crf_ha, crf=crf, beta=beta, logt=logt,
         bg_mode=bg_mode, bg_power=bg_power, bg_const=bg_const, radius=radius, backbone=backbone, pretrained=pretrained,
         weights=weights, epochs=epochs, batch_size=batch_size, crop=crop, lr=lr, walk=walk, aff_out=aff_out, affinity=affinity,
-        device=device, workers=workers, seed=seed, resume=resume, quiet=quiet,
+        device=device, amp=amp, sync_bn=sync_bn, timeout=timeout, workers=workers, seed=seed, resume=resume, force=force, quiet=quiet,
     )  # fmt: skip
+    cfg = apply_cli_config(ctx, cfg, config, print_config, resolve=resolve)
     res = run(cfg)
-    log(f"refine-psa: wrote {res['images']} masks to {res['out']} (affinity {res['affinity']})", quiet)
+    log(f"refine-psa: wrote {res['images']} masks to {res['out']} (affinity {res['affinity']})", cfg.quiet)

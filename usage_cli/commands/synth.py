@@ -7,19 +7,27 @@ from typing import Annotated
 
 import typer
 
+from usage_cli.config import ConfigFile, PrintConfig
+
 
 def command(
-    out: Annotated[Path, typer.Option(help="Dataset root to write (VOC layout).")],
+    ctx: typer.Context,
+    out: Annotated[Path | None, typer.Option(help="Dataset root to write (VOC layout). Required (here or in --config).")] = None,
     train: Annotated[int, typer.Option(help="Number of training images.")] = 96,
     val: Annotated[int, typer.Option(help="Number of validation images.")] = 32,
     size: Annotated[int, typer.Option(help="Image side in pixels.")] = 128,
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same dataset).")] = 0,
     classes: Annotated[int, typer.Option(help="Number of object classes, 2..20 (the first six are the default set).")] = 6,
     force: Annotated[bool, typer.Option(help="Overwrite a dataset made with other settings.")] = False,
+    config: ConfigFile = None,
+    print_config: PrintConfig = False,
 ) -> None:
     """Write a miniature WSSS dataset: discriminative parts, context bias, several objects per image."""
+    from usage_cli.config import apply_cli_config
     from usage_cli.progress import log
     from usage_cli.stages.synth import SynthConfig, run
 
-    stats = run(SynthConfig(out=out, train=train, val=val, size=size, seed=seed, classes=classes, force=force))
-    log(f"synth: {stats['images']} images ({stats['empty']} without object, {stats['objects']} objects) in {out}")
+    cfg = SynthConfig(out=out, train=train, val=val, size=size, seed=seed, classes=classes, force=force)
+    cfg = apply_cli_config(ctx, cfg, config, print_config)
+    stats = run(cfg)
+    log(f"synth: {stats['images']} images ({stats['empty']} without object, {stats['objects']} objects) in {cfg.out}")

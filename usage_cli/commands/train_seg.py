@@ -7,17 +7,21 @@ from typing import Annotated
 
 import typer
 
+from usage_cli.commands._options import TIMEOUT_MIN, Amp, Device, SyncBn, Timeout
+from usage_cli.config import ConfigFile, PrintConfig
+
 
 def command(
-    masks: Annotated[Path, typer.Option(help="Folder of pseudo-mask PNGs with a manifest (from `usage refine-psa`).")],
-    root: Annotated[Path, typer.Option(help="Dataset root.")],
-    out: Annotated[Path, typer.Option(help="Output folder: checkpoint.pt, manifest.json, last.pt, log.jsonl.")],
+    ctx: typer.Context,
+    masks: Annotated[Path | None, typer.Option(help="Folder of pseudo-mask PNGs with a manifest (from `usage refine-psa`). Required (here or in --config).")] = None,
+    root: Annotated[Path | None, typer.Option(help="Dataset root. Required (here or in --config).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output folder: checkpoint.pt, manifest.json, last.pt, log.jsonl. Required (here or in --config).")] = None,
     dataset: Annotated[str, typer.Option(help="Dataset loader: voc or coco.")] = "voc",
     split: Annotated[str, typer.Option(help="Split to train on.")] = "train_aug",
     split_file: Annotated[Path | None, typer.Option(help="Explicit split list (bare ids or PSA pairs).")] = None,
     classes: Annotated[Path | None, typer.Option(help="classes.txt replacing the dataset's class names.")] = None,
     backbone: Annotated[str, typer.Option(help="resnet101, resnet50, efficientnet_lite0, deit_s, deit_t or a timm name.")] = "resnet101",
-    pretrained: Annotated[bool, typer.Option(help="Start from ImageNet weights (efficientnet_lite0: bundled, offline).")] = False,
+    pretrained: Annotated[bool, typer.Option(help="Start from ImageNet weights, as the paper's DeepLab (efficientnet_lite0/lite2: bundled, offline; others: hub, or --weights FILE).")] = True,
     weights: Annotated[Path | None, typer.Option(help="Local backbone weights file (state dict).")] = None,
     output_stride: Annotated[int, typer.Option(help="CNN output stride: 8 or 16.")] = 16,
     aspp_channels: Annotated[int, typer.Option(help="Width of the ASPP head and decoder.")] = 256,
@@ -26,14 +30,20 @@ def command(
     crop: Annotated[int, typer.Option(help="Square training crop (padding labelled 255).")] = 321,
     lr: Annotated[float, typer.Option(help="Backbone learning rate (head: 10x), SGD, poly decay.")] = 0.007,
     img_size: Annotated[int, typer.Option(help="Transformer backbones: position-embedding grid size.")] = 224,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
-    amp: Annotated[bool, typer.Option(help="Mixed precision (CUDA only).")] = True,
+    device: Device = "auto",
+    amp: Amp = None,
+    sync_bn: SyncBn = False,
+    timeout: Timeout = TIMEOUT_MIN,
     workers: Annotated[int, typer.Option(help="Data-loading worker processes.")] = 2,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-    resume: Annotated[bool, typer.Option(help="Continue from <out>/last.pt.")] = False,
+    resume: Annotated[bool, typer.Option(help="Continue from <out>/last.pt (--epochs may grow: the schedule is recomputed).")] = False,
+    force: Annotated[bool, typer.Option(help="Replace a finished or unfinished run of other options in OUT.")] = False,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+    config: ConfigFile = None,
+    print_config: PrintConfig = False,
 ) -> None:
     """Train the segmentation network on pseudo masks (ignore 255, random scale/crop/flip, poly LR)."""
+    from usage_cli.config import apply_cli_config
     from usage_cli.progress import log
     from usage_cli.stages.train_seg import TrainSegConfig, run
 
@@ -41,7 +51,8 @@ def command(
         masks=masks, root=root, out=out, dataset=dataset, split=split, split_file=split_file, classes_file=classes,
         backbone=backbone, pretrained=pretrained, weights=weights, output_stride=output_stride, img_size=img_size,
         aspp_channels=aspp_channels,
-        epochs=epochs, batch_size=batch_size, crop=crop, lr=lr, device=device, amp=amp, workers=workers, seed=seed,
-        resume=resume, quiet=quiet,
+        epochs=epochs, batch_size=batch_size, crop=crop, lr=lr, device=device, amp=amp, sync_bn=sync_bn, timeout=timeout, workers=workers, seed=seed,
+        resume=resume, force=force, quiet=quiet,
     )  # fmt: skip
-    log(f"train-seg: wrote {run(cfg)}", quiet)
+    cfg = apply_cli_config(ctx, cfg, config, print_config)
+    log(f"train-seg: wrote {run(cfg)}", cfg.quiet)

@@ -59,9 +59,15 @@ def load_cls_labels(path: Path, num_classes: int) -> dict[str, tuple[int, ...]]:
     if not table:
         return {}
     ids = list(table)
-    mat = np.stack([np.asarray(table[i], dtype=np.float32).ravel() for i in ids])
-    if mat.shape[1] != num_classes:
-        raise DatasetError(f"{path}: label vectors have {mat.shape[1]} entries but the dataset has {num_classes} classes (check classes.txt / --classes)")
+    try:
+        rows = [np.asarray(table[i], dtype=np.float32).ravel() for i in ids]
+    except (TypeError, ValueError) as e:
+        raise DatasetError(f"{path}: a label vector is not numeric ({e})") from e
+    bad = next((i for i, r in zip(ids, rows, strict=True) if r.shape[0] != num_classes), None)
+    if bad is not None:
+        n = len(table[bad]) if hasattr(table[bad], "__len__") else 1
+        raise DatasetError(f"{path}: the label vector of '{bad}' has {n} entries but the dataset has {num_classes} classes (check the file, classes.txt / --classes)")
+    mat = np.stack(rows) if rows else np.zeros((0, num_classes), np.float32)
     rows, cols = np.nonzero(mat > 0.5)
     out: dict[str, list[int]] = {str(i): [] for i in ids}
     for r, c in zip(rows.tolist(), cols.tolist(), strict=True):

@@ -1,9 +1,15 @@
 """The one training loop of every stage (classifier, AffinityNet, segmentation network).
 
 A *task* is an ``nn.Module`` whose ``forward(batch)`` returns ``{"loss": scalar, **parts}``; optional
-hooks: ``param_groups(lr)``, ``on_step_end(step, total_steps)``, ``epoch_log()``. ``fit`` owns the
-data loading, optimiser and schedule, mixed precision (CUDA), DDP under torchrun, rich progress,
-``log.jsonl`` and the resumable ``last.pt``; the stage writes its final artifact.
+hooks: ``param_groups(lr)``, ``on_step_end(step, total_steps)``, ``on_epoch_end()``, ``epoch_log()``.
+``fit`` owns the data loading, optimiser and schedule, mixed precision (``--amp``), DDP under
+torchrun (optionally with SyncBatchNorm), rich progress, ``log.jsonl`` and the resumable ``last.pt``;
+the stage writes its final artifact.
+
+On a GPU the loop never waits for the device inside an epoch, except where the work needs it (loss
+scaling, a self-adaptive AA schedule): logged figures stay tensors on the device, summed over the
+ranks and read once an epoch; the loss is checked for NaN every ``SYNC_EVERY`` steps (every step on
+the CPU, where reading it costs nothing).
 """
 
 from __future__ import annotations
@@ -23,7 +29,15 @@ from torch.utils.data import DataLoader, DistributedSampler
 from usage_cli.artifacts.atomic import write_text_atomic
 from usage_cli.artifacts.checkpoint import load_checkpoint, save_checkpoint
 from usage_cli.artifacts.manifest import config_hash
-from usage_cli.engine.distributed import DistInfo, init_distributed, resolve_device
+from usage_cli.engine.distributed import (
+    DEFAULT_TIMEOUT_MIN,
+    DistInfo,
+    all_reduce_sum,
+    enable_tf32,
+    init_distributed,
+    resolve_device,
+    use_amp,
+)
 from usage_cli.engine.optim import build_optimizer, build_scheduler
 from usage_cli.errors import ConfigError
 from usage_cli.progress import make_progress
@@ -42,10 +56,16 @@ class LoopConfig:
     poly_power: float = 0.9
     workers: int = 0
     device: str = "cpu"
-    amp: bool = True
+    amp: bool | None = None  # None: on for CUDA (float16 + loss scaling), off on the CPU; True on the CPU: bfloat16
+    sync_bn: bool = False  # SyncBatchNorm under torchrun (CUDA only)
+    timeout: float = DEFAULT_TIMEOUT_MIN  # process-group timeout, minutes
     seed: int = 0
     grad_clip: float | None = None
     quiet: bool = False
+
+
+RUNTIME = ("workers", "quiet", "timeout")  # settings that do not change what is trained (not in the resume key)
+SYNC_EVERY = 50  # steps between host reads of the loss on a GPU (NaN check, progress text)
 
 
 def seed_everything(seed: int) -> None:
@@ -66,7 +86,9 @@ def _to(batch, device):
     return batch.to(device, non_blocking=True) if torch.is_tensor(batch) else batch
 
 
-def _loader(train_set, cfg: LoopConfig, info: DistInfo, epoch: int, collate_fn) -> DataLoader:
+def _loader(train_set, cfg: LoopConfig, info: DistInfo, epoch: int, collate_fn, pin_memory: bool = False) -> DataLoader:
+    """One epoch's loader, shuffled by (seed, epoch); with no workers the main process loads, its
+    random streams reseeded by ``fit`` per epoch and rank. (With workers, see :func:`_epoch_loaders`.)"""
     g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
     sampler = DistributedSampler(train_set, info.world_size, info.rank, shuffle=True, seed=cfg.seed, drop_last=True) if info.enabled else None
     if sampler is not None:
@@ -74,14 +96,117 @@ def _loader(train_set, cfg: LoopConfig, info: DistInfo, epoch: int, collate_fn) 
     return DataLoader(
         train_set, batch_size=cfg.batch_size, shuffle=sampler is None, sampler=sampler, num_workers=cfg.workers,
         drop_last=len(train_set) >= cfg.batch_size * info.world_size, generator=g, collate_fn=collate_fn,
-        worker_init_fn=_worker_init, persistent_workers=False, pin_memory=False,
+        worker_init_fn=_worker_init, persistent_workers=False, pin_memory=pin_memory,
     )  # fmt: skip
 
 
-def _resume(path: Path, run_hash: str, task, optimizer, scheduler, scaler) -> int:
+def epoch_seed(seed: int, epoch: int, rank: int) -> int:
+    """The seed of one rank's data-loading streams in one epoch (each worker adds its id)."""
+    return int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0])
+
+
+class _Keyed(torch.utils.data.Dataset):
+    """Items asked for as (epoch seed, index). A worker that meets a new epoch seed reseeds its random
+    streams with it plus its id: persistent workers then draw per (seed, epoch, rank, worker), so
+    ranks augment differently and a resumed run draws as an uninterrupted one."""
+
+    def __init__(self, dataset):
+        self.dataset, self._seed = dataset, None
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key):
+        seed, i = key
+        if seed != self._seed:
+            worker = torch.utils.data.get_worker_info()
+            s = seed + (worker.id if worker is not None else 0)
+            random.seed(s)
+            np.random.seed(s % 2**32)
+            torch.manual_seed(s)
+            self._seed = seed
+        return self.dataset[i]
+
+
+class _EpochBatches(torch.utils.data.Sampler):
+    """Batches of (epoch seed, index): this rank's share (DistributedSampler) or a permutation drawn
+    from (seed, epoch); call :meth:`set_epoch` before each epoch."""
+
+    def __init__(self, train_set, cfg: LoopConfig, info: DistInfo):
+        self.n, self.batch_size, self.seed, self.rank = len(train_set), cfg.batch_size, cfg.seed, info.rank
+        self.drop_last = self.n >= cfg.batch_size * info.world_size
+        self.dist = DistributedSampler(train_set, info.world_size, info.rank, shuffle=True, seed=cfg.seed, drop_last=True) if info.enabled else None
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        if self.dist is not None:
+            self.dist.set_epoch(epoch)
+
+    def __iter__(self):
+        if self.dist is not None:
+            order = list(self.dist)
+        else:
+            order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)).tolist()
+        key = epoch_seed(self.seed, self.epoch, self.rank)
+        for start in range(0, len(self) * self.batch_size, self.batch_size):
+            yield [(key, i) for i in order[start:start + self.batch_size]]
+
+    def __len__(self) -> int:
+        m = len(self.dist) if self.dist is not None else self.n
+        return m // self.batch_size if self.drop_last else math.ceil(m / self.batch_size)
+
+
+def _epoch_loaders(train_set, cfg: LoopConfig, info: DistInfo, collate_fn, pin_memory: bool) -> Callable[[int], DataLoader]:
+    """``epoch -> loader``. Without workers a fresh loader per epoch (:func:`_loader`); with workers
+    one loader whose worker processes live across epochs (``persistent_workers``), its items keyed
+    by the epoch's seed."""
+    if cfg.workers == 0:
+        return lambda epoch: _loader(train_set, cfg, info, epoch, collate_fn, pin_memory)
+    batches = _EpochBatches(train_set, cfg, info)
+    loader = DataLoader(
+        _Keyed(train_set), batch_sampler=batches, num_workers=cfg.workers, collate_fn=collate_fn, worker_init_fn=_worker_init,
+        persistent_workers=True, pin_memory=pin_memory, generator=torch.Generator().manual_seed(cfg.seed),
+    )  # fmt: skip
+
+    def for_epoch(epoch: int) -> DataLoader:
+        batches.set_epoch(epoch)
+        return loader
+
+    return for_epoch
+
+
+def check_resume(out_dir: Path, *, resume: bool, force: bool, epochs: int) -> None:
+    """Before any work: an unfinished run in ``out_dir`` is never deleted silently.
+
+    Without ``--resume`` or ``--force`` a ``last.pt`` of a run that stopped early is an error that
+    says how to continue it; ``--resume`` with fewer epochs than already done is an error too. A
+    finished run's ``last.pt`` is replaced (the stage's ``--force`` rules cover its artifact)."""
+    last = Path(out_dir) / "last.pt"
+    if force or not last.exists():
+        return
+    state = load_checkpoint(last)
+    done, total = int(state.get("epoch", -1)) + 1, state.get("epochs")
+    if resume:
+        if epochs < done:
+            raise ConfigError(f"{last}: {done} epochs are already done; --resume needs --epochs {done} or more")
+        return
+    if total is None or done < int(total):
+        raise ConfigError(
+            f"{last}: a run stopped after epoch {done}{f' of {total}' if total else ''} is here; pass --resume to "
+            f"continue it, or --force to start over"
+        )
+
+
+def _resume(path: Path, run_key: dict, task, optimizer, scheduler, scaler) -> int:
     ckpt = load_checkpoint(path)
-    if ckpt.get("run_config_hash") != run_hash:
-        raise ConfigError(f"{path}: was written by a run with another config; rerun with the same options, or without --resume to start over")
+    if ckpt.get("run_config_hash") != config_hash(run_key):
+        from usage_cli.artifacts.outdir import differing
+
+        old = ckpt.get("run_config", {})
+        changed = sorted(set(differing(old.get("run", {}), run_key["run"]) + differing(old.get("loop", {}), run_key["loop"]))) if old else []
+        which = f" ({', '.join(changed)})" if changed else ""
+        raise ConfigError(f"{path}: was written by a run with another config{which}; only --epochs (and --warmup-epochs) may change on --resume: rerun with the same options, or pass --force to start over")
     task.load_state_dict(ckpt["model"])
     optimizer.load_state_dict(ckpt["optimizer"])
     scheduler.load_state_dict(ckpt["scheduler"])
@@ -97,16 +222,19 @@ def _keep_log(log_path: Path, start_epoch: int) -> None:
     write_text_atomic(log_path, "".join(ln + "\n" for ln in lines))
 
 
-def _train_epoch(model, task, loader, optimizer, scheduler, scaler, cfg, device, state, progress, bar) -> dict:
-    sums: dict[str, float] = {}
+def _train_epoch(model, task, loader, optimizer, scheduler, scaler, cfg, device, state, progress, bar, world: int = 1) -> dict:
+    sums: dict[str, torch.Tensor] = {}  # on the device: no host sync per step
     n_images, t0 = 0, time.perf_counter()
-    use_amp = cfg.amp and device.type == "cuda"
+    amp = use_amp(cfg.amp, device)
+    dtype = torch.float16 if device.type == "cuda" else torch.bfloat16  # float16 with loss scaling on CUDA
+    sync_every = 1 if device.type == "cpu" else SYNC_EVERY
     for batch in loader:
         batch = _to(batch, device)
-        with torch.autocast(device_type=device.type, enabled=use_amp):
+        with torch.autocast(device_type=device.type, dtype=dtype, enabled=amp):
             out = model(batch)
         loss = out["loss"]
-        if not torch.isfinite(loss):
+        read = state["step"] % sync_every == 0  # read the loss on the host (a sync on a GPU) now
+        if read and not torch.isfinite(loss):
             raise FloatingPointError(f"loss became {loss.item()} at step {state['step']}; lower --lr")
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
@@ -121,12 +249,19 @@ def _train_epoch(model, task, loader, optimizer, scheduler, scaler, cfg, device,
             task.on_step_end(state["step"], state["total"])
         for k, v in out.items():
             if torch.is_tensor(v) and v.ndim == 0:
-                sums[k] = sums.get(k, 0.0) + float(v.detach())
+                v = v.detach().double()
+                sums[k] = sums[k] + v if k in sums else v
         n_images += len(next(iter(batch.values())))
-        progress.update(bar, advance=1, info=f"loss {float(loss.detach()):.4f}")
+        progress.update(bar, advance=1, **({"info": f"loss {float(loss.detach()):.4f}"} if read else {}))
+    # one host read an epoch: every figure summed over the ranks (means over all processes' steps)
     steps = max(len(loader), 1)
-    logs = {k: v / steps for k, v in sums.items()}
-    logs["images_per_s"] = n_images / max(time.perf_counter() - t0, 1e-9)
+    keys = list(sums)  # the task's order: the same on every rank
+    totals = torch.stack([*(sums[k] for k in keys), torch.tensor(float(n_images), dtype=torch.float64, device=device)])
+    totals = all_reduce_sum(totals).tolist()
+    logs = {k: v / (steps * world) for k, v in zip(keys, totals, strict=False)}
+    if "loss" in logs and not math.isfinite(logs["loss"]):
+        raise FloatingPointError(f"loss became {logs['loss']} before step {state['step']}; lower --lr")
+    logs["images_per_s"] = totals[-1] / max(time.perf_counter() - t0, 1e-9)  # of all processes
     logs["lr"] = optimizer.param_groups[0]["lr"]
     return logs
 
@@ -143,24 +278,30 @@ def fit(
     evaluate: Callable[[torch.nn.Module, int], dict] | None = None,
 ) -> torch.nn.Module:
     # 1. processes, device, seeds
-    info = init_distributed(cfg.device)
+    info = init_distributed(cfg.device, cfg.timeout)
     device = resolve_device(cfg.device, info)
+    enable_tf32(device)
     seed_everything(cfg.seed)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    task = sync_batchnorm(task, cfg.sync_bn, info, device)
     task.to(device)
     model = torch.nn.parallel.DistributedDataParallel(task, find_unused_parameters=False) if info.enabled else task
     # 2. optimiser, schedule, scaler
     groups = task.param_groups(cfg.lr) if hasattr(task, "param_groups") else [{"params": [p for p in task.parameters() if p.requires_grad]}]
     optimizer = build_optimizer(cfg.optimizer, groups, cfg.lr, cfg.weight_decay, cfg.momentum)
-    steps_per_epoch = len(_loader(train_set, cfg, info, 0, collate_fn))
+    loaders = _epoch_loaders(train_set, cfg, info, collate_fn, pin_memory=device.type == "cuda")
+    steps_per_epoch = len(loaders(0))
     total = max(steps_per_epoch * cfg.epochs, 1)
     scheduler = build_scheduler(optimizer, total, int(round(cfg.warmup_epochs * steps_per_epoch)), cfg.schedule, cfg.poly_power)
-    scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and device.type == "cuda")
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp(cfg.amp, device) and device.type == "cuda")
     # 3. resume
-    run_hash = config_hash({"loop": asdict(cfg), "run": run_config or {}})
+    # --epochs may grow on --resume: the schedule is then recomputed for the new length (docs/pipeline.md)
+    loop_key = {k: v for k, v in asdict(cfg).items() if k not in RUNTIME}
+    schedule_free = {"epochs": None, "warmup_epochs": None}  # the schedule's length, recomputed on --resume
+    run_key = {"loop": {**loop_key, **schedule_free}, "run": {**(run_config or {}), **schedule_free}}
     last, log_path = out_dir / "last.pt", out_dir / "log.jsonl"
-    start = _resume(last, run_hash, task, optimizer, scheduler, scaler) if resume and last.exists() else 0
+    start = _resume(last, run_key, task, optimizer, scheduler, scaler) if resume and last.exists() else 0
     if resume and not last.exists() and info.is_main:
         from usage_cli.progress import log
 
@@ -172,16 +313,19 @@ def fit(
     with make_progress(cfg.quiet or not info.is_main) as progress:
         for epoch in range(start, cfg.epochs):
             seed_everything(cfg.seed * 1_000_003 + epoch * 1009 + info.rank)
-            loader = _loader(train_set, cfg, info, epoch, collate_fn)
-            bar = progress.add_task(f"epoch {epoch + 1}/{cfg.epochs}", total=len(loader), info="")
+            loader = loaders(epoch)
+            # off a terminal: one line an epoch (steps, rate, ETA of the run, loss)
+            bar = progress.add_task(f"epoch {epoch + 1}/{cfg.epochs}", total=len(loader), info="", every=0, after=(cfg.epochs - epoch - 1) * len(loader))
             task.train()
-            logs = {"epoch": epoch, **_train_epoch(model, task, loader, optimizer, scheduler, scaler, cfg, device, state, progress, bar)}
+            logs = {"epoch": epoch, **_train_epoch(model, task, loader, optimizer, scheduler, scaler, cfg, device, state, progress, bar, info.world_size)}
+            if hasattr(task, "on_epoch_end"):
+                task.on_epoch_end()
             if hasattr(task, "epoch_log"):
                 logs.update(task.epoch_log())
-            if evaluate is not None and info.is_main:
+            if evaluate is not None:  # on every rank: the evaluator shares the work out
                 logs.update(evaluate(task, epoch))
             if info.is_main:
-                _save_last(last, task, optimizer, scheduler, scaler, epoch, run_hash)
+                _save_last(last, task, optimizer, scheduler, scaler, epoch, cfg.epochs, run_key)
                 with open(log_path, "a") as f:
                     f.write(json.dumps({k: (round(v, 6) if isinstance(v, float) and math.isfinite(v) else v) for k, v in logs.items()}) + "\n")
     if info.enabled:
@@ -189,11 +333,22 @@ def fit(
     return task
 
 
-def _save_last(path, task, optimizer, scheduler, scaler, epoch, run_hash) -> None:
+def sync_batchnorm(task: torch.nn.Module, sync_bn: bool, info: DistInfo, device: torch.device) -> torch.nn.Module:
+    """``--sync-bn``: BatchNorm layers as SyncBatchNorm (statistics over every process's batch) when
+    several processes train; the state-dict keys stay those of BatchNorm. One process: unchanged."""
+    if not (sync_bn and info.enabled):
+        return task
+    if device.type != "cuda":
+        raise ConfigError("--sync-bn needs CUDA: SyncBatchNorm does not run on the CPU; drop --sync-bn")
+    return torch.nn.SyncBatchNorm.convert_sync_batchnorm(task)
+
+
+def _save_last(path, task, optimizer, scheduler, scaler, epoch, epochs, run_key) -> None:
     save_checkpoint(
         path,
         {
-            "format": "usage-last", "version": "1.0.0", "epoch": epoch, "run_config_hash": run_hash,
+            "format": "usage-last", "version": "1.0.0", "epoch": epoch, "epochs": epochs, "run_config_hash": config_hash(run_key),
+            "run_config": json.loads(json.dumps(run_key, default=str)),
             "model": task.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "scaler": scaler.state_dict() if scaler.is_enabled() else {},
         },

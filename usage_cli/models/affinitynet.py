@@ -58,6 +58,12 @@ class AffinityNet(nn.Module):
             self.body = timm.create_model(resolved, pretrained=False, num_classes=0, img_size=img_size, dynamic_img_size=True)
             dims = [self.body.embed_dim] * 3
             self.stride = self.pad_multiple = int(self.body.patch_embed.patch_size[0])
+            # forward_intermediates(intermediates_only=True) never reaches the final norm or the pooling
+            # head: frozen, so DDP (find_unused_parameters=False) meets no parameter without a gradient.
+            # Kept in the model, so checkpoints and weight files keep their keys
+            for name in ("norm", "fc_norm", "attn_pool", "head"):
+                if isinstance(getattr(self.body, name, None), nn.Module):
+                    getattr(self.body, name).requires_grad_(False)
         self.proj = nn.ModuleList(nn.Conv2d(d, p, 1, bias=False) for d, p in zip(dims, PROJ_DIMS, strict=True))
         self.mix = nn.Conv2d(sum(PROJ_DIMS), OUT_DIM, 1, bias=False)
         for conv in self.proj:
@@ -85,7 +91,7 @@ class AffinityNet(nn.Module):
         return list(self.proj.parameters()) + list(self.mix.parameters())
 
     def backbone_parameters(self) -> list[nn.Parameter]:
-        return list(self.body.parameters())
+        return [p for p in self.body.parameters() if p.requires_grad]
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:

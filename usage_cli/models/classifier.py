@@ -56,41 +56,42 @@ class Classifier(nn.Module):
         if self.family == "cnn":  # depthwise convolutions are far faster channels-last on CPU
             self.to(memory_format=torch.channels_last)
 
-    def forward(self, x: torch.Tensor, return_attn: bool = False, keep_attn=None) -> dict[str, torch.Tensor]:
-        """``return_attn``: also ``out["attn"]``, every layer's attention, or what ``keep_attn(i, a)``
-        keeps of layer i's (not for ``mct``, whose class rows need the whole maps)."""
-        need_attn = return_attn or self.mapping == "mct"
+    def forward(
+        self, x: torch.Tensor, return_attn: bool = False, keep_attn=None, attn_layers: int | None = None, cls_attn: bool = False
+    ) -> dict[str, torch.Tensor]:
+        """``return_attn``: also ``out["attn"]``, every layer's attention (only the last ``attn_layers``
+        when given; the others run a fused kernel), or what ``keep_attn(i, a)`` keeps of layer i's (not
+        for ``mct``, whose class rows need the whole maps). ``mct``: ``out["cls_attn"]``, the seeds'
+        class-to-patch attention, with ``cls_attn`` or ``return_attn`` (training needs neither)."""
         if self.family == "cnn":
             x = x.contiguous(memory_format=torch.channels_last)
         if self.mapping == "mct":
-            return self._forward_mct(x, return_attn)
-        feat, attn = self.backbone(x, return_attn=True, keep_attn=keep_attn) if need_attn else (self.backbone(x), None)
+            return self._forward_mct(x, return_attn, attn_layers, cls_attn or return_attn)
+        kw = {"return_attn": True, "keep_attn": keep_attn, "attn_layers": attn_layers}
+        feat, attn = self.backbone(x, **kw) if return_attn else (self.backbone(x), None)
         z = self.head(self.feat_drop(feat))  # Eq. 2 at every location
         out = {"cams": z, "logits": mapping_scores(z, self.mapping, self.model_config["tau1"], self.model_config["bg_const"])}
         if return_attn:
             out["attn"] = attn
         return out
 
-    def _forward_mct(self, x: torch.Tensor, return_attn: bool) -> dict[str, torch.Tensor]:
+    def _forward_mct(self, x: torch.Tensor, return_attn: bool, attn_layers: int | None, with_cls_attn: bool) -> dict[str, torch.Tensor]:
         """MCTformer (V1 class-token scores + V2 patch CAM): logits from the class tokens (mean over
         channels, Eq. 10), patch CAM scores by GAP; seeds from class-to-patch attention."""
         from usage_cli.models.vit import vit_forward
 
         bb = self.backbone
         bb.check_size(x.shape[-2], x.shape[-1])
-        tokens, attn = vit_forward(bb.model, x, return_attn=True)
+        # attention weights only where they are used: the last 3 layers for cls_attn, and the asked-for ones
+        layers = (None if attn_layers is None else max(attn_layers, 3)) if return_attn else 3
+        tokens, attn = vit_forward(bb.model, x, return_attn=return_attn or with_cls_attn, attn_layers=layers)
         C = self.num_classes
         h, w = x.shape[-2] // bb.stride, x.shape[-1] // bb.stride
         feat = tokens[:, C:].transpose(1, 2).reshape(x.shape[0], -1, h, w)
         z = self.head(self.feat_drop(feat))
-        # class-to-patch attention of the last 3 layers, averaged over heads, summed over layers
-        cls_attn = sum(a[:, :, :C, C:].mean(1) for a in attn[-3:]).reshape(x.shape[0], C, h, w)
-        out = {
-            "cams": z,
-            "logits": tokens[:, :C].mean(-1),
-            "patch_logits": z.mean((2, 3)),
-            "cls_attn": cls_attn,
-        }
+        out = {"cams": z, "logits": tokens[:, :C].mean(-1), "patch_logits": z.mean((2, 3))}
+        if with_cls_attn:  # class-to-patch attention of the last 3 layers, averaged over heads, summed over layers
+            out["cls_attn"] = sum(a[:, :, :C, C:].mean(1) for a in attn[-3:]).reshape(x.shape[0], C, h, w)
         if return_attn:
             out["attn"] = attn
         return out

@@ -5,12 +5,14 @@ Apache-2.0), and any local checkpoint file."""
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
 import torch
 
-from usage_cli.artifacts.checkpoint import clean_state_dict
+from usage_cli.artifacts.checkpoint import clean_state_dict, describe_format, torch_load
 from usage_cli.errors import ConfigError, MissingDependencyError
 
 
@@ -95,12 +97,10 @@ def load_weights_file(model: torch.nn.Module, path: str | Path, *, what: str = "
     Classifier heads of another size are skipped; any other mismatch is a :class:`ConfigError`.
     """
     p = Path(path)
-    if not p.exists():
-        raise ConfigError(f"{p}: weights file not found")
-    try:
-        obj = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001
-        raise ConfigError(f"{p}: not a loadable weights file ({type(e).__name__}: {e})") from e
+    obj = torch_load(p, "--weights file")
+    usage_kind = describe_format(obj)
+    if usage_kind:
+        raise ConfigError(f"{p}: is {usage_kind}, not backbone weights for --weights")
     for key in ("model", "state_dict", "model_state"):
         if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
             obj = obj[key]
@@ -120,6 +120,27 @@ def load_weights_file(model: torch.nn.Module, path: str | Path, *, what: str = "
     model.load_state_dict(sd, strict=False)
 
 
+@contextmanager
+def hub_download(backbone: str) -> Iterator[None]:
+    """Around a timm call that fetches ImageNet weights from the hub: a failed download (offline and
+    not in the cache, or no network) becomes one line that says how to go on without the hub."""
+    try:
+        yield
+    except Exception as e:  # noqa: BLE001 - only download failures are translated, the rest re-raised
+        if not (isinstance(e, OSError) or type(e).__module__.split(".")[0] in ("huggingface_hub", "httpx", "requests", "urllib3")):
+            raise
+        why = "are not available offline (HF_HUB_OFFLINE is set and timm's cache lacks them)" if _hub_offline() else f"could not be downloaded ({type(e).__name__})"
+        raise ConfigError(f"{backbone}: its ImageNet weights {why}; pass a local weights file with --weights FILE, or --no-pretrained to train from scratch") from e
+
+
+def _hub_offline() -> bool:
+    try:
+        from huggingface_hub import constants
+    except ImportError:
+        return False
+    return bool(constants.HF_HUB_OFFLINE)
+
+
 def load_dense_backbone(body: torch.nn.Module, resolved: str, *, family: str, img_size: int, pretrained: bool,
                         weights: str | None, what: str, part: str) -> str:
     """Initialise a dense backbone ``body`` (timm ``resolved``) from a local ``weights`` file or its
@@ -137,7 +158,8 @@ def load_dense_backbone(body: torch.nn.Module, resolved: str, *, family: str, im
         import timm
 
         extra = {"img_size": int(img_size)} if family == "transformer" else {}
-        sd, source = timm.create_model(resolved, pretrained=True, num_classes=0, **extra).state_dict(), "imagenet:timm"
+        with hub_download(what):
+            sd, source = timm.create_model(resolved, pretrained=True, num_classes=0, **extra).state_dict(), "imagenet:timm"
     own = {k: v for k, v in body.state_dict().items() if not k.endswith("num_batches_tracked")}
     sd = {k: v for k, v in sd.items() if k in own and own[k].shape == v.shape}
     if len(sd) < 0.9 * len(own):

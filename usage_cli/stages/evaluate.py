@@ -1,9 +1,11 @@
 """`usage evaluate`: mIoU / FPR / FNR of label PNGs or seed maps against the ground-truth masks.
 
-Reads only ground-truth masks and predictions, never images. One (K+1)x(K+1) int64 confusion matrix
+Reads only ground-truth masks and predictions (an image's header only to tell which of two files of different
+sizes is wrong). One (K+1)x(K+1) int64 confusion matrix
 is accumulated over the split (per threshold, for seeds); chunks of images are scored in worker
 processes and their counts summed. For a seed store the empty seeds (present-class maps that are
-all zero, see `usage gen-seeds`) of the scored images are counted on the way.
+all zero, see `usage gen-seeds`) of the scored images are counted on the way, and each image's own
+mIoU (at the chosen threshold) is kept for `usage report`'s worst-first gallery.
 """
 
 from __future__ import annotations
@@ -11,13 +13,16 @@ from __future__ import annotations
 import json
 import os
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from usage_cli.artifacts.atomic import write_text_atomic
+from usage_cli.artifacts.compat import check_class_names
 from usage_cli.artifacts.labels import read_label_png
+from usage_cli.artifacts.outdir import check_writable_file
 from usage_cli.artifacts.seeds import SeedReader
 from usage_cli.data import load_dataset
 from usage_cli.data.io import read_mask
@@ -28,8 +33,10 @@ from usage_cli.metrics.sweep import (
     confusions_from_counts,
     fg_max_argmax,
     parse_thresholds,
+    per_threshold_miou,
     power_prediction,
 )
+from usage_cli.progress import make_progress
 
 METRICS = ("miou", "fpr", "fnr")
 
@@ -58,24 +65,25 @@ class _Job:
 
     kind: str  # "png" | "seeds"
     pred: str
-    items: tuple[tuple[str, str], ...]  # (id, gt mask path)
+    items: tuple[tuple[str, str, str], ...]  # (id, gt mask path, image path)
     n: int
     thresholds: tuple[float, ...]
     power: float | None
     missing: frozenset[str]
 
 
-def _score_chunk(job: _Job) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _score_chunk(job: _Job) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     """Summed counts of one chunk: ([T+1, n, n] bins or [n, n] matrix, pred_ignored [n],
-    empty seeds [maps, present pairs, images with one])."""
+    empty seeds [maps, present pairs, images with one], {id: the image's mIoU, per threshold in a sweep})."""
     thr = np.asarray(job.thresholds)
     sweep = job.kind == "seeds" and job.power is None
     counts = np.zeros((len(thr) + 1, job.n, job.n) if sweep else (job.n, job.n), np.int64)
     cm = ConfusionMatrix(job.n)
     empty = np.zeros(3, np.int64)
+    per_image: dict[str, np.ndarray] = {}
     reader = SeedReader(job.pred) if job.kind == "seeds" else None
     try:
-        for image_id, mask_path in job.items:
+        for image_id, mask_path, image_path in job.items:
             gt = read_mask(mask_path, job.n - 1)
             if image_id in job.missing:
                 pred = np.zeros_like(gt)
@@ -84,28 +92,62 @@ def _score_chunk(job: _Job) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             else:
                 entry = reader.read(image_id)
                 if entry.cam.shape[1:] != gt.shape:
-                    raise ArtifactError(f"{job.pred}: seeds of '{image_id}' are {entry.cam.shape[1:]} but its mask is {gt.shape}")
+                    _size_mismatch(f"{job.pred}: seeds of '{image_id}' are {entry.cam.shape[1:]} but its mask is {gt.shape}", mask_path, gt.shape, image_path)
                 n_empty = len(entry.empty_keys)
                 empty += (n_empty, len(entry.keys), n_empty > 0)
                 m, a = fg_max_argmax(entry.cam, entry.keys, gt.shape)
                 if sweep:
-                    counts += binned_counts(m, a, gt, thr, job.n)
+                    c = binned_counts(m, a, gt, thr, job.n)
+                    counts += c
+                    per_image[image_id] = per_threshold_miou(c)
                     continue
                 pred = power_prediction(m, a, job.power)
             if pred.shape != gt.shape:
-                raise ArtifactError(f"{Path(job.pred) / (image_id + '.png')}: prediction is {pred.shape[::-1]} but the mask is {gt.shape[::-1]}")
+                _size_mismatch(f"{Path(job.pred) / (image_id + '.png')}: prediction is {pred.shape[::-1]} but the mask is {gt.shape[::-1]}", mask_path, gt.shape, image_path)
             if sweep:  # a missing id in a seed sweep: all background at every threshold
                 m0 = np.full(gt.shape, -np.inf, np.float32)
-                counts += binned_counts(m0, np.zeros_like(gt, dtype=np.int64), gt, thr, job.n)
+                c = binned_counts(m0, np.zeros_like(gt, dtype=np.int64), gt, thr, job.n)
+                counts += c
+                per_image[image_id] = per_threshold_miou(c)
                 continue
+            one = ConfusionMatrix(job.n)
             try:
-                cm.update(pred, gt)
+                one.update(pred, gt)
             except ValueError as e:
                 raise ArtifactError(f"{Path(job.pred) / (image_id + '.png')}: {e}") from e
+            cm.merge(one)
+            per_image[image_id] = np.float64(metrics_from_confusion(one.mat, one.pred_ignored)["miou"])
     finally:
         if reader is not None:
             reader.close()
-    return (counts if sweep else cm.mat), cm.pred_ignored, empty
+    return (counts if sweep else cm.mat), cm.pred_ignored, empty, per_image
+
+
+def _size_mismatch(message: str, mask_path: str, gt_hw: tuple, image_path: str) -> None:
+    """Blame the file whose size differs from the image's: the mask, else the prediction (``message``)."""
+    from PIL import Image
+
+    h, w = gt_hw
+    try:
+        with Image.open(image_path) as im:  # reads the header only
+            image_hw = (im.height, im.width)
+    except OSError:
+        image_hw = None
+    if image_hw is not None and image_hw != tuple(gt_hw):
+        raise ArtifactError(f"{mask_path}: ground-truth mask is {w}x{h} but its image {image_path} is {image_hw[1]}x{image_hw[0]}")
+    raise ArtifactError(f"{message} ({mask_path})")
+
+
+def _class_names(pred: Path, kind: str) -> list[str] | None:
+    """The class names a seed store or a label folder's manifest records (None when it records none)."""
+    if kind == "seeds":
+        with SeedReader(pred) as r:
+            return r.attrs.get("class_names")
+    manifest = Path(pred) / "manifest.json"
+    try:
+        return json.loads(manifest.read_text()).get("class_names") if manifest.exists() else None
+    except (OSError, json.JSONDecodeError):
+        return None
 
 
 def _prediction_ids(pred: Path) -> tuple[str, set[str]]:
@@ -139,50 +181,68 @@ def run(cfg: EvaluateConfig) -> dict:
         raise ConfigError(f"unknown metric(s) {', '.join(sorted(unknown))}; choose from {', '.join(METRICS)}")
     if cfg.bg_threshold is not None and cfg.bg_power is not None:
         raise ConfigError("give either --bg-threshold or --bg-power, not both")
+    if cfg.out is not None:
+        check_writable_file(cfg.out)
     ds = load_dataset(cfg.dataset, cfg.root, cfg.split, split_file=cfg.split_file, classes_file=cfg.classes_file, require_images=False)
     no_mask = [r.id for r in ds.records if r.mask_path is None]
     if no_mask:
         raise ArtifactError(f"{cfg.root}: no ground-truth mask for {len(no_mask)} id(s) of '{cfg.split}' (first: {no_mask[0]})")
     kind, have = _prediction_ids(cfg.pred)
+    check_class_names(cfg.pred, _class_names(cfg.pred, kind), ds.meta.class_names, "score it on the dataset it was made for, or pass its --classes")
     missing = sorted({r.id for r in ds.records} - have)
     if missing and not cfg.allow_missing:
         raise ArtifactError(f"{cfg.pred}: no prediction for {len(missing)} of {len(ds)} ids of '{cfg.split}' (first: {missing[0]}); pass --allow-missing to count them as background")
     try:
         thresholds = parse_thresholds(str(cfg.bg_threshold) if cfg.bg_threshold is not None else cfg.bg_thresholds)
     except ValueError as e:
-        raise ConfigError(str(e)) from e
+        raise ConfigError(f"--bg-thresholds / --bg-threshold: {e}") from e
     mode = "power" if cfg.bg_power is not None else ("fixed" if cfg.bg_threshold is not None else "sweep-best")
     # 2. score chunks in parallel and sum
     n = ds.meta.num_classes + 1
-    items = [(r.id, str(r.mask_path)) for r in ds.records]
+    items = [(r.id, str(r.mask_path), str(r.image_path or "")) for r in ds.records]
     workers = max(1, min(cfg.workers, len(items)))
     chunks = [tuple(items[i::workers * 4]) for i in range(min(len(items), workers * 4))]
     jobs = [_Job(kind, str(cfg.pred), c, n, tuple(thresholds.tolist()), cfg.bg_power, frozenset(missing)) for c in chunks]
-    if workers == 1:
-        parts = [_score_chunk(j) for j in jobs]
-    else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            parts = list(pool.map(_score_chunk, jobs))
+    parts = []
+    with make_progress(cfg.quiet) as progress, (ProcessPoolExecutor(max_workers=workers) if workers > 1 else nullcontext()) as pool:
+        bar = progress.add_task(f"evaluate {cfg.split}", total=len(items), info="")
+        for job, part in zip(jobs, pool.map(_score_chunk, jobs) if pool else map(_score_chunk, jobs), strict=True):
+            parts.append(part)
+            progress.update(bar, advance=len(job.items))
     total = sum(p[0] for p in parts)
     pred_ignored = sum(p[1] for p in parts)
     empty = sum(p[2] for p in parts)
+    per_image = {k: v for p in parts for k, v in p[3].items()}
     # 3. pick the threshold (seeds), summarise
     result = {"dataset": cfg.dataset, "split": cfg.split, "pred": str(cfg.pred), "num_images": len(items), "num_missing": len(missing)}
+    result.update(root=str(cfg.root), split_file=_opt_str(cfg.split_file), classes_file=_opt_str(cfg.classes_file))
     if kind == "seeds" and mode != "power":
         mats = confusions_from_counts(total)
-        curve = [metrics_from_confusion(m)["miou"] for m in mats]
+        ms = [metrics_from_confusion(m) for m in mats]
+        curve = [m["miou"] for m in ms]
         best = int(np.nanargmax(curve))
         result.update(_summary(mats[best], pred_ignored, ds.meta.all_names))
-        result.update(threshold=float(thresholds[best]), threshold_mode=mode, curve={f"{t:.2f}": round(100 * c, 4) for t, c in zip(thresholds, curve, strict=True)})
+
+        def as_curve(values) -> dict[str, float]:
+            return {f"{t:.2f}": round(100 * v, 4) for t, v in zip(thresholds, values, strict=True)}
+
+        result.update(threshold=float(thresholds[best]), threshold_mode=mode, curve=as_curve(curve))
+        result.update(curve_fpr=as_curve([m["mfpr"] for m in ms]), curve_fnr=as_curve([m["mfnr"] for m in ms]))
+        per_image = {k: v[best] for k, v in per_image.items()}
     else:
         result.update(_summary(total, pred_ignored, ds.meta.all_names))
         result.update(threshold=None, threshold_mode=mode if kind == "seeds" else "labels", bg_power=cfg.bg_power)
     if kind == "seeds":
         result["empty_seeds"] = {"maps": int(empty[0]), "pairs": int(empty[1]), "images": int(empty[2])}
     result["metrics"] = list(cfg.metrics)
+    result["per_image"] = {k: (None if np.isnan(v) else round(100 * float(v), 2)) for k, v in sorted(per_image.items())}
     if cfg.out is not None:
         write_text_atomic(cfg.out, json.dumps(result, indent=2) + "\n")
     return result
+
+
+def _opt_str(p: Path | None) -> str | None:
+    return None if p is None else str(p)
 
 
 def default_workers() -> int:

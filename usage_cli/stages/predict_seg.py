@@ -16,13 +16,16 @@ from pathlib import Path
 import numpy as np
 
 from usage_cli.artifacts.atomic import write_text_atomic
+from usage_cli.artifacts.compat import check_class_names
 from usage_cli.artifacts.manifest import (
     MANIFEST_NAME,
     build_manifest,
     config_hash,
+    config_paths,
     sha256_file,
     write_manifest,
 )
+from usage_cli.artifacts.outdir import claim_out, resume_png_folder
 from usage_cli.errors import ArtifactError, ConfigError
 from usage_cli.stages.train_seg import CHECKPOINT_FORMAT
 
@@ -44,7 +47,10 @@ class PredictSegConfig:
     fuse: str = "mean"
     crf: bool = False
     device: str = "auto"
+    amp: bool | None = None  # float16 autocast; None: on for CUDA, off on the CPU
+    timeout: float = 60.0  # process-group timeout (minutes) under torchrun
     workers: int = 2
+    force: bool = False
     quiet: bool = False
 
 
@@ -58,29 +64,32 @@ def load_segnet(path: Path, device: str = "cpu"):
         raise ArtifactError(f"{path}: not a segmentation checkpoint (format {ckpt.get('format') if isinstance(ckpt, dict) else '?'}); run `usage train-seg` first")
     if str(ckpt.get("version", "")).split(".")[0] != "1":
         raise ArtifactError(f"{path}: segmentation checkpoint version {ckpt.get('version')} is not readable by this usage (1.x); retrain with `usage train-seg`")
-    net = build_segnet(ckpt["model_config"])
-    net.load_state_dict(clean_state_dict(ckpt["model"]))
+    try:
+        net = build_segnet(ckpt["model_config"])
+        net.load_state_dict(clean_state_dict(ckpt["model"]))
+    except (KeyError, RuntimeError, TypeError, ValueError) as e:
+        mc = ckpt.get("model_config", {})
+        raise ArtifactError(
+            f"{path}: its weights do not fit the network its model_config describes (backbone "
+            f"{mc.get('backbone', '?')}); the file was changed or damaged, retrain with `usage train-seg` ({type(e).__name__})"
+        ) from e
     return net.to(device).eval(), ckpt
 
 
 def _config(cfg: PredictSegConfig) -> dict:
-    skip = ("device", "workers", "quiet")
+    skip = ("device", "workers", "quiet", "force", "timeout")
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items() if k not in skip}
 
 
-def _done_ids(out: Path, key: dict) -> set[str]:
-    """Ids already written by an interrupted (or finished) run of the same config and checkpoint."""
-    for name in (MARKER, MANIFEST_NAME):
-        p = out / name
-        if p.exists():
-            try:
-                prev = json.loads(p.read_text())
-            except (OSError, json.JSONDecodeError):
-                continue
-            same = prev.get("config_hash") == key["config_hash"] and prev.get("checkpoint_sha256", prev.get("inputs", {}).get("checkpoint", {}).get("sha256")) == key["checkpoint_sha256"]
-            if same:
-                return {f.stem for f in out.glob("*.png")}
-    return set()
+def check(cfg: PredictSegConfig) -> None:
+    checks = [
+        (cfg.fuse in ("mean", "max"), f"--fuse must be mean or max, got {cfg.fuse}"),
+        (len(cfg.scales) > 0 and all(s > 0 for s in cfg.scales), f"--scales must list positive numbers, got {','.join(map(str, cfg.scales)) or 'none'}"),
+        (cfg.workers >= 0, f"--workers must not be negative, got {cfg.workers}"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
 
 
 def _crf_label(item: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
@@ -95,9 +104,8 @@ def run(cfg: PredictSegConfig) -> dict:
     from usage_cli.data import load_dataset
     from usage_cli.engine.distributed import barrier, init_distributed, resolve_device
 
-    if cfg.fuse not in ("mean", "max"):
-        raise ConfigError(f"--fuse must be mean or max, got {cfg.fuse}")
-    info = init_distributed(cfg.device)
+    check(cfg)
+    info = init_distributed(cfg.device, cfg.timeout)  # checks --device first
     device = str(resolve_device(cfg.device, info))
     net, ckpt = load_segnet(cfg.ckpt, device)
     ds = load_dataset(cfg.dataset, cfg.root, cfg.split, split_file=cfg.split_file, classes_file=cfg.classes_file)
@@ -105,11 +113,11 @@ def run(cfg: PredictSegConfig) -> dict:
         raise ConfigError(
             f"{cfg.ckpt}: network predicts {net.model_config['num_classes']} labels, dataset {cfg.dataset} has {ds.meta.num_classes + 1}"
         )
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    check_class_names(cfg.ckpt, ckpt.get("class_names"), ds.meta.class_names, "train the network on this dataset, or pass its --classes")
     config = _config(cfg)
+    out = claim_out(cfg.out, "predict-seg", config, ("*.png",), force=cfg.force)
     key = {"config_hash": config_hash(config), "checkpoint_sha256": sha256_file(cfg.ckpt)}
-    done = _done_ids(out, key)
+    done = resume_png_folder(out, MARKER, key, stage="predict-seg", force=cfg.force, main=info.is_main)
     barrier()  # every rank has read the marker before rank 0 replaces it
     if info.is_main:
         (out / MANIFEST_NAME).unlink(missing_ok=True)
@@ -121,6 +129,7 @@ def run(cfg: PredictSegConfig) -> dict:
         manifest = build_manifest(
             "predict-seg", config, inputs={"checkpoint": cfg.ckpt}, format_version="1.0.0",
             extra={"images": len(ds), "class_names": list(ckpt["class_names"]), "train_config": ckpt.get("train_config", {})},
+            paths=config_paths(cfg),
         )  # fmt: skip
         write_manifest(out, manifest)
         (out / MARKER).unlink(missing_ok=True)
@@ -135,9 +144,10 @@ def _predict_all(net, records, cfg: PredictSegConfig, device: str, out: Path, qu
     from usage_cli.artifacts.labels import write_label_png
     from usage_cli.data.io import read_image
     from usage_cli.data.joint_transforms import normalize
+    from usage_cli.engine.distributed import use_amp
     from usage_cli.progress import make_progress
 
-    use_amp = torch.device(device).type == "cuda"
+    amp = use_amp(cfg.amp, device)
     with make_progress(quiet) as progress:
         bar = progress.add_task(f"predict-seg {cfg.split}", total=len(records), info="")
         for start in range(0, len(records), CHUNK):
@@ -145,7 +155,7 @@ def _predict_all(net, records, cfg: PredictSegConfig, device: str, out: Path, qu
             for rec in chunk:
                 image = read_image(rec.image_path)
                 x = normalize(image)[None].to(device)
-                with torch.inference_mode(), torch.autocast(device_type=torch.device(device).type, enabled=use_amp):
+                with torch.inference_mode(), torch.autocast(device_type=torch.device(device).type, enabled=amp):
                     probs = fuse_views(net, x, cfg.scales, cfg.flip, cfg.fuse)
                 if cfg.crf:
                     pending.append((image, probs.float().cpu().numpy()))

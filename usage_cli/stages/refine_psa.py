@@ -26,22 +26,23 @@ from pathlib import Path
 import numpy as np
 
 from usage_cli.artifacts.atomic import write_text_atomic
+from usage_cli.artifacts.compat import check_class_names
 from usage_cli.artifacts.manifest import (
     MANIFEST_NAME,
     build_manifest,
     config_hash,
+    config_paths,
     sha256_file,
     write_manifest,
 )
+from usage_cli.artifacts.outdir import claim_out, resume_png_folder
 from usage_cli.errors import ArtifactError, ConfigError
+from usage_cli.presets import REFINE_PSA
 from usage_cli.progress import log, make_progress
 
 FORMAT = "usage-aff-checkpoint"
 VERSION = "1.0.0"
-PRESETS = {
-    "psa": {"crf_la": 4.0, "crf_ha": 32.0, "beta": 8.0, "logt": 8, "bg_mode": "power", "bg_power": 16.0, "bg_const": 0.39},
-    "mctformer": {"crf_la": 1.0, "crf_ha": 12.0, "beta": 8.0, "logt": 6, "bg_mode": "const", "bg_power": 16.0, "bg_const": 0.39},
-}
+PRESETS = REFINE_PSA  # usage_cli/presets.py (shown in --help)
 CHUNK = 64  # images whose seed maps are held at once for the CRF workers
 MARKER = ".refine-psa.partial"  # in <out> while masks are being written: the key of that run
 
@@ -68,7 +69,7 @@ class RefinePsaConfig:
     crf: bool = True
     radius: int = 5
     backbone: str = "resnet50"
-    pretrained: bool = False
+    pretrained: bool | None = None  # None: from the preset (both start AffinityNet from ImageNet weights)
     weights: Path | None = None
     img_size: int = 224
     epochs: int = 5
@@ -82,10 +83,13 @@ class RefinePsaConfig:
     aff_out: Path | None = None
     affinity: Path | None = None  # a trained AffinityNet: skip confident labels and training
     device: str = "auto"
-    amp: bool = True
+    amp: bool | None = None  # None: on for CUDA (float16), off on the CPU
+    sync_bn: bool = False  # SyncBatchNorm under torchrun (CUDA)
+    timeout: float = 60.0  # process-group timeout (minutes) under torchrun
     workers: int = 2
     seed: int = 0
     resume: bool = False
+    force: bool = False
     quiet: bool = False
 
 
@@ -103,6 +107,12 @@ def resolve(cfg: RefinePsaConfig) -> RefinePsaConfig:
         (0 <= cfg.bg_const <= 1 and cfg.bg_power > 0, "need 0 <= --bg-const <= 1 and --bg-power > 0"),
         (2 <= cfg.radius <= 16, f"--radius must be in 2..16, got {cfg.radius}"),
         (cfg.epochs >= 1 and cfg.batch_size >= 1, "--epochs and --batch-size must be positive"),
+        (cfg.crop >= 16, f"--crop must be at least 16, got {cfg.crop}"),
+        (cfg.img_size >= 16, f"--img-size must be at least 16, got {cfg.img_size}"),
+        (cfg.lr > 0 and cfg.head_lr_mult > 0, f"--lr must be positive, got {cfg.lr}"),
+        (cfg.weight_decay >= 0, f"--weight-decay must not be negative, got {cfg.weight_decay}"),
+        (cfg.workers >= 0, f"--workers must not be negative, got {cfg.workers}"),
+        (not (cfg.resume and cfg.force), "--resume continues a run and --force starts it over: pass one of them"),
         (0 < cfg.scale[0] <= cfg.scale[1], f"scale range must be 0 < low <= high, got {cfg.scale}"),
         (cfg.weights is None or Path(cfg.weights).exists(), f"{cfg.weights}: --weights file not found"),
         (cfg.affinity is None or Path(cfg.affinity).exists(), f"{cfg.affinity}: --affinity file not found; train one with `usage refine-psa` first"),
@@ -114,7 +124,7 @@ def resolve(cfg: RefinePsaConfig) -> RefinePsaConfig:
 
 
 def _plain(cfg: RefinePsaConfig, keep: tuple[str, ...] | None = None) -> dict:
-    skip = ("device", "workers", "quiet", "resume", "aff_out")
+    skip = ("device", "workers", "quiet", "resume", "force", "aff_out", "timeout")
     names = [f.name for f in fields(cfg) if f.name not in skip and (keep is None or f.name in keep)]
     d = asdict(cfg)
     return {k: (str(d[k]) if isinstance(d[k], Path) else d[k]) for k in names}
@@ -131,11 +141,17 @@ def run(cfg: RefinePsaConfig) -> dict:
     """Run the three steps; returns {"images", "out", "affinity", "trained"}."""
     from usage_cli.artifacts.seeds import SeedReader
     from usage_cli.data import load_dataset
-    from usage_cli.engine.distributed import barrier, init_distributed
+    from usage_cli.engine.distributed import barrier, check_device, init_distributed
 
     cfg = resolve(cfg)
-    out = Path(cfg.out)
-    info = init_distributed(cfg.device)
+    check_device(cfg.device)  # before any work: the walk's device is resolved only after training
+    check_networks(cfg)  # before the CRF step: backbone, crop, weights or the given AffinityNet
+    if cfg.affinity is None:
+        from usage_cli.engine.loop import check_resume
+
+        check_resume(Path(cfg.out) / "affinity-train", resume=cfg.resume, force=cfg.force, epochs=cfg.epochs)
+    out = claim_out(cfg.out, "refine-psa", _plain(cfg), ("*.png",), force=cfg.force)
+    info = init_distributed(cfg.device, cfg.timeout)
     # 1. inputs: the split(s) and seeds covering them
     train_ds = load_dataset(cfg.dataset, cfg.root, cfg.split, split_file=cfg.split_file, classes_file=cfg.classes_file)
     if cfg.infer_split is None and cfg.infer_split_file is None:
@@ -164,6 +180,7 @@ def run(cfg: RefinePsaConfig) -> dict:
             format_version=VERSION,
             extra={"images": len(infer_ds), "split": infer_ds.split, "class_names": list(infer_ds.meta.class_names),
                    "affinity": str(aff_path), "affinity_sha256": key["affinity_sha256"], "affinity_trained_now": trained},
+            paths=config_paths(cfg),
         )  # fmt: skip
         write_manifest(out, manifest)
         (out / MARKER).unlink(missing_ok=True)
@@ -171,12 +188,29 @@ def run(cfg: RefinePsaConfig) -> dict:
     return {"images": len(infer_ds), "out": str(out), "affinity": str(aff_path), "trained": trained}
 
 
+def check_networks(cfg: RefinePsaConfig) -> None:
+    """Build the AffinityNet (or load the given one) once, cheaply, so a bad backbone, crop or
+    weights file fails before the confident-label step rather than after it."""
+    if cfg.affinity is not None:
+        load_affinitynet(Path(cfg.affinity), "cpu")
+        return
+    from usage_cli.models.affinitynet import build_affinitynet, load_backbone_weights
+
+    net = build_affinitynet({"backbone": cfg.backbone, "img_size": cfg.img_size, "radius": cfg.radius})
+    if cfg.crop % net.pad_multiple:
+        raise ConfigError(f"--crop must be a multiple of {net.pad_multiple} for backbone {cfg.backbone}, got {cfg.crop}")
+    if cfg.weights is not None or cfg.pretrained:  # also: ImageNet weights that cannot be had offline
+        load_backbone_weights(net, pretrained=bool(cfg.pretrained), weights=str(cfg.weights) if cfg.weights else None)
+
+
 def check_seeds(reader, path: Path, ds) -> None:
-    """The seed store must be of this dataset's classes and cover every id of the split."""
+    """The seed store must be of this dataset's classes, cover every id of the split, and hold seeds
+    only for the classes each image's labels list."""
     attrs = reader.attrs
     k = attrs.get("num_classes")
     if k is not None and int(k) != ds.meta.num_classes:
         raise ArtifactError(f"{path}: seeds are of {k} classes but dataset {ds.meta.name} has {ds.meta.num_classes}; rerun `usage gen-seeds` on this dataset")
+    check_class_names(path, attrs.get("class_names"), ds.meta.class_names, "rerun `usage gen-seeds` on this dataset")
     have = set(reader.ids())
     missing = [r.id for r in ds.records if r.id not in have]
     if missing:
@@ -184,6 +218,13 @@ def check_seeds(reader, path: Path, ds) -> None:
             f"{path}: no seeds for {len(missing)} of {len(ds)} ids of split '{ds.split}' (first: {missing[0]}); "
             f"the seeds were made for another split — run `usage gen-seeds --split {ds.split}`"
         )
+    for r in ds.records:
+        extra = sorted(set(int(x) for x in reader.keys(r.id)) - set(r.labels))
+        if extra:
+            raise ArtifactError(
+                f"{path}: the seeds of {r.id} are for classes {extra} its image labels do not list ({list(r.labels)}); "
+                f"the seeds were made with other labels — rerun `usage gen-seeds` with this dataset's labels"
+            )
 
 
 def _confident_job(job: tuple) -> None:
@@ -235,18 +276,6 @@ def make_confident_labels(cfg: RefinePsaConfig, ds, reader, key: dict, info=None
     return label_dir
 
 
-def done_masks(out: Path, key: dict) -> set[str]:
-    """Ids already written by an interrupted run with the same key (else none)."""
-    marker = out / MARKER
-    if marker.exists() and not (out / MANIFEST_NAME).exists():
-        try:
-            if json.loads(marker.read_text()) == key:
-                return {p.stem for p in out.glob("*.png")}
-        except json.JSONDecodeError:
-            pass
-    return set()
-
-
 def train_or_reuse(cfg: RefinePsaConfig, ds, label_dir: Path, train_config: dict) -> tuple[Path, bool]:
     """Train AffinityNet on the confident labels, or reuse an ``affinity.pt`` of the same settings."""
     import os
@@ -273,7 +302,8 @@ def train_or_reuse(cfg: RefinePsaConfig, ds, label_dir: Path, train_config: dict
     train_set = ConfidentLabelSet(ds.records, label_dir, ds.meta.num_classes, crop=cfg.crop, stride=net.stride, scale=cfg.scale)
     loop = LoopConfig(
         epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, optimizer="sgd", weight_decay=cfg.weight_decay,
-        schedule="poly", workers=cfg.workers, device=cfg.device, amp=cfg.amp, seed=cfg.seed, quiet=cfg.quiet,
+        schedule="poly", workers=cfg.workers, device=cfg.device, amp=cfg.amp, sync_bn=cfg.sync_bn, timeout=cfg.timeout,
+        seed=cfg.seed, quiet=cfg.quiet,
     )  # fmt: skip
     task = AffinityTask(net, search_offsets(cfg.radius), cfg.head_lr_mult)
     task = fit(task, train_set, loop, Path(cfg.out) / "affinity-train", resume=cfg.resume, run_config=train_config)
@@ -293,8 +323,11 @@ def load_affinitynet(path: Path, device: str):
     ckpt = load_checkpoint(path)
     if ckpt.get("format") != FORMAT or str(ckpt.get("version", "")).split(".")[0] != VERSION.split(".")[0]:
         raise ArtifactError(f"{path}: not a {FORMAT} {VERSION.split('.')[0]}.x file; rerun `usage refine-psa`")
-    net = build_affinitynet(ckpt["model_config"])
-    net.load_state_dict(clean_state_dict(ckpt["model"]))
+    try:
+        net = build_affinitynet(ckpt["model_config"])
+        net.load_state_dict(clean_state_dict(ckpt["model"]))
+    except (KeyError, RuntimeError, TypeError, ValueError) as e:
+        raise ArtifactError(f"{path}: its weights do not fit the AffinityNet its model_config describes; the file was changed or damaged, rerun `usage refine-psa` ({type(e).__name__})") from e
     return net.to(device).eval(), ckpt
 
 
@@ -316,6 +349,7 @@ def refine_image(net, image: np.ndarray, cams: np.ndarray, keys, cfg: RefinePsaC
     from usage_cli.algorithms.affinity import pair_affinity, search_offsets
     from usage_cli.algorithms.random_walk import walk
     from usage_cli.data.joint_transforms import normalize
+    from usage_cli.engine.distributed import use_amp
     from usage_cli.models.affinitynet import pad_to_multiple
 
     h, w = image.shape[:2]
@@ -324,7 +358,7 @@ def refine_image(net, image: np.ndarray, cams: np.ndarray, keys, cfg: RefinePsaC
     offsets = search_offsets(cfg.radius)
     # 1. affinities of the padded image on the feature grid
     x = pad_to_multiple(normalize(image)[None].to(device), net.pad_multiple)
-    with torch.inference_mode(), torch.autocast(device_type=torch.device(device).type, enabled=cfg.amp and torch.device(device).type == "cuda"):
+    with torch.inference_mode(), torch.autocast(device_type=torch.device(device).type, enabled=use_amp(cfg.amp, device)):
         feat = net(x)
     with torch.inference_mode():
         pair = pair_affinity(feat.float(), offsets)
@@ -350,7 +384,7 @@ def refine_split(cfg: RefinePsaConfig, ds, reader, aff_path: Path, key: dict, in
     out = Path(cfg.out)
     device = str(resolve_device(cfg.device, info))
     net, _ = load_affinitynet(aff_path, device)
-    done = done_masks(out, key)
+    done = resume_png_folder(out, MARKER, key, stage="refine-psa", force=cfg.force, main=info.is_main)
     barrier()  # every rank has read the marker before rank 0 replaces it
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)

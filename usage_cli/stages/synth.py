@@ -8,9 +8,11 @@ from pathlib import Path
 from usage_cli.artifacts.manifest import (
     MANIFEST_NAME,
     build_manifest,
+    config_paths,
     read_manifest,
     write_manifest,
 )
+from usage_cli.artifacts.outdir import check_writable_folder
 from usage_cli.data.synth import CLASSES, MAX_CLASSES, generate
 from usage_cli.errors import ConfigError
 
@@ -35,6 +37,7 @@ def run(cfg: SynthConfig) -> dict:
     if not 32 <= cfg.size <= 2048:
         raise ConfigError(f"--size must be in 32..2048 (got {cfg.size})")
     config = {k: v for k, v in asdict(cfg).items() if k not in ("out", "force")}
+    check_writable_folder(cfg.out)
     # 2. an existing dataset with the same config is reused; another config needs --force
     if (cfg.out / MANIFEST_NAME).exists() and not cfg.force:
         old = read_manifest(cfg.out, expect_stage="synth")
@@ -44,5 +47,5 @@ def run(cfg: SynthConfig) -> dict:
     (cfg.out / MANIFEST_NAME).unlink(missing_ok=True)
     # 3. generate, then publish the manifest last (a folder without it is unfinished)
     stats = generate(cfg.out, cfg.train, cfg.val, cfg.size, cfg.seed, cfg.classes)
-    write_manifest(cfg.out, build_manifest("synth", config, extra={"stats": stats}))
+    write_manifest(cfg.out, build_manifest("synth", config, extra={"stats": stats}, paths=config_paths(cfg)))
     return stats

@@ -2,36 +2,26 @@
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from usage_cli.artifacts.checkpoint import save_checkpoint
-from usage_cli.artifacts.manifest import build_manifest, write_manifest
+from usage_cli.artifacts.manifest import build_manifest, config_paths, write_manifest
+from usage_cli.artifacts.outdir import claim_out
 from usage_cli.data import load_dataset
+from usage_cli.engine.distributed import (
+    DEFAULT_TIMEOUT_MIN,
+    check_device,
+    default_workers,
+    world_size,
+)
 from usage_cli.errors import ConfigError, DatasetError
+from usage_cli.presets import TRAIN_CLS
 from usage_cli.progress import log
 
-# values the paper gives per backbone family (sec. 5.1) and the anchors' training recipes
-PRESETS: dict[str, dict[str, dict[str, Any]]] = {
-    "paper": {
-        "transformer": {
-            "mapping": "cm", "reg": "aa", "tau1": 1.0, "tau2": 0.1, "lam": 0.25, "ema": 0.99,
-            "teacher_drop_path": 0.05, "student_drop_path": (0.05, 0.15), "student_dropout": (0.0, 0.01),
-            "optimizer": "adamw", "lr": None, "weight_decay": 0.05, "schedule": "cosine", "warmup_epochs": 5.0,
-            "batch_size": 64, "img_size": 224, "epochs": 60, "aug": "deit",
-        },
-        "cnn": {
-            "mapping": "cm", "reg": "aa", "tau1": 50.0, "tau2": 0.1, "lam": 0.25, "ema": 0.99,
-            "teacher_drop_path": 0.05, "student_drop_path": (0.05, 0.15), "student_dropout": (0.0, 0.01),
-            "optimizer": "sgd", "lr": 0.1, "weight_decay": 5e-4, "schedule": "poly", "warmup_epochs": 0.0,
-            "batch_size": 16, "img_size": 448, "epochs": 15, "aug": "psa",
-        },
-    },
-}  # fmt: skip
+PRESETS = TRAIN_CLS  # usage_cli/presets.py: per backbone family, shown in --help
 
 
 @dataclass(frozen=True)
@@ -46,8 +36,8 @@ class TrainClsConfig:
     classes_file: Path | None = None
     val_split: str | None = "val"
     weights: Path | None = None
-    pretrained: bool = False
-    # None = from the preset for the backbone family
+    # None = from the preset for the backbone family (pretrained: the preset's, or on with --weights)
+    pretrained: bool | None = None
     mapping: str | None = None
     reg: str | None = None
     tau1: float | None = None
@@ -73,34 +63,16 @@ class TrainClsConfig:
     aug: str | None = None
     output_stride: int = 16
     tokens: str | None = None  # transformers: final-norm | last-block; None = by --pretrained / --weights
-    device: str = "cpu"
-    workers: int = 0
+    device: str = "auto"
+    amp: bool | None = None  # None: on for CUDA (float16 + loss scaling), off on the CPU
+    sync_bn: bool = False
+    timeout: float = DEFAULT_TIMEOUT_MIN  # process-group timeout (minutes) under torchrun
+    workers: int | None = None  # None: by device (engine.distributed.default_workers)
     seed: int = 0
     resume: bool = False
+    force: bool = False
     quiet: bool = False
     extra: dict = field(default_factory=dict)
-
-
-def with_config_file(cfg: TrainClsConfig, path: Path | None) -> TrainClsConfig:
-    """Fill options left unset (None) from a JSON or YAML file; explicit flags win."""
-    if path is None:
-        return cfg
-    if not Path(path).exists():
-        raise ConfigError(f"{path}: config file not found")
-    text = Path(path).read_text()
-    try:
-        data = json.loads(text) if str(path).endswith(".json") else __import__("yaml").safe_load(text)
-    except Exception as e:  # noqa: BLE001
-        raise ConfigError(f"{path}: unreadable config ({e})") from e
-    known = {f.name for f in fields(TrainClsConfig)}
-    bad = set(data or {}) - known
-    if bad:
-        raise ConfigError(f"{path}: unknown option(s) {', '.join(sorted(bad))}")
-    fill = {k: (tuple(v) if isinstance(v, list) else v) for k, v in (data or {}).items() if getattr(cfg, k) in (None, False)}
-    for k in ("root", "out", "weights", "split_file", "classes_file"):
-        if isinstance(fill.get(k), str):
-            fill[k] = Path(fill[k])
-    return replace(cfg, **fill)
 
 
 def resolve(cfg: TrainClsConfig, family: str) -> TrainClsConfig:
@@ -108,10 +80,13 @@ def resolve(cfg: TrainClsConfig, family: str) -> TrainClsConfig:
     if cfg.preset not in PRESETS:
         raise ConfigError(f"unknown preset '{cfg.preset}'; choose from {', '.join(PRESETS)}")
     preset = PRESETS[cfg.preset][family]
-    filled = {k: v for k, v in preset.items() if getattr(cfg, k) is None}
-    cfg = replace(cfg, **filled)
-    if cfg.lr is None:  # DeiT / MCTformer: 5e-4 x batch / 512
-        cfg = replace(cfg, lr=5e-4 * cfg.batch_size / 512)
+    cfg = replace(cfg, **{k: v for k, v in preset.items() if getattr(cfg, k) is None})
+    if cfg.pretrained is None:  # a preset that does not say: ImageNet weights only from --weights
+        cfg = replace(cfg, pretrained=cfg.weights is not None)
+    if cfg.lr is None:  # DeiT / MCTformer: 5e-4 x global batch / 512 (--batch-size is per process)
+        cfg = replace(cfg, lr=5e-4 * cfg.batch_size * world_size() / 512)
+    if cfg.workers is None:
+        cfg = replace(cfg, workers=default_workers(cfg.device))
     if cfg.seed_network is None:
         cfg = replace(cfg, seed_network="teacher" if cfg.reg == "aa" else "student")
     if cfg.tokens is None:  # MCTformer's final-norm tokens for ImageNet weights; from scratch they stall
@@ -122,20 +97,26 @@ def resolve(cfg: TrainClsConfig, family: str) -> TrainClsConfig:
 def run(cfg: TrainClsConfig) -> Path:
     from usage_cli.data.torchdata import ClassificationSet
     from usage_cli.data.transforms import build_transform
-    from usage_cli.engine.loop import LoopConfig, fit, seed_everything
+    from usage_cli.engine.loop import LoopConfig, check_resume, fit, seed_everything
     from usage_cli.engine.optim import backbone_head_groups
     from usage_cli.models.backbones import backbone_family
     from usage_cli.models.classifier import build_classifier
     from usage_cli.tasks.classification import REGULARISERS, ClassificationTask, ClsTaskConfig
 
-    # 1. data and the resolved config
+    # 1. the resolved config, checked, and the output folder, before any work; then the data
+    check_device(cfg.device)
+    family = backbone_family(cfg.backbone)  # also checks the name
+    cfg = resolve(cfg, family)
+    check(cfg)
+    if cfg.reg not in REGULARISERS:
+        raise ConfigError(f"unknown regulariser '{cfg.reg}'; choose from {', '.join(REGULARISERS)}")
+    run_config = _jsonable(asdict(cfg), drop=("resume", "force", "quiet", "workers", "out", "timeout"))
+    owned = ("checkpoint.pt",) if cfg.resume else ("checkpoint.pt", "last.pt", "log.jsonl")
+    claim_out(cfg.out, "train-cls", run_config, owned, force=cfg.force, ignore=("epochs", "warmup_epochs") if cfg.resume else ())
+    check_resume(cfg.out, resume=cfg.resume, force=cfg.force, epochs=cfg.epochs)
     ds = load_dataset(cfg.dataset, cfg.root, cfg.split, split_file=cfg.split_file, classes_file=cfg.classes_file)
     if not any(r.labels for r in ds.records):
         raise DatasetError(f"{cfg.root}: split '{cfg.split}' has no image with a positive class label; nothing to learn")
-    family = backbone_family(cfg.backbone)  # also checks the name
-    cfg = resolve(cfg, family)
-    if cfg.reg not in REGULARISERS:
-        raise ConfigError(f"unknown regulariser '{cfg.reg}'; choose from {', '.join(REGULARISERS)}")
     # 2. model and task
     seed_everything(cfg.seed)
     model_config = {
@@ -159,9 +140,9 @@ def run(cfg: TrainClsConfig) -> Path:
     train_set = ClassificationSet(ds.records, ds.meta.num_classes, build_transform(aug, cfg.img_size, *_norm_stats(student)))
     loop = LoopConfig(
         epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, optimizer=cfg.optimizer, weight_decay=cfg.weight_decay,
-        schedule=cfg.schedule, warmup_epochs=cfg.warmup_epochs, workers=cfg.workers, device=cfg.device, seed=cfg.seed, quiet=cfg.quiet,
+        schedule=cfg.schedule, warmup_epochs=cfg.warmup_epochs, workers=cfg.workers, device=cfg.device, amp=cfg.amp,
+        sync_bn=cfg.sync_bn, timeout=cfg.timeout, seed=cfg.seed, quiet=cfg.quiet,
     )  # fmt: skip
-    run_config = _jsonable(asdict(cfg), drop=("resume", "quiet", "workers", "out"))
     evaluate = _val_evaluator(cfg, ds.meta.num_classes, student) if cfg.val_split else None
     fit(task, train_set, loop, cfg.out, resume=cfg.resume, run_config=run_config, evaluate=evaluate)
     from usage_cli.engine.distributed import is_main_process
@@ -169,6 +150,41 @@ def run(cfg: TrainClsConfig) -> Path:
     if not is_main_process():  # only rank 0 publishes
         return cfg.out / "checkpoint.pt"
     return _publish(cfg, task, model_config, ds, run_config)
+
+
+def check(cfg: TrainClsConfig) -> None:
+    """Every resolved value in its range, before any work (one line naming the option otherwise)."""
+    from usage_cli.data.transforms import RECIPES
+    from usage_cli.models.backbones import TOKENS
+    from usage_cli.models.classifier import MAPPINGS
+
+    rates = (cfg.teacher_drop_path, *cfg.student_drop_path, *cfg.student_dropout)
+    checks = [
+        (cfg.epochs >= 1, f"--epochs must be at least 1, got {cfg.epochs}"),
+        (cfg.batch_size >= 1, f"--batch-size must be at least 1, got {cfg.batch_size}"),
+        (cfg.img_size >= 16, f"--img-size must be at least 16, got {cfg.img_size}"),
+        (cfg.lr > 0, f"--lr must be positive, got {cfg.lr}"),
+        (cfg.weight_decay >= 0, f"--weight-decay must not be negative, got {cfg.weight_decay}"),
+        (cfg.warmup_epochs >= 0, f"--warmup-epochs must not be negative, got {cfg.warmup_epochs}"),
+        (cfg.tau1 > 0 and cfg.tau2 > 0, f"--tau1 and --tau2 must be positive, got {cfg.tau1} / {cfg.tau2}"),
+        (cfg.lam >= 0, f"--lam must not be negative, got {cfg.lam}"),
+        (0 <= cfg.ema < 1 and 0 <= cfg.status_momentum < 1, f"--ema and --status-momentum must lie in [0, 1), got {cfg.ema} / {cfg.status_momentum}"),
+        (all(0 <= r < 1 for r in rates), f"drop-path and dropout rates must lie in [0, 1), got {rates}"),
+        (cfg.workers >= 0, f"--workers must not be negative, got {cfg.workers}"),
+        (cfg.mapping in MAPPINGS, f"--mapping must be one of {', '.join(MAPPINGS)}, got {cfg.mapping!r}"),
+        (cfg.optimizer in ("adamw", "sgd"), f"--optimizer must be adamw or sgd, got {cfg.optimizer!r}"),
+        (cfg.schedule in ("cosine", "poly"), f"--schedule must be cosine or poly, got {cfg.schedule!r}"),
+        (cfg.aug in RECIPES, f"--aug must be one of {', '.join(RECIPES)}, got {cfg.aug!r}"),
+        (cfg.aa_schedule in ("self-adaptive", "linear", "fixed"), f"--aa-schedule must be self-adaptive, linear or fixed, got {cfg.aa_schedule!r}"),
+        (cfg.aa_classes in ("all", "present"), f"--aa-classes must be all or present, got {cfg.aa_classes!r}"),
+        (cfg.seed_network in ("teacher", "student"), f"--seed-network must be teacher or student, got {cfg.seed_network!r}"),
+        (cfg.output_stride in (8, 16, 32), f"--output-stride must be 8, 16 or 32, got {cfg.output_stride}"),
+        (cfg.tokens in TOKENS, f"--tokens must be one of {', '.join(TOKENS)}, got {cfg.tokens!r}"),
+        (not (cfg.resume and cfg.force), "--resume continues a run and --force starts it over: pass one of them"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
 
 
 def _norm_stats(model) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -195,16 +211,29 @@ def _val_evaluator(cfg: TrainClsConfig, num_classes: int, student):
 
     @torch.no_grad()
     def evaluate(task, epoch: int) -> dict:
+        """Run by every rank on its share of the val images (every world_size-th); scores and labels
+        are summed over the ranks into one table, so no rank waits while another works alone."""
+        from usage_cli.engine.distributed import all_reduce_sum, current_info
+
+        info = current_info()
         net = task.seed_network(cfg.seed_network)
         was = net.training
         net.eval()
-        scores, labels = [], []
         device = next(net.parameters()).device
-        for batch in torch.utils.data.DataLoader(val_set, batch_size=cfg.batch_size, num_workers=cfg.workers):
-            scores.append(torch.sigmoid(net(batch["image"].to(device))["logits"]).cpu())
-            labels.append(batch["label"])
+        mine = list(range(info.rank, len(val_set), info.world_size))
+        loader = torch.utils.data.DataLoader(
+            torch.utils.data.Subset(val_set, mine), batch_size=cfg.batch_size, num_workers=cfg.workers, pin_memory=device.type == "cuda"
+        )
+        rows = []
+        for batch in loader:
+            scores = torch.sigmoid(net(batch["image"].to(device, non_blocking=True))["logits"].float())
+            rows.append(torch.cat([scores, batch["label"].to(device, scores.dtype)], 1))
         net.train(was)
-        return {f"val_{k}": v for k, v in multilabel_metrics(torch.cat(scores).numpy(), torch.cat(labels).numpy()).items()}
+        table = torch.zeros(len(val_set), 2 * num_classes, device=device)
+        if rows:
+            table[torch.as_tensor(mine, device=device)] = torch.cat(rows)
+        table = all_reduce_sum(table).cpu().numpy()
+        return {f"val_{k}": v for k, v in multilabel_metrics(table[:, :num_classes], table[:, num_classes:]).items()}
 
     return evaluate
 
@@ -221,13 +250,8 @@ def _publish(cfg: TrainClsConfig, task, model_config: dict, ds, run_config: dict
     for cand in (Path(cfg.root) / "cls_labels.npy", Path(cfg.root) / "manifest.json"):
         if cand.exists():
             inputs[cand.stem] = cand
-    write_manifest(cfg.out, build_manifest("train-cls", run_config, inputs=inputs, extra={"seed_network": cfg.seed_network, "num_images": len(ds), "checkpoint": "checkpoint.pt"}))
+    write_manifest(cfg.out, build_manifest("train-cls", run_config, inputs=inputs, extra={"seed_network": cfg.seed_network, "num_images": len(ds), "checkpoint": "checkpoint.pt"}, paths=config_paths(cfg)))
     return path
 
 
-def load_val_log(out: Path) -> list[dict]:
-    p = Path(out) / "log.jsonl"
-    return [json.loads(ln) for ln in p.read_text().splitlines() if ln.strip()] if p.exists() else []
-
-
-__all__ = ["PRESETS", "TrainClsConfig", "resolve", "run", "with_config_file"]
+__all__ = ["PRESETS", "TrainClsConfig", "check", "resolve", "run"]

@@ -12,8 +12,16 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from usage_cli.artifacts.manifest import build_manifest, read_manifest, sha256_file, write_manifest
-from usage_cli.errors import ConfigError
+from usage_cli.artifacts.compat import check_class_names
+from usage_cli.artifacts.manifest import (
+    build_manifest,
+    config_paths,
+    read_manifest,
+    sha256_file,
+    write_manifest,
+)
+from usage_cli.artifacts.outdir import claim_out
+from usage_cli.errors import ArtifactError, ConfigError
 
 CHECKPOINT_FORMAT = "usage-seg-checkpoint"
 CHECKPOINT_VERSION = "1.0.0"
@@ -30,7 +38,7 @@ class TrainSegConfig:
     split_file: Path | None = None
     classes_file: Path | None = None
     backbone: str = "resnet101"
-    pretrained: bool = False
+    pretrained: bool = True  # the paper's DeepLab starts from ImageNet weights
     weights: Path | None = None
     output_stride: int = 16
     aspp_channels: int = 256
@@ -44,10 +52,13 @@ class TrainSegConfig:
     weight_decay: float = 1e-4
     head_lr_mult: float = 10.0
     device: str = "auto"
-    amp: bool = True
+    amp: bool | None = None  # None: on for CUDA (float16 + loss scaling), off on the CPU
+    sync_bn: bool = False  # SyncBatchNorm under torchrun (CUDA)
+    timeout: float = 60.0  # process-group timeout (minutes) under torchrun
     workers: int = 2
     seed: int = 0
     resume: bool = False
+    force: bool = False
     quiet: bool = False
 
 
@@ -60,25 +71,46 @@ def _check(cfg: TrainSegConfig) -> None:
         raise ConfigError(f"scale range must be 0 < low <= high, got {cfg.scale}")
     if cfg.weights is not None and not Path(cfg.weights).exists():
         raise ConfigError(f"{cfg.weights}: --weights file not found")
+    checks = [
+        (cfg.lr > 0 and cfg.head_lr_mult > 0, f"--lr must be positive, got {cfg.lr}"),
+        (cfg.weight_decay >= 0, f"--weight-decay must not be negative, got {cfg.weight_decay}"),
+        (cfg.optimizer in ("sgd", "adamw"), f"--optimizer must be sgd or adamw, got {cfg.optimizer!r}"),
+        (cfg.output_stride in (8, 16, 32), f"--output-stride must be 8, 16 or 32, got {cfg.output_stride}"),
+        (cfg.aspp_channels >= 1 and cfg.img_size >= 16, "--aspp-channels must be positive and --img-size at least 16"),
+        (cfg.workers >= 0, f"--workers must not be negative, got {cfg.workers}"),
+        (not (cfg.resume and cfg.force), "--resume continues a run and --force starts it over: pass one of them"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
 
 
 def _run_config(cfg: TrainSegConfig) -> dict:
     """What defines the run (for the manifest and the resume check): no device, workers or quiet."""
-    skip = ("device", "workers", "quiet", "resume")
+    skip = ("device", "workers", "quiet", "resume", "force", "timeout")
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items() if k not in skip}
 
 
 def run(cfg: TrainSegConfig) -> Path:
     """Train; returns the path of the written checkpoint."""
     from usage_cli.data import load_dataset
-    from usage_cli.engine.loop import LoopConfig, fit
+    from usage_cli.engine.distributed import check_device
+    from usage_cli.engine.loop import LoopConfig, check_resume, fit
     from usage_cli.models.segnet import build_segnet, load_backbone_weights
     from usage_cli.tasks.segmentation import PseudoMaskDataset, SegmentationTask
 
     _check(cfg)
-    # 1. inputs: the masks' manifest, the split, one mask per id
-    read_manifest(cfg.masks, expect_stage=MASK_STAGES)
+    check_device(cfg.device)
+    # 1. inputs: the masks' manifest, the split, one mask per id; the output folder
+    if not Path(cfg.masks).is_dir():
+        raise ArtifactError(f"{cfg.masks}: --masks folder not found; run `usage refine-psa --out {cfg.masks}` first")
+    masks = read_manifest(cfg.masks, expect_stage=MASK_STAGES)
     ds = load_dataset(cfg.dataset, cfg.root, cfg.split, split_file=cfg.split_file, classes_file=cfg.classes_file)
+    check_class_names(cfg.masks, masks.get("class_names"), ds.meta.class_names, "make the masks from this dataset, or pass its --classes")
+    run_config = _run_config(cfg)
+    owned = ("checkpoint.pt",) if cfg.resume else ("checkpoint.pt", "last.pt", "log.jsonl")
+    claim_out(cfg.out, "train-seg", run_config, owned, force=cfg.force, ignore=("epochs", "warmup_epochs") if cfg.resume else ())
+    check_resume(cfg.out, resume=cfg.resume, force=cfg.force, epochs=cfg.epochs)
     train_set = PseudoMaskDataset(ds.records, cfg.masks, ds.meta.num_classes, crop=cfg.crop, scale=cfg.scale)
     # 2. network
     model_config = {
@@ -94,9 +126,9 @@ def run(cfg: TrainSegConfig) -> Path:
     loop = LoopConfig(
         epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, optimizer=cfg.optimizer,
         weight_decay=cfg.weight_decay, schedule="poly", workers=cfg.workers, device=cfg.device, amp=cfg.amp,
+        sync_bn=cfg.sync_bn, timeout=cfg.timeout,
         seed=cfg.seed, quiet=cfg.quiet,
     )  # fmt: skip
-    run_config = _run_config(cfg)
     task = fit(SegmentationTask(net, cfg.head_lr_mult), train_set, loop, cfg.out, resume=cfg.resume, run_config=run_config)
     # 4. final artifact (rank 0 only)
     out = Path(cfg.out) / "checkpoint.pt"
@@ -117,6 +149,6 @@ def _write_outputs(cfg: TrainSegConfig, net, ds, run_config: dict, source: str, 
     })  # fmt: skip
     manifest = build_manifest(
         "train-seg", run_config, inputs={"masks": cfg.masks}, format_version=CHECKPOINT_VERSION,
-        extra={"artifact": out.name, "artifact_sha256": sha256_file(out), "weights_source": source},
+        extra={"artifact": out.name, "artifact_sha256": sha256_file(out), "weights_source": source}, paths=config_paths(cfg),
     )  # fmt: skip
     write_manifest(cfg.out, manifest)

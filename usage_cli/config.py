@@ -1,0 +1,156 @@
+"""Stage configs as files, for every command: ``--config FILE`` (JSON or YAML) read into the stage's
+frozen config dataclass, and ``--print-config``, the resolved config as YAML on stdout.
+
+Keys are the config's field names, exactly as ``--print-config`` prints them (``classes_file`` for
+``--classes``, ``metrics`` for ``--metric``; some settings have no flag and only a key). Flags given
+on the command line win over the file, the file wins over the defaults. Relative paths in a file
+are relative to the working directory, as on the command line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import types
+import typing
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from usage_cli.errors import ConfigError
+
+C = TypeVar("C")
+
+ConfigFile = Annotated[
+    Path | None,
+    typer.Option("--config", help="JSON or YAML file of option values, keys as --print-config prints them (flags win)."),
+]
+PrintConfig = Annotated[
+    bool,
+    typer.Option("--print-config", help="Print the resolved config as YAML on stdout and exit without running anything."),
+]
+
+# command-line option name -> config field, where the two differ
+OPTION_FIELDS = {"classes": "classes_file", "metric": "metrics"}
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The mapping in a JSON (``.json``) or YAML (any other suffix) file."""
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: config file not found")
+    kind = "JSON" if p.suffix.lower() == ".json" else "YAML"
+    try:
+        data = json.loads(p.read_text()) if kind == "JSON" else yaml.safe_load(p.read_text())
+    except (ValueError, yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{p}: not valid {kind} ({' '.join(str(e).split())})") from e
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: must hold a mapping of option names to values, not a {type(data).__name__}")
+    return data
+
+
+def merge_config(cfg: C, data: dict[str, Any], given: set[str] | frozenset[str] = frozenset(), source: str = "config") -> C:
+    """``cfg`` with the values of ``data`` (type-checked) for every field not in ``given``."""
+    names = [f.name for f in dataclasses.fields(cfg)]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        near = {m for k in unknown for m in difflib.get_close_matches(k, names, n=1)}
+        hint = f" (did you mean {', '.join(sorted(near))}?)" if near else "; the keys are those --print-config prints"
+        raise ConfigError(f"{source}: unknown option(s) {', '.join(unknown)}{hint}")
+    hints = typing.get_type_hints(type(cfg))
+    return dataclasses.replace(cfg, **{k: _coerce(k, v, hints[k], source) for k, v in data.items() if k not in given})
+
+
+def given_options(ctx: typer.Context, cfg) -> set[str]:
+    """The config fields whose options were given on the command line (not left at their defaults)."""
+    names = {f.name for f in dataclasses.fields(cfg)}
+    given = set()
+    for param in ctx.params:
+        source = ctx.get_parameter_source(param)  # click's ParameterSource (typer may vendor click: compare names)
+        if source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP"):
+            field = param if param in names else OPTION_FIELDS.get(param)
+            if field in names:
+                given.add(field)
+    return given
+
+
+def apply_cli_config(
+    ctx: typer.Context, cfg: C, config_file: Path | None, print_config: bool = False, resolve: Callable[[C], C] | None = None
+) -> C:
+    """The config of the running command: ``cfg`` (built from its flags) with the ``--config`` file's
+    values for the options not given as flags. A required option missing from both is an error. With
+    ``print_config``, print ``resolve(cfg)`` as YAML on stdout and exit 0 before any work."""
+    if config_file is not None:
+        cfg = merge_config(cfg, read_config_file(config_file), given_options(ctx, cfg), str(config_file))
+    missing = [f.name for f in dataclasses.fields(cfg) if _required(f) and getattr(cfg, f.name) is None]
+    if missing:
+        flags = ", ".join(f"--{_option(n)}" for n in missing)
+        raise ConfigError(f"missing option {flags}: give it on the command line or in the --config file")
+    if print_config:
+        typer.echo(dump_config(resolve(cfg) if resolve else cfg), nl=False)
+        raise typer.Exit(0)
+    return cfg
+
+
+def config_dict(cfg) -> dict[str, Any]:
+    """Every field of a config dataclass as plain JSON/YAML values (paths as strings, tuples as lists)."""
+    return {f.name: _plain(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+
+
+def dump_config(cfg) -> str:
+    """The config as YAML, one key a line in field order, lists inline."""
+    import yaml
+
+    class Dumper(yaml.SafeDumper):
+        pass
+
+    Dumper.add_representer(list, lambda d, v: d.represent_sequence("tag:yaml.org,2002:seq", v, flow_style=True))
+    return yaml.dump(config_dict(cfg), Dumper=Dumper, sort_keys=False, default_flow_style=False, allow_unicode=True)
+
+
+def _plain(v):
+    if isinstance(v, Path):
+        return str(v)
+    if isinstance(v, (tuple, list)):
+        return [_plain(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _plain(x) for k, x in v.items()}
+    return v
+
+
+def _required(f: dataclasses.Field) -> bool:
+    return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+
+
+def _option(field: str) -> str:
+    back = {v: k for k, v in OPTION_FIELDS.items()}
+    return back.get(field, field).replace("_", "-")
+
+
+def _coerce(name: str, value, hint, source: str):
+    """``value`` as the field's type: lists become tuples, strings paths, integers floats; else an error."""
+    options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    if value is None and type(None) in options:
+        return None
+    for t in options:
+        origin, args = typing.get_origin(t) or t, typing.get_args(t)
+        if origin is tuple and isinstance(value, (list, tuple)):
+            elems = [args[0]] * len(value) if len(args) == 2 and args[1] is Ellipsis else list(args)
+            if len(elems) == len(value):
+                return tuple(_coerce(name, x, a, source) for x, a in zip(value, elems, strict=True))
+        elif (t is Path and isinstance(value, str)) or (t is float and type(value) is int):
+            return t(value)
+        elif (origin in (bool, str, float, dict) and isinstance(value, origin)) or (t is int and type(value) is int):
+            return value
+    raise ConfigError(f"{source}: {name} must be {_type_name(hint)}, got {value!r}")
+
+
+def _type_name(hint) -> str:
+    return str(hint).replace("pathlib.", "").replace("typing.", "").replace("<class '", "").replace("'>", "")
