@@ -76,8 +76,7 @@ def _one(mode: str, backbone: str, work: Path, n: int, workers: int) -> dict:
     else:
         net, _ = load_classifier(ckpt)
         recs = load_dataset("voc", root, "train").records
-        mean = torch.tensor(net.model_config.get("mean", (0.485, 0.456, 0.406))).view(1, 3, 1, 1)
-        std = torch.tensor(net.model_config.get("std", (0.229, 0.224, 0.225))).view(1, 3, 1, 1)
+        mean, std = (torch.tensor(s).view(1, 3, 1, 1) for s in net.input_norm())
         imgs = [torch.from_numpy(read_image(r.image_path)).permute(2, 0, 1)[None].float() / 255 for r in recs]
         if mode == "bare":  # batched forward only, tensors prepared outside the timer
             x0 = (torch.cat(imgs) - mean) / std

@@ -93,8 +93,11 @@ def bench_walk(n: int) -> dict:
 
 
 def bench_gain(n_train: int, size: int, epochs: int, workers: int) -> dict:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the ground-truth seeds helper lives with the tests
+    from gt_seeds import write_ground_truth_seeds
+
     from usage_cli.data import load_dataset
-    from usage_cli.data.synth import generate, write_ground_truth_seeds
+    from usage_cli.data.synth import generate
     from usage_cli.stages.evaluate import EvaluateConfig
     from usage_cli.stages.evaluate import run as evaluate
     from usage_cli.stages.refine_psa import RefinePsaConfig, run

@@ -37,9 +37,10 @@ def _data(root: str, split: str, size: int):
 
     from usage_cli.data import load_dataset
     from usage_cli.data.io import read_image
+    from usage_cli.data.joint_transforms import IMAGENET_MEAN, IMAGENET_STD
 
     ds = load_dataset("voc", root, split)
-    mean, std = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1), torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
+    mean, std = torch.tensor(IMAGENET_MEAN).view(3, 1, 1), torch.tensor(IMAGENET_STD).view(3, 1, 1)
     xs = []
     for r in ds.records:
         im = Image.fromarray(read_image(r.image_path)).resize((size, size), Image.BILINEAR)

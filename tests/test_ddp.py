@@ -126,8 +126,9 @@ def test_two_ranks_oaa_keep_their_accumulation_lr_follows_the_global_batch_logs_
 def test_two_ranks_refine_psa_with_a_transformer_affinitynet(synth_root, tmp_path):
     """forward_intermediates never reaches the ViT's final norm: DDP failed at step 2 on its unused
     parameters ("Expected to have finished reduction ...")."""
+    from gt_seeds import write_ground_truth_seeds
+
     from usage_cli.data import load_dataset
-    from usage_cli.data.synth import write_ground_truth_seeds
 
     train = load_dataset("voc", synth_root, "train")
     seeds = write_ground_truth_seeds(tmp_path / "seeds.h5", train.records, train.meta.num_classes)

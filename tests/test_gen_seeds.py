@@ -177,19 +177,21 @@ def test_two_ranks_merge_equals_single_process(ckpt, synth_root, tmp_path):
 
 
 def test_attention_budget_splits_the_forward_without_changing_the_maps(ckpt):
+    from dataclasses import replace
+
+    from usage_cli.algorithms.cam_infer import CamInference, views_per_forward, views_to_maps
     from usage_cli.models.classifier import load_classifier
-    from usage_cli.stages.gen_seeds import _views_per_forward, views_to_maps
 
     net, _ = load_classifier(ckpt)
     images = torch.randint(0, 255, (3, 48, 64, 3), dtype=torch.uint8)
-    roomy = GenSeedsConfig(ckpt=ckpt, dataset="voc", root=ckpt, split="val", out=ckpt, scales=(1.0, 2.0))
-    tight = GenSeedsConfig(**{**roomy.__dict__, "attn_budget_gb": 1e-9})
-    assert _views_per_forward(net, (96, 128), "patch-affinity", tight) == 1
-    assert _views_per_forward(net, (96, 128), "patch-affinity", roomy) > 6
-    assert _views_per_forward(net, (96, 128), "none", tight) > 6  # no attention kept: no split
-    assert _views_per_forward(net, (96, 128), "none", roomy, torch.device("cpu")) == 1  # CPU: one view a forward
-    a = views_to_maps(net, images, roomy, "patch-affinity", "cam")
-    b = views_to_maps(net, images, tight, "patch-affinity", "cam")
+    roomy = CamInference(scales=(1.0, 2.0), refine="patch-affinity", source="cam")
+    tight = replace(roomy, attn_budget_gb=1e-9)
+    assert views_per_forward(net, (96, 128), tight) == 1
+    assert views_per_forward(net, (96, 128), roomy) > 6
+    assert views_per_forward(net, (96, 128), replace(tight, refine="none")) > 6  # no attention kept: no split
+    assert views_per_forward(net, (96, 128), replace(roomy, refine="none"), torch.device("cpu")) == 1  # CPU: one view a forward
+    a = views_to_maps(net, images, roomy)
+    b = views_to_maps(net, images, tight)
     for x, y in zip(a, b, strict=True):
         torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-5)
 
@@ -212,6 +214,25 @@ def test_kept_patch_attention_equals_the_affinity_of_the_whole_maps(ckpt):
 def test_source_attn_needs_an_mct_checkpoint(ckpt, synth_root, tmp_path):
     with pytest.raises(ConfigError, match="--source attn needs an mct checkpoint"):
         run(_cfg(ckpt, synth_root, tmp_path / "s", source="attn"))
+
+
+def test_auto_refine_and_source_follow_what_the_classifier_supports():
+    from usage_cli.algorithms.cam_infer import resolve_options
+
+    vit = build_classifier({"backbone": "deit_t", "num_classes": 3, "img_size": 32})
+    mct = build_classifier({"backbone": "deit_t", "num_classes": 3, "mapping": "mct", "img_size": 32})
+    cnn = build_classifier({"backbone": "efficientnet_lite0", "num_classes": 3, "img_size": 32})
+    assert resolve_options(vit) == ("patch-affinity", "cam") and resolve_options(cnn) == ("none", "cam")
+    assert resolve_options(mct) == ("patch-affinity", "attn") and resolve_options(mct, "none", "cam") == ("none", "cam")
+    for net, refine, source, layers, message in [
+        (vit, "auto", "attn", 12, "--source attn needs an mct checkpoint"),
+        (vit, "auto", "auto", 13, "--affinity-layers 13: deit_t has only 12 layers"),
+        (cnn, "patch-affinity", "auto", 1, "--refine patch-affinity needs a transformer classifier"),
+        (vit, "crf", "auto", 1, "unknown --refine 'crf'"),
+        (vit, "auto", "grad", 1, "unknown --source 'grad'"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            resolve_options(net, refine, source, layers)
 
 
 def _constant_ckpt(path, sign: float):

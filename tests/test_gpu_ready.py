@@ -125,8 +125,9 @@ def test_cuda_device_is_checked_against_the_gpus_present(monkeypatch):
 
 
 def _cli_cases(synth_root, tmp_path):
+    from gt_seeds import write_ground_truth_seeds
+
     from usage_cli.data import load_dataset
-    from usage_cli.data.synth import write_ground_truth_seeds
 
     train = load_dataset("voc", synth_root, "train")
     seeds = write_ground_truth_seeds(tmp_path / "seeds.h5", train.records, train.meta.num_classes)
@@ -200,10 +201,11 @@ def test_checkpoint_of_a_module_on_another_device_loads_on_the_cpu(tmp_path, mon
 
 
 def test_train_cls_publishes_cpu_tensors_from_a_network_elsewhere(synth_root, tmp_path, monkeypatch):
+    from usage_cli.artifacts import cls_checkpoint
     from usage_cli.stages import train_cls
 
     saved = {}
-    monkeypatch.setattr(train_cls, "save_checkpoint", lambda path, state: saved.update(state) or path)
+    monkeypatch.setattr(cls_checkpoint, "save_checkpoint", lambda path, state: saved.update(state) or path)
     monkeypatch.setattr(train_cls, "write_manifest", lambda *a, **k: None)
     from usage_cli.artifacts.checkpoint import to_cpu
     from usage_cli.data import load_dataset
@@ -362,15 +364,15 @@ def test_fused_attention_where_weights_are_unused_gives_the_same_maps():
 
 
 def test_gen_seeds_bf16_autocast_keeps_the_maps(tmp_path):
+    from usage_cli.algorithms.cam_infer import CamInference, views_to_maps
     from usage_cli.models.classifier import build_classifier
-    from usage_cli.stages.gen_seeds import GenSeedsConfig, views_to_maps
 
     torch.manual_seed(0)
     net = build_classifier({"backbone": "deit_t", "num_classes": 3, "img_size": 32}).eval()
     images = torch.randint(0, 256, (1, 48, 64, 3), dtype=torch.uint8)
-    cfg = GenSeedsConfig(ckpt=tmp_path, dataset="voc", root=tmp_path, split="train", out=tmp_path, scales=(1.0, 0.5), affinity_layers=4)
-    fp32 = views_to_maps(net, images, cfg, "patch-affinity", "cam")[0]
-    bf16 = views_to_maps(net, images, replace(cfg, amp=True), "patch-affinity", "cam")[0]
+    cfg = CamInference(scales=(1.0, 0.5), refine="patch-affinity", source="cam", affinity_layers=4)
+    fp32 = views_to_maps(net, images, cfg)[0]
+    bf16 = views_to_maps(net, images, replace(cfg, amp=True))[0]
     assert bf16.dtype == torch.float32
     assert (bf16 - fp32).abs().max() <= 0.05 * fp32.abs().max()
 

@@ -130,7 +130,7 @@ def _loss_cases():
         pair_labels,
         search_offsets,
     )
-    from usage_cli.losses.generation import mapping_scores
+    from usage_cli.models.mappings import mapping_scores
     from usage_cli.tasks.segmentation import seg_loss
 
     g = torch.Generator().manual_seed(0)

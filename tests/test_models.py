@@ -5,11 +5,22 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
+from usage_cli.data.joint_transforms import IMAGENET_MEAN, IMAGENET_STD
 from usage_cli.errors import ConfigError
+from usage_cli.losses.generation import cam_scores, cm_scores, mil_scores
 from usage_cli.models.adjust import current_adjustment, set_adjustment, stochastic_eval
-from usage_cli.models.backbones import backbone_family, build_backbone
+from usage_cli.models.affinitynet import build_affinitynet
+from usage_cli.models.backbones import (
+    backbone_family,
+    build_backbone,
+    norm_stats,
+    recorded_norm_stats,
+)
 from usage_cli.models.classifier import build_classifier
+from usage_cli.models.mappings import MAPPINGS, get_mapping, mapping_scores
+from usage_cli.models.segnet import build_segnet
 
 
 @pytest.mark.parametrize("mapping", ["cam", "mil", "cm", "mct"])
@@ -92,3 +103,61 @@ def test_real_efficientnet_lite_weights_rank_the_voc_bus_photo_as_school_bus(res
         p = model(x).softmax(-1)[0]
     assert int(p.argmax()) == 779  # ImageNet 'school bus'
     assert lo < float(p[779]) < hi
+
+
+# ---------------------------------------------------------------- one owner: backbones.py, mappings.py
+
+
+def test_norm_stats_come_from_the_weights_and_fall_back_to_imagenet_in_one_place():
+    imagenet = (IMAGENET_MEAN, IMAGENET_STD)
+    assert IMAGENET_MEAN == (0.485, 0.456, 0.406) and IMAGENET_STD == (0.229, 0.224, 0.225)
+    assert build_backbone("deit_t", img_size=64).norm_stats() == imagenet
+    lite = build_classifier({"backbone": "efficientnet_lite0", "num_classes": 3, "img_size": 64})
+    assert lite.backbone.norm_stats() == ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))  # timm's config of the Lite weights
+    assert norm_stats(nn.Linear(2, 2)) == imagenet  # no pretrained config: ImageNet's
+    # a classifier's input: what its config records (train-cls), ImageNet's for configs without
+    assert lite.input_norm() == imagenet
+    recorded = {"mean": [0.5, 0.4, 0.3], "std": [0.2, 0.2, 0.2]}
+    assert recorded_norm_stats(recorded) == ((0.5, 0.4, 0.3), (0.2, 0.2, 0.2)) and recorded_norm_stats({}) == imagenet
+    lite.model_config.update(recorded)
+    assert lite.input_norm() == ((0.5, 0.4, 0.3), (0.2, 0.2, 0.2))
+
+
+@pytest.mark.parametrize("name,family", [("deit_t", "transformer"), ("efficientnet_lite0", "cnn")])
+def test_every_network_takes_name_and_family_from_backbones(name, family):
+    nets = [build_classifier({"backbone": name, "num_classes": 3, "img_size": 64}),
+            build_segnet({"backbone": name, "num_classes": 3, "aspp_channels": 8, "img_size": 64}),
+            build_affinitynet({"backbone": name, "img_size": 64})]  # fmt: skip
+    assert backbone_family(name) == family and [n.family for n in nets] == [family] * 3
+    for build in (lambda: build_segnet({"backbone": "vgg_nonsense", "num_classes": 3}), lambda: build_affinitynet({"backbone": "vgg_nonsense"})):
+        with pytest.raises(ConfigError, match="unknown backbone 'vgg_nonsense'; supported: deit_s, deit_t, efficientnet_lite0"):
+            build()
+
+
+def test_attention_geometry_is_asked_of_the_backbone():
+    vit = build_classifier({"backbone": "deit_t", "num_classes": 5, "img_size": 64}).backbone
+    blocks = vit.model.blocks  # the timm internals the questions hide
+    assert (vit.attention_layers, vit.attention_heads) == (len(blocks), blocks[0].attn.num_heads) == (12, 3)
+    assert vit.size_multiple == 16 and vit.num_tokens(48, 64) == 3 * 4 + 1
+    mct = build_classifier({"backbone": "deit_t", "num_classes": 5, "mapping": "mct", "img_size": 64}).backbone
+    assert mct.num_tokens(48, 64) == 3 * 4 + 5  # one class token per class
+    cnn = build_classifier({"backbone": "efficientnet_lite0", "num_classes": 3, "img_size": 64}).backbone
+    assert (cnn.attention_layers, cnn.attention_heads, cnn.size_multiple) == (0, 1, 1)
+
+
+def test_the_mapping_table_says_what_each_mapping_needs():
+    assert list(MAPPINGS) == ["cam", "mil", "cm", "mct"]
+    with pytest.raises(ConfigError, match=r"^unknown mapping 'gap'; choose from cam, mil, cm, mct$"):
+        get_mapping("gap")
+    assert [m.name for m in MAPPINGS.values() if m.class_tokens] == ["mct"] and get_mapping("mct").cls_attn_layers == 3
+    assert get_mapping("mct").seed_sources == ("attn", "cam") and get_mapping("cm").seed_sources == ("cam",)
+    assert [get_mapping(n).tau(7.0) for n in MAPPINGS] == [None, 1.0, 7.0, None]
+    z = torch.randn(2, 3, 4, 5)
+    assert torch.equal(mapping_scores(z, "cam", 7.0, 0.3), cam_scores(z))
+    assert torch.equal(mapping_scores(z, "mil", 7.0, 0.3), mil_scores(z, 0.3))
+    assert torch.equal(mapping_scores(z, "cm", 7.0, 0.3), cm_scores(z, 7.0, 0.3))
+    m = build_classifier({"backbone": "deit_t", "num_classes": 3, "mapping": "mil", "bg_const": 0.3, "img_size": 32}).eval()
+    with torch.no_grad():
+        out = m(torch.randn(1, 3, 32, 32))
+    assert m.mapping == "mil" and m.mapping_spec is get_mapping("mil")
+    assert torch.equal(out["logits"], mil_scores(out["cams"], 0.3))  # the classifier scores by the table

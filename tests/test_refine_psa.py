@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 from conftest import torchrun
+from gt_seeds import write_ground_truth_seeds
 from PIL import Image
 from typer.testing import CliRunner
 
 from usage_cli.artifacts.labels import read_label_png, write_label_png
 from usage_cli.data import load_dataset
-from usage_cli.data.synth import write_ground_truth_seeds
 from usage_cli.errors import ArtifactError, ConfigError
 from usage_cli.stages.refine_psa import PRESETS, RefinePsaConfig, resolve, run
 from usage_cli.tasks.affinity import read_confident_png, sample_at_stride

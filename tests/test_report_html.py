@@ -267,7 +267,7 @@ def test_per_image_miou_golden(tmp_path):
 
 
 def test_gen_seeds_overlay_tiles_carry_class_name_and_threshold():
-    from usage_cli.artifacts.overlays import overlay_panel
+    from usage_cli.report.overlays import overlay_panel
 
     image = np.full((64, 64, 3), 128, np.uint8)
     cam = np.zeros((2, 64, 64), np.float32)

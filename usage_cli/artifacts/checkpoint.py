@@ -81,13 +81,42 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return obj
 
 
+# the checkpoint kinds; each has a module with its save / read / version check
+# (cls_checkpoint.py, aff_checkpoint.py, seg_checkpoint.py; ``usage-last`` is engine/loop.py's last.pt)
+CLS_FORMAT = "usage-cls-checkpoint"
+AFF_FORMAT = "usage-aff-checkpoint"
+SEG_FORMAT = "usage-seg-checkpoint"
+
 # checkpoint format -> (what it is, the option that takes it)
 FORMATS = {
-    "usage-cls-checkpoint": ("a usage train-cls checkpoint", "`usage gen-seeds --ckpt`"),
-    "usage-seg-checkpoint": ("a usage train-seg checkpoint", "`usage predict-seg --ckpt`"),
-    "usage-aff-checkpoint": ("a usage AffinityNet checkpoint", "`usage refine-psa --affinity`"),
+    CLS_FORMAT: ("a usage train-cls checkpoint", "`usage gen-seeds --ckpt`"),
+    SEG_FORMAT: ("a usage train-seg checkpoint", "`usage predict-seg --ckpt`"),
+    AFF_FORMAT: ("a usage AffinityNet checkpoint", "`usage refine-psa --affinity`"),
     "usage-last": ("a usage resume state (last.pt)", "`--resume` of the stage that wrote it"),
 }
+
+
+def major(version: Any) -> str:
+    """The major part of a ``"1.0.0"`` version ('' when there is none)."""
+    return str(version if version is not None else "").split(".")[0]
+
+
+def read_kind(path: str | Path, fmt: str, version: str, what: str, fix: str) -> dict[str, Any]:
+    """The checkpoint dict at ``path`` if it is of format ``fmt`` and of ``version``'s major version.
+
+    One-line errors otherwise: ``what`` names the kind ("usage classifier checkpoint"), ``fix`` says
+    how to get one ("train one with `usage train-cls`"); another usage kind is named for what it is."""
+    ckpt = load_checkpoint(path)
+    got = ckpt.get("format")
+    if got != fmt:
+        other = describe_format(ckpt)
+        raise ArtifactError(f"{path}: not a {what} (format {got!r}{f': {other}' if other else ''}); {fix}")
+    if major(ckpt.get("version")) != major(version):
+        raise ArtifactError(
+            f"{path}: {what} version {ckpt.get('version')} is not readable by this usage ({major(version)}.x); "
+            f"{fix}, or use the usage version that wrote it"
+        )
+    return ckpt
 
 
 def describe_format(obj: Any) -> str | None:

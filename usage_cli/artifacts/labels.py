@@ -8,8 +8,23 @@ import numpy as np
 from PIL import Image
 
 from usage_cli.artifacts.atomic import atomic_path
-from usage_cli.data.records import voc_palette
 from usage_cli.errors import ArtifactError
+
+
+def voc_palette() -> list[int]:
+    """The bit-interleaved PASCAL VOC colour map as a flat list of 768 ints (index 255 = 224,224,192)."""
+    palette = []
+    for i in range(256):
+        r = g = b = 0
+        c = i
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        palette.extend((r, g, b))
+    return palette
+
 
 _PALETTE = voc_palette()
 

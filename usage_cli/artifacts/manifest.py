@@ -7,6 +7,7 @@ import datetime as _dt
 import hashlib
 import json
 import typing
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -37,18 +38,35 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def run_config(cfg: Any, drop: Iterable[str] = (), keep: Iterable[str] | None = None) -> dict[str, Any]:
+    """The JSON form of a stage's config dataclass, as its manifest's ``config`` (and resume keys) hold
+    it: fields in declaration order, without ``drop`` (run-time settings such as ``device``, ``workers``,
+    ``quiet``) and, with ``keep``, only those; paths as strings (as given, not resolved), tuples as lists."""
+    skip, only = set(drop), None if keep is None else set(keep)
+    d = dataclasses.asdict(cfg)
+    return {
+        k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v)
+        for k, v in d.items()
+        if k not in skip and (only is None or k in only)
+    }
+
+
 def config_hash(config: dict[str, Any]) -> str:
     """A stable sha256 of a JSON-serialisable config (keys sorted)."""
     blob = json.dumps(config, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()
 
 
-def input_digest(path: str | Path) -> str:
-    """sha256 of a file input; for a directory input, of its manifest (which pins its contents)."""
+def input_digest(path: str | Path, required: bool = True) -> str | None:
+    """sha256 of a file input; for a directory input, of its manifest (which pins its contents).
+
+    A folder without a manifest is an error, or with ``required=False`` has no digest (None)."""
     p = Path(path)
     if p.is_dir():
         m = p / MANIFEST_NAME
         if not m.exists():
+            if not required:
+                return None
             raise ArtifactError(f"{p}: folder has no {MANIFEST_NAME}; it was not written by a usage stage")
         return sha256_file(m)
     return sha256_file(p)
@@ -61,10 +79,12 @@ def build_manifest(
     format_version: str = "1.0.0",
     extra: dict[str, Any] | None = None,
     paths: dict[str, str] | None = None,
+    unpinned_ok: bool = False,
 ) -> dict[str, Any]:
     """The manifest of a stage output. ``config`` keeps paths as given (its hash decides resuming, so a
     moved folder still resumes); each input also gets its ``resolved`` absolute path, and ``paths``
-    (see :func:`config_paths`) records where the config's relative paths pointed."""
+    (see :func:`config_paths`) records where the config's relative paths pointed. ``unpinned_ok``: a
+    folder input without a manifest (PNGs made by hand) is recorded with ``sha256`` null, not refused."""
     inputs = inputs or {}
     return {
         "manifest_version": MANIFEST_VERSION,
@@ -75,7 +95,7 @@ def build_manifest(
         "config": config,
         "config_hash": config_hash(config),
         "inputs": {
-            name: {"path": str(path), "resolved": str(Path(path).resolve()), "sha256": input_digest(path)}
+            name: {"path": str(path), "resolved": str(Path(path).resolve()), "sha256": input_digest(path, not unpinned_ok)}
             for name, path in inputs.items()
         },
         "paths": paths or {},

@@ -22,6 +22,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from usage_cli.artifacts.atomic import write_text_atomic
 from usage_cli.artifacts.manifest import MANIFEST_NAME
 from usage_cli.errors import ArtifactError, ConfigError
 
@@ -109,13 +110,17 @@ def remove_artifact(out: Path, owned: Iterable[str]) -> None:
                 p.unlink(missing_ok=True)
 
 
-def resume_png_folder(out: Path, marker: str, key: dict[str, Any], *, stage: str, force: bool, main: bool = True) -> set[str]:
+# stage -> the marker file in its PNG folder while a run writes it; it holds that run's key
+PNG_MARKERS = {"refine-psa": ".refine-psa.partial", "predict-seg": ".predict-seg.partial.json"}
+
+
+def resume_png_folder(out: Path, key: dict[str, Any], *, stage: str, force: bool, main: bool = True) -> set[str]:
     """Ids whose ``<id>.png`` an unfinished run of the same ``key`` already wrote (to be skipped).
 
-    The ``marker`` file holds the key of the run writing the folder. PNGs of an unfinished run with
-    another key, or PNGs no run of ``stage`` is writing, are not mixed into this run: without
-    ``force`` that is an error, with it they are deleted (by the ``main`` process only)."""
-    m = Path(out) / marker
+    The stage's marker file (:data:`PNG_MARKERS`) holds the key of the run writing the folder. PNGs of an
+    unfinished run with another key, or PNGs no run of ``stage`` is writing, are not mixed into this run:
+    without ``force`` that is an error, with it they are deleted (by the ``main`` process only)."""
+    m = Path(out) / PNG_MARKERS[stage]
     pngs = sorted(Path(out).glob("*.png"))
     old = None
     if m.exists():
@@ -136,3 +141,17 @@ def resume_png_folder(out: Path, marker: str, key: dict[str, Any], *, stage: str
         for p in pngs:
             p.unlink(missing_ok=True)
     return set()
+
+
+def start_png_folder(out: Path, key: dict[str, Any], *, stage: str) -> None:
+    """Before the PNGs: the folder stops reading as finished (manifest removed) and its marker names the
+    run writing it. Called by the main process only, after every process has read the old marker."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MANIFEST_NAME).unlink(missing_ok=True)
+    write_text_atomic(out / PNG_MARKERS[stage], json.dumps(key) + "\n")
+
+
+def finish_png_folder(out: Path, *, stage: str) -> None:
+    """After the manifest is written: no run is writing the folder any more."""
+    (Path(out) / PNG_MARKERS[stage]).unlink(missing_ok=True)

@@ -23,17 +23,8 @@ COMMAND_MODULES = {
 
 
 def _load() -> dict[str, Callable]:
-    commands = {}
-    for name, module in COMMAND_MODULES.items():
-        qualified = f"usage_cli.commands.{module}"
-        try:
-            mod = importlib.import_module(qualified)
-        except ModuleNotFoundError as e:
-            if e.name != qualified:  # a real missing dependency inside the module: loud
-                raise
-            continue  # tests/test_cli.py checks that every listed command is present
-        commands[name] = mod.command
-    return commands
+    """Every listed command; a module that is missing or fails to import is an error, never skipped."""
+    return {name: importlib.import_module(f"usage_cli.commands.{module}").command for name, module in COMMAND_MODULES.items()}
 
 
 COMMANDS = _load()

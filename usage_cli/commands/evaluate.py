@@ -7,17 +7,18 @@ from typing import Annotated
 
 import typer
 
+from usage_cli.commands._options import Classes, Dataset, Root, SplitFile
 from usage_cli.config import ConfigFile, PrintConfig
 
 
 def command(
     ctx: typer.Context,
     pred: Annotated[Path | None, typer.Option(help="Folder of label PNGs (<id>.png) or a seeds.h5 file. Required (here or in --config).")] = None,
-    root: Annotated[Path | None, typer.Option(help="Dataset root. Required (here or in --config).")] = None,
-    dataset: Annotated[str, typer.Option(help="Dataset loader: voc or coco.")] = "voc",
+    root: Root = None,
+    dataset: Dataset = "voc",
     split: Annotated[str, typer.Option(help="Split to score.")] = "val",
-    split_file: Annotated[Path | None, typer.Option(help="Explicit split list (bare ids or PSA pairs).")] = None,
-    classes: Annotated[Path | None, typer.Option(help="classes.txt replacing the dataset's class names.")] = None,
+    split_file: SplitFile = None,
+    classes: Classes = None,
     metric: Annotated[str, typer.Option(help="Comma-separated metrics to show: miou,fpr,fnr.")] = "miou,fpr,fnr",
     out: Annotated[Path | None, typer.Option(help="Write metrics.json here.")] = None,
     bg_thresholds: Annotated[str, typer.Option(help="Seeds: background thresholds to sweep, start:stop:step or a list.")] = "0.00:0.95:0.01",

@@ -7,24 +7,35 @@ from typing import Annotated
 
 import typer
 
-from usage_cli.commands._options import TIMEOUT_MIN, Amp, Device, Timeout
+from usage_cli.commands._options import (
+    TIMEOUT_MIN,
+    Amp,
+    Classes,
+    Dataset,
+    Device,
+    Quiet,
+    Root,
+    SplitFile,
+    Timeout,
+)
 from usage_cli.config import ConfigFile, PrintConfig
 
 
 def command(
     ctx: typer.Context,
     ckpt: Annotated[Path | None, typer.Option(help="checkpoint.pt written by `usage train-cls`. Required (here or in --config).")] = None,
-    root: Annotated[Path | None, typer.Option(help="Dataset root. Required (here or in --config).")] = None,
+    root: Root = None,
     out: Annotated[Path | None, typer.Option(help="Output folder (seeds.h5, overlays/, manifest.json). Required (here or in --config).")] = None,
-    dataset: Annotated[str, typer.Option(help="Dataset loader: voc or coco.")] = "voc",
+    dataset: Dataset = "voc",
     split: Annotated[str, typer.Option(help="Split to make seeds for.")] = "train",
-    split_file: Annotated[Path | None, typer.Option(help="Explicit split list.")] = None,
-    classes: Annotated[Path | None, typer.Option(help="classes.txt replacing the dataset's class names.")] = None,
+    split_file: SplitFile = None,
+    classes: Classes = None,
     scales: Annotated[str, typer.Option(help="Comma-separated input scales.")] = "1.0,0.5,1.5,2.0",
     flip: Annotated[bool, typer.Option(help="Add horizontally flipped views.")] = True,
     refine: Annotated[str, typer.Option(help="patch-affinity | none | auto (patch-affinity for transformers).")] = "auto",
     affinity_layers: Annotated[int, typer.Option(help="Layers summed for the patch affinity.")] = 12,
     source: Annotated[str, typer.Option(help="cam | attn (class-to-patch attention x CAM, mct) | auto.")] = "auto",
+    attn_budget_gb: Annotated[float, typer.Option(help="GPU: GiB of attention maps kept per forward (patch affinity, mct); larger batches are split.")] = 2.0,
     batch_size: Annotated[int, typer.Option(help="Images of one size batched together (on a GPU: per forward pass; the CPU runs one view at a time, faster there).")] = 8,
     workers: Annotated[int, typer.Option(help="Image-decoding worker processes.")] = 2,
     device: Device = "auto",
@@ -33,7 +44,7 @@ def command(
     overlays: Annotated[int, typer.Option(help="Write overlay PNGs for this many images.")] = 8,
     overlay_threshold: Annotated[float, typer.Option(help="Background threshold of the overlays' seed column.")] = 0.3,
     force: Annotated[bool, typer.Option(help="Recompute everything: ignore an unfinished run, replace a finished one of other options.")] = False,
-    quiet: Annotated[bool, typer.Option()] = False,
+    quiet: Quiet = False,
     config: ConfigFile = None,
     print_config: PrintConfig = False,
 ) -> None:
@@ -49,7 +60,7 @@ def command(
         raise ConfigError(f"--scales must be comma-separated numbers, got '{scales}'") from e
     cfg = GenSeedsConfig(
         ckpt=ckpt, dataset=dataset, root=root, split=split, out=out, split_file=split_file, classes_file=classes,
-        scales=scale_list, flip=flip, refine=refine, affinity_layers=affinity_layers, source=source, batch_size=batch_size,
+        scales=scale_list, flip=flip, refine=refine, affinity_layers=affinity_layers, source=source, attn_budget_gb=attn_budget_gb, batch_size=batch_size,
         workers=workers, device=device, amp=amp, timeout=timeout, overlays=overlays, overlay_threshold=overlay_threshold,
         force=force, quiet=quiet,
     )  # fmt: skip

@@ -7,19 +7,29 @@ from typing import Annotated
 
 import typer
 
-from usage_cli.commands._options import TIMEOUT_MIN, Amp, Device, Timeout
+from usage_cli.commands._options import (
+    TIMEOUT_MIN,
+    Amp,
+    Classes,
+    Dataset,
+    Device,
+    Quiet,
+    Root,
+    SplitFile,
+    Timeout,
+)
 from usage_cli.config import ConfigFile, PrintConfig
 
 
 def command(
     ctx: typer.Context,
     ckpt: Annotated[Path | None, typer.Option(help="checkpoint.pt written by `usage train-seg`. Required (here or in --config).")] = None,
-    root: Annotated[Path | None, typer.Option(help="Dataset root. Required (here or in --config).")] = None,
+    root: Root = None,
     out: Annotated[Path | None, typer.Option(help="Folder for <id>.png label maps and manifest.json. Required (here or in --config).")] = None,
-    dataset: Annotated[str, typer.Option(help="Dataset loader: voc or coco.")] = "voc",
+    dataset: Dataset = "voc",
     split: Annotated[str, typer.Option(help="Split to predict.")] = "val",
-    split_file: Annotated[Path | None, typer.Option(help="Explicit split list (bare ids or PSA pairs).")] = None,
-    classes: Annotated[Path | None, typer.Option(help="classes.txt replacing the dataset's class names.")] = None,
+    split_file: SplitFile = None,
+    classes: Classes = None,
     scales: Annotated[str, typer.Option(help="Comma-separated test scales, e.g. 0.5,1,1.5.")] = "1",
     flip: Annotated[bool, typer.Option(help="Also predict the mirrored image and fuse.")] = True,
     fuse: Annotated[str, typer.Option(help="Fuse view probabilities by mean or max.")] = "mean",
@@ -29,7 +39,7 @@ def command(
     timeout: Timeout = TIMEOUT_MIN,
     workers: Annotated[int, typer.Option(help="CRF worker processes.")] = 2,
     force: Annotated[bool, typer.Option(help="Replace a finished or unfinished run of other options in OUT.")] = False,
-    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+    quiet: Quiet = False,
     config: ConfigFile = None,
     print_config: PrintConfig = False,
 ) -> None:

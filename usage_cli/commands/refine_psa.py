@@ -7,7 +7,19 @@ from typing import Annotated
 
 import typer
 
-from usage_cli.commands._options import TIMEOUT_MIN, Amp, Device, SyncBn, Timeout
+from usage_cli.commands._options import (
+    TIMEOUT_MIN,
+    Amp,
+    Classes,
+    Dataset,
+    Device,
+    Quiet,
+    Root,
+    SplitFile,
+    SyncBn,
+    Timeout,
+    number_pair,
+)
 from usage_cli.config import ConfigFile, PrintConfig
 from usage_cli.presets import REFINE_PSA, preset_help, refine_psa_preset_help
 
@@ -15,13 +27,14 @@ from usage_cli.presets import REFINE_PSA, preset_help, refine_psa_preset_help
 def command(
     ctx: typer.Context,
     seeds: Annotated[Path | None, typer.Option(help="Seed store from `usage gen-seeds` (seeds.h5). Required (here or in --config).")] = None,
-    root: Annotated[Path | None, typer.Option(help="Dataset root. Required (here or in --config).")] = None,
+    root: Root = None,
     out: Annotated[Path | None, typer.Option(help="Output folder: <id>.png masks, manifest.json, affinity.pt, confident/. Required (here or in --config).")] = None,
-    dataset: Annotated[str, typer.Option(help="Dataset loader: voc or coco.")] = "voc",
+    dataset: Dataset = "voc",
     split: Annotated[str, typer.Option(help="Split AffinityNet is trained on.")] = "train_aug",
-    split_file: Annotated[Path | None, typer.Option(help="Explicit training split list.")] = None,
-    classes: Annotated[Path | None, typer.Option(help="classes.txt replacing the dataset's class names.")] = None,
+    split_file: SplitFile = None,
+    classes: Classes = None,
     infer_split: Annotated[str | None, typer.Option(help="Split to write masks for (default: --split).")] = None,
+    infer_split_file: Annotated[Path | None, typer.Option(help="Explicit split list of the images to write masks for.")] = None,
     preset: Annotated[str, typer.Option(help=refine_psa_preset_help())] = "mctformer",
     config: ConfigFile = None,
     print_config: PrintConfig = False,
@@ -41,6 +54,10 @@ def command(
     batch_size: Annotated[int, typer.Option(help="Crops per step per process.")] = 8,
     crop: Annotated[int, typer.Option(help="Square training crop (a multiple of the backbone's stride).")] = 448,
     lr: Annotated[float, typer.Option(help="Backbone learning rate (new layers 10x), SGD, poly.")] = 0.01,
+    weight_decay: Annotated[float, typer.Option(help="SGD weight decay.")] = 5e-4,
+    head_lr_mult: Annotated[float, typer.Option(help="Learning-rate factor of the new layers.")] = 10.0,
+    scale: Annotated[str, typer.Option(help="Random rescale range of the training crops, LOW:HIGH.")] = "0.7:1.3",
+    img_size: Annotated[int, typer.Option(help="Transformer backbones: position-embedding grid size.")] = 224,
     walk: Annotated[str, typer.Option(help="Random walk: auto, dense (GPU) or local (low memory).")] = "auto",
     aff_out: Annotated[Path | None, typer.Option(help="Where to write the AffinityNet checkpoint (default <out>/affinity.pt).")] = None,
     affinity: Annotated[Path | None, typer.Option(help="A trained AffinityNet (affinity.pt of an earlier run): skip label making and training, only walk --split.")] = None,
@@ -52,7 +69,7 @@ def command(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     resume: Annotated[bool, typer.Option(help="Continue AffinityNet training from <out>/affinity-train/last.pt.")] = False,
     force: Annotated[bool, typer.Option(help="Replace a finished or unfinished run of other options in OUT (masks only; affinity.pt is reused by its own key).")] = False,
-    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+    quiet: Quiet = False,
 ) -> None:
     """Refine seeds into pseudo masks: confident CRF labels, AffinityNet, random walk."""
     from usage_cli.config import apply_cli_config
@@ -61,9 +78,10 @@ def command(
 
     cfg = RefinePsaConfig(
         seeds=seeds, dataset=dataset, root=root, split=split, out=out, split_file=split_file, classes_file=classes,
-        infer_split=infer_split, preset=preset, crf_la=crf_la, crf_ha=crf_ha, crf=crf, beta=beta, logt=logt,
+        infer_split=infer_split, infer_split_file=infer_split_file, preset=preset, crf_la=crf_la, crf_ha=crf_ha, crf=crf, beta=beta, logt=logt,
         bg_mode=bg_mode, bg_power=bg_power, bg_const=bg_const, radius=radius, backbone=backbone, pretrained=pretrained,
-        weights=weights, epochs=epochs, batch_size=batch_size, crop=crop, lr=lr, walk=walk, aff_out=aff_out, affinity=affinity,
+        weights=weights, epochs=epochs, batch_size=batch_size, crop=crop, lr=lr, weight_decay=weight_decay,
+        head_lr_mult=head_lr_mult, scale=number_pair(scale, "--scale"), img_size=img_size, walk=walk, aff_out=aff_out, affinity=affinity,
         device=device, amp=amp, sync_bn=sync_bn, timeout=timeout, workers=workers, seed=seed, resume=resume, force=force, quiet=quiet,
     )  # fmt: skip
     cfg = apply_cli_config(ctx, cfg, config, print_config, resolve=resolve)

@@ -7,31 +7,31 @@ from typing import Annotated
 
 import typer
 
-from usage_cli.commands._options import TIMEOUT_MIN, Amp, Device, SyncBn, Timeout
+from usage_cli.commands._options import (
+    TIMEOUT_MIN,
+    Amp,
+    Classes,
+    Dataset,
+    Device,
+    Quiet,
+    Root,
+    SplitFile,
+    SyncBn,
+    Timeout,
+    number_pair,
+)
 from usage_cli.config import ConfigFile, PrintConfig
 from usage_cli.presets import TRAIN_CLS, preset_help
 
 
-def _pair(text: str | None, option: str) -> tuple[float, float] | None:
-    from usage_cli.errors import ConfigError
-
-    if text is None:
-        return None
-    a, _, b = text.partition(":")
-    try:
-        return float(a), float(b or a)
-    except ValueError:
-        raise ConfigError(f"{option} must be START:END (two numbers) or one number, got {text!r}") from None
-
-
 def command(
     ctx: typer.Context,
-    root: Annotated[Path | None, typer.Option(help="Dataset root. Required (here or in --config).")] = None,
+    root: Root = None,
     out: Annotated[Path | None, typer.Option(help="Output folder (checkpoint.pt, last.pt, log.jsonl, manifest.json). Required (here or in --config).")] = None,
-    dataset: Annotated[str, typer.Option(help="Dataset loader: voc or coco.")] = "voc",
+    dataset: Dataset = "voc",
     split: Annotated[str, typer.Option(help="Training split.")] = "train_aug",
-    split_file: Annotated[Path | None, typer.Option(help="Explicit split list.")] = None,
-    classes: Annotated[Path | None, typer.Option(help="classes.txt replacing the dataset's class names.")] = None,
+    split_file: SplitFile = None,
+    classes: Classes = None,
     val_split: Annotated[str, typer.Option(help="Split for per-epoch mAP/F1 ('' to skip).")] = "val",
     backbone: Annotated[str, typer.Option(help="deit_s, deit_t, efficientnet_lite0, efficientnet_lite2, resnet50, resnet101 or a timm name.")] = "deit_s",
     preset: Annotated[str, typer.Option(help=f"Values for unset options, per backbone family: {', '.join(TRAIN_CLS)}.")] = "paper",
@@ -72,7 +72,7 @@ def command(
     seed: Annotated[int, typer.Option()] = 0,
     resume: Annotated[bool, typer.Option(help="Continue from OUT/last.pt (--epochs may grow: the schedule is recomputed).")] = False,
     force: Annotated[bool, typer.Option(help="Replace a finished or unfinished run of other options in OUT.")] = False,
-    quiet: Annotated[bool, typer.Option()] = False,
+    quiet: Quiet = False,
 ) -> None:
     """Train the multi-label classifier whose activation maps become the seed areas."""
     from usage_cli.config import apply_cli_config
@@ -84,7 +84,7 @@ def command(
         dataset=dataset, root=root, out=out, split=split, backbone=backbone, preset=preset, split_file=split_file,
         classes_file=classes, val_split=val_split or None, weights=weights, pretrained=pretrained, mapping=mapping, reg=reg,
         tau1=tau1, tau2=tau2, lam=lam, bg_const=bg_const, ema=ema, aa_schedule=aa_schedule, aa_classes=aa_classes,
-        teacher_drop_path=teacher_drop_path, student_drop_path=_pair(student_drop_path, "--student-drop-path"), student_dropout=_pair(student_dropout, "--student-dropout"),
+        teacher_drop_path=teacher_drop_path, student_drop_path=number_pair(student_drop_path, "--student-drop-path") if student_drop_path else None, student_dropout=number_pair(student_dropout, "--student-dropout") if student_dropout else None,
         status_momentum=status_momentum, seed_network=seed_network, epochs=epochs, batch_size=batch_size, img_size=img_size,
         lr=lr, optimizer=optimizer, weight_decay=weight_decay, schedule=schedule, warmup_epochs=warmup_epochs, aug=aug,
         output_stride=output_stride, tokens=tokens, device=device, amp=amp,

@@ -7,19 +7,31 @@ from typing import Annotated
 
 import typer
 
-from usage_cli.commands._options import TIMEOUT_MIN, Amp, Device, SyncBn, Timeout
+from usage_cli.commands._options import (
+    TIMEOUT_MIN,
+    Amp,
+    Classes,
+    Dataset,
+    Device,
+    Quiet,
+    Root,
+    SplitFile,
+    SyncBn,
+    Timeout,
+    number_pair,
+)
 from usage_cli.config import ConfigFile, PrintConfig
 
 
 def command(
     ctx: typer.Context,
     masks: Annotated[Path | None, typer.Option(help="Folder of pseudo-mask PNGs with a manifest (from `usage refine-psa`). Required (here or in --config).")] = None,
-    root: Annotated[Path | None, typer.Option(help="Dataset root. Required (here or in --config).")] = None,
+    root: Root = None,
     out: Annotated[Path | None, typer.Option(help="Output folder: checkpoint.pt, manifest.json, last.pt, log.jsonl. Required (here or in --config).")] = None,
-    dataset: Annotated[str, typer.Option(help="Dataset loader: voc or coco.")] = "voc",
+    dataset: Dataset = "voc",
     split: Annotated[str, typer.Option(help="Split to train on.")] = "train_aug",
-    split_file: Annotated[Path | None, typer.Option(help="Explicit split list (bare ids or PSA pairs).")] = None,
-    classes: Annotated[Path | None, typer.Option(help="classes.txt replacing the dataset's class names.")] = None,
+    split_file: SplitFile = None,
+    classes: Classes = None,
     backbone: Annotated[str, typer.Option(help="resnet101, resnet50, efficientnet_lite0, deit_s, deit_t or a timm name.")] = "resnet101",
     pretrained: Annotated[bool, typer.Option(help="Start from ImageNet weights, as the paper's DeepLab (efficientnet_lite0/lite2: bundled, offline; others: hub, or --weights FILE).")] = True,
     weights: Annotated[Path | None, typer.Option(help="Local backbone weights file (state dict).")] = None,
@@ -29,6 +41,10 @@ def command(
     batch_size: Annotated[int, typer.Option(help="Images per step per process.")] = 8,
     crop: Annotated[int, typer.Option(help="Square training crop (padding labelled 255).")] = 321,
     lr: Annotated[float, typer.Option(help="Backbone learning rate (head: 10x), SGD, poly decay.")] = 0.007,
+    optimizer: Annotated[str, typer.Option(help="sgd | adamw.")] = "sgd",
+    weight_decay: Annotated[float, typer.Option(help="Weight decay.")] = 1e-4,
+    head_lr_mult: Annotated[float, typer.Option(help="Learning-rate factor of the head.")] = 10.0,
+    scale: Annotated[str, typer.Option(help="Random rescale range of the training crops, LOW:HIGH.")] = "0.7:1.3",
     img_size: Annotated[int, typer.Option(help="Transformer backbones: position-embedding grid size.")] = 224,
     device: Device = "auto",
     amp: Amp = None,
@@ -38,7 +54,7 @@ def command(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     resume: Annotated[bool, typer.Option(help="Continue from <out>/last.pt (--epochs may grow: the schedule is recomputed).")] = False,
     force: Annotated[bool, typer.Option(help="Replace a finished or unfinished run of other options in OUT.")] = False,
-    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+    quiet: Quiet = False,
     config: ConfigFile = None,
     print_config: PrintConfig = False,
 ) -> None:
@@ -51,7 +67,8 @@ def command(
         masks=masks, root=root, out=out, dataset=dataset, split=split, split_file=split_file, classes_file=classes,
         backbone=backbone, pretrained=pretrained, weights=weights, output_stride=output_stride, img_size=img_size,
         aspp_channels=aspp_channels,
-        epochs=epochs, batch_size=batch_size, crop=crop, lr=lr, device=device, amp=amp, sync_bn=sync_bn, timeout=timeout, workers=workers, seed=seed,
+        epochs=epochs, batch_size=batch_size, crop=crop, lr=lr, optimizer=optimizer,
+        weight_decay=weight_decay, head_lr_mult=head_lr_mult, scale=number_pair(scale, "--scale"), device=device, amp=amp, sync_bn=sync_bn, timeout=timeout, workers=workers, seed=seed,
         resume=resume, force=force, quiet=quiet,
     )  # fmt: skip
     cfg = apply_cli_config(ctx, cfg, config, print_config)

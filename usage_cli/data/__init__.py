@@ -1,28 +1,26 @@
-"""Dataset registry: a name maps to a plain function returning a :class:`Dataset` of sorted records."""
+"""Datasets: a plain registry (name -> loader function returning a :class:`Dataset` of sorted
+records) and :class:`DataSpec`, the five dataset options every stage shares."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from usage_cli.data import coco, voc
 from usage_cli.data.records import IGNORE_INDEX, Dataset, DatasetMeta, Record, voc_palette
 from usage_cli.errors import DatasetError
 
 Loader = Callable[..., Dataset]
-_LOADERS: dict[str, Loader] = {}
 
-
-def register(name: str) -> Callable[[Loader], Loader]:
-    def deco(fn: Loader) -> Loader:
-        _LOADERS[name] = fn
-        return fn
-
-    return deco
+# a new dataset layout: a module with a ``load(root, split, *, split_file, classes_file,
+# require_images)`` function, and one line here
+LOADERS: dict[str, Loader] = {"voc": voc.load, "coco": coco.load}
 
 
 def dataset_names() -> list[str]:
-    _ensure_loaded()
-    return sorted(_LOADERS)
+    return sorted(LOADERS)
 
 
 def load_dataset(
@@ -38,17 +36,32 @@ def load_dataset(
 
     ``require_images=False`` accepts ids whose image file is absent (``evaluate`` reads only masks).
     """
-    _ensure_loaded()
-    if name not in _LOADERS:
-        raise DatasetError(f"unknown dataset '{name}'; known: {', '.join(sorted(_LOADERS))}")
-    return _LOADERS[name](
-        Path(root), split, split_file=split_file, classes_file=classes_file, require_images=require_images
-    )
+    if name not in LOADERS:
+        raise DatasetError(f"unknown dataset '{name}'; known: {', '.join(sorted(LOADERS))}")
+    return LOADERS[name](Path(root), split, split_file=split_file, classes_file=classes_file, require_images=require_images)
 
 
-def _ensure_loaded() -> None:
-    # importing the loader modules registers them
-    from usage_cli.data import coco, voc  # noqa: F401
+@dataclass(frozen=True)
+class DataSpec:
+    """The dataset options of a stage (``--dataset --root --split --split-file --classes``)."""
+
+    dataset: str
+    root: Path
+    split: str
+    split_file: Path | None = None
+    classes_file: Path | None = None
+
+    @classmethod
+    def of(cls, cfg: Any) -> DataSpec:
+        """The spec of any stage config holding the five fields."""
+        return cls(cfg.dataset, cfg.root, cfg.split, cfg.split_file, cfg.classes_file)
+
+    def load(self, split: str | None = None, split_file: str | Path | None = None, *, require_images: bool = True) -> Dataset:
+        """This dataset's ``split`` (default: the spec's, with its split file), or another split of it."""
+        if split is None and split_file is None:
+            split, split_file = self.split, self.split_file
+        return load_dataset(self.dataset, self.root, split or self.split, split_file=split_file,
+                            classes_file=self.classes_file, require_images=require_images)  # fmt: skip
 
 
-__all__ = ["IGNORE_INDEX", "Dataset", "DatasetMeta", "Record", "dataset_names", "load_dataset", "register", "voc_palette"]
+__all__ = ["IGNORE_INDEX", "LOADERS", "DataSpec", "Dataset", "DatasetMeta", "Record", "dataset_names", "load_dataset", "voc_palette"]

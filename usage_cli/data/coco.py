@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from usage_cli.data import register
 from usage_cli.data.labels_io import load_cls_labels, read_class_names, read_split_file
 from usage_cli.data.records import Dataset, DatasetMeta, Record
 from usage_cli.errors import DatasetError
@@ -80,7 +79,6 @@ def _listing(folder: Path | None) -> dict[str, Path]:
     return out
 
 
-@register("coco")
 def load(
     root: Path,
     split: str,

@@ -23,19 +23,6 @@ def read_image(path: str | Path) -> np.ndarray:
         raise DatasetError(f"{p}: unreadable or corrupt image ({e})") from e
 
 
-def image_size(path: str | Path) -> tuple[int, int]:
-    """(H, W) of an image without decoding its pixels."""
-    p = Path(path)
-    if not p.exists():
-        raise DatasetError(f"{p}: image not found")
-    try:
-        with Image.open(p) as img:
-            w, h = img.size
-            return h, w
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
-        raise DatasetError(f"{p}: unreadable or corrupt image ({e})") from e
-
-
 def read_mask(path: str | Path, num_classes: int | None = None, ignore_index: int = 255) -> np.ndarray:
     """A ground-truth mask as HxW uint8 label values; checks the range when K is given."""
     p = Path(path)

@@ -1,13 +1,24 @@
-"""Small readers shared by the dataset loaders: split lists, class lists, cls_labels.npy."""
+"""Small readers shared by the dataset loaders: split lists, class lists, image-level labels.
+
+Image-level labels come as PSA's ``cls_labels.npy`` (a pickled dict, read by a restricted unpickler
+that builds nothing but numpy arrays, dicts and strings) or as ``cls_labels.json`` (written by
+``usage synth`` beside the ``.npy``; plain JSON, no pickle). Formats: docs/datasets.md.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+import pickle
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from usage_cli.artifacts.atomic import write_text_atomic
 from usage_cli.errors import DatasetError
+
+CLS_LABELS_JSON = "usage-cls-labels"  # format name of cls_labels.json
+CLS_LABELS_JSON_VERSION = "1.0.0"
 
 
 def read_split_file(path: Path) -> list[str]:
@@ -47,12 +58,73 @@ def read_class_names(classes_file: str | Path | None, candidates: Sequence[Path]
     return names
 
 
+class RefusedPickle(pickle.UnpicklingError):
+    """A pickle names a global (function, class) that :class:`_ArraysOnlyUnpickler` does not build."""
+
+
+# what numpy's pickle of an object array names: the functions that rebuild arrays, dtypes and scalars
+# (numpy 1 spells the module numpy.core, numpy 2 numpy._core); nothing else is ever looked up
+_NUMPY_REBUILDERS = {
+    "_reconstruct": np.empty(0).__reduce__()[0],
+    "scalar": np.float32(0).__reduce__()[0],
+    "_frombuffer": np.empty(0).__reduce_ex__(5)[0],
+}
+
+
+def _latin1_bytes(text: str, encoding: str = "latin1") -> bytes:
+    """``_codecs.encode`` as protocol-2 pickles use it for bytes (PSA's file has an array's data so)."""
+    if encoding not in ("latin1", "latin-1"):
+        raise RefusedPickle(f"it encodes bytes as {encoding!r}")
+    return text.encode("latin1")
+
+
+_SAFE_GLOBALS = {
+    **{(f"numpy.{core}.multiarray", n): _NUMPY_REBUILDERS[n] for core in ("core", "_core") for n in ("_reconstruct", "scalar")},
+    **{(f"numpy.{core}.numeric", "_frombuffer"): _NUMPY_REBUILDERS["_frombuffer"] for core in ("core", "_core")},
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+    ("_codecs", "encode"): _latin1_bytes,
+}
+
+
+class _ArraysOnlyUnpickler(pickle.Unpickler):
+    """Builds numpy arrays (of numbers or strings), dicts, lists and strings; any other global a pickle
+    names (a function to call, a class to build) is refused before it is looked up."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in _SAFE_GLOBALS:
+            return _SAFE_GLOBALS[(module, name)]
+        raise RefusedPickle(f"it names {module}.{name}")
+
+
+def read_npy_restricted(path: Path):
+    """The array in a ``.npy`` file; an object array is unpickled by :class:`_ArraysOnlyUnpickler`."""
+    with open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        if version not in ((1, 0), (2, 0)):
+            raise ValueError(f"unsupported .npy format version {version[0]}.{version[1]}")
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read_header(f)
+        if not dtype.hasobject:
+            f.seek(0)
+            return np.load(f, allow_pickle=False)
+        return _ArraysOnlyUnpickler(f).load()
+
+
 def load_cls_labels(path: Path, num_classes: int) -> dict[str, tuple[int, ...]]:
-    """PSA-style ``cls_labels.npy`` ({id: K-dim vector}) -> {id: label values 1..K}."""
+    """PSA-style ``cls_labels.npy`` ({id: K-dim vector}) -> {id: label values 1..K}.
+
+    The pickle inside is read by a restricted unpickler: a file naming anything but numpy arrays,
+    dicts and strings is refused (it could run code), never executed."""
     try:
-        obj = np.load(path, allow_pickle=True)
-        table = obj.item() if obj.dtype == object and obj.shape == () else None
-    except (OSError, ValueError) as e:
+        obj = read_npy_restricted(path)
+        table = obj.item() if isinstance(obj, np.ndarray) and obj.dtype == object and obj.shape == () else None
+    except RefusedPickle as e:
+        raise DatasetError(
+            f"{path}: refused: its pickle holds more than numpy arrays, dicts and strings ({e}), which could run "
+            f"code when loaded; a cls_labels file holds only {{id: {num_classes}-dim vector}} (or use cls_labels.json)"
+        ) from e
+    except (OSError, ValueError, EOFError, TypeError, AttributeError, pickle.UnpicklingError) as e:
         raise DatasetError(f"{path}: unreadable cls_labels file ({e})") from e
     if not isinstance(table, dict):
         raise DatasetError(f"{path}: expected a pickled dict {{id: {num_classes}-dim vector}}")
@@ -73,3 +145,43 @@ def load_cls_labels(path: Path, num_classes: int) -> dict[str, tuple[int, ...]]:
     for r, c in zip(rows.tolist(), cols.tolist(), strict=True):
         out[str(ids[r])].append(c + 1)
     return {k: tuple(v) for k, v in out.items()}
+
+
+def read_cls_labels(path: Path, class_names: Sequence[str]) -> dict[str, tuple[int, ...]]:
+    """{id: label values 1..K} of a ``cls_labels.npy`` or a ``cls_labels.json`` (by its suffix)."""
+    if Path(path).suffix == ".json":
+        return load_cls_labels_json(path, class_names)
+    return load_cls_labels(path, len(class_names))
+
+
+def write_cls_labels_json(path: Path, labels: Mapping[str, Sequence[int]], class_names: Sequence[str]) -> None:
+    """``cls_labels.json``: the image-level labels as label values 1..K per id, with the class names."""
+    doc = {
+        "format": CLS_LABELS_JSON, "version": CLS_LABELS_JSON_VERSION, "class_names": list(class_names),
+        "labels": {str(k): sorted(int(c) for c in v) for k, v in sorted(labels.items())},
+    }  # fmt: skip
+    write_text_atomic(path, json.dumps(doc, indent=1) + "\n")
+
+
+def load_cls_labels_json(path: Path, class_names: Sequence[str]) -> dict[str, tuple[int, ...]]:
+    """``cls_labels.json`` -> {id: label values 1..K}; refused when made for other classes."""
+    try:
+        doc = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DatasetError(f"{path}: unreadable cls_labels file ({e})") from e
+    if not isinstance(doc, dict) or doc.get("format") != CLS_LABELS_JSON:
+        raise DatasetError(f"{path}: not a usage cls_labels.json (format {doc.get('format') if isinstance(doc, dict) else None!r})")
+    if str(doc.get("version", "")).split(".")[0] != CLS_LABELS_JSON_VERSION.split(".")[0]:
+        raise DatasetError(f"{path}: cls_labels.json version {doc.get('version')} is not readable by this usage (1.x); rewrite it or use the usage version that wrote it")
+    names = [str(n) for n in doc.get("class_names", [])]
+    if names != [str(n) for n in class_names]:
+        raise DatasetError(f"{path}: labels of the classes {names} but the dataset has {list(class_names)} (check the file, classes.txt / --classes)")
+    table, k = doc.get("labels"), len(class_names)
+    if not isinstance(table, dict):
+        raise DatasetError(f"{path}: 'labels' must map each id to a list of label values 1..{k}")
+    out = {}
+    for image_id, values in table.items():
+        if not isinstance(values, list) or not all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= k for v in values):
+            raise DatasetError(f"{path}: the labels of '{image_id}' are {values!r}; expected a list of label values 1..{k}")
+        out[str(image_id)] = tuple(sorted(set(values)))
+    return out

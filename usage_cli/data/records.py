@@ -7,22 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
+# the label PNGs' colours: their on-disk format (artifacts/labels.py) owns them
+from usage_cli.artifacts.labels import voc_palette
+
 IGNORE_INDEX = 255
-
-
-def voc_palette() -> list[int]:
-    """The bit-interleaved PASCAL VOC colour map as a flat list of 768 ints (index 255 = 224,224,192)."""
-    palette = []
-    for i in range(256):
-        r = g = b = 0
-        c = i
-        for j in range(8):
-            r |= ((c >> 0) & 1) << (7 - j)
-            g |= ((c >> 1) & 1) << (7 - j)
-            b |= ((c >> 2) & 1) << (7 - j)
-            c >>= 3
-        palette.extend((r, g, b))
-    return palette
 
 
 @dataclass(frozen=True)

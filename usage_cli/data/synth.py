@@ -10,7 +10,6 @@ See docs/synth.md for the statistics.
 
 from __future__ import annotations
 
-import json
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from scipy import ndimage
 
 from usage_cli.artifacts.atomic import atomic_path
 from usage_cli.artifacts.labels import write_label_png
+from usage_cli.data.labels_io import write_cls_labels_json
 
 CLASSES = ("boat", "car", "cow", "plane", "bird", "person")
 BACKGROUNDS = ("water", "road", "grass", "sky", "indoor")
@@ -230,31 +230,11 @@ def generate(out: str | Path, n_train: int, n_val: int, size: int = 128, seed: i
         (vdir / "ImageSets" / "Segmentation" / f"{split}.txt").write_text("\n".join(ids) + "\n")
     train_ids = (vdir / "ImageSets" / "Segmentation" / "train.txt").read_text()
     (vdir / "ImageSets" / "Segmentation" / "train_aug.txt").write_text(train_ids)
-    with atomic_path(out / "cls_labels.npy") as tmp:
+    with atomic_path(out / "cls_labels.npy") as tmp:  # PSA's format, for PSA-style tools
         with open(tmp, "wb") as f:
             np.save(f, np.array(labels, dtype=object), allow_pickle=True)
+    write_cls_labels_json(out / "cls_labels.json", {k: np.flatnonzero(v) + 1 for k, v in labels.items()}, names)  # no pickle
     (out / "classes.txt").write_text("\n".join(("background", *names)) + "\n")
     hf = np.array(stats["head_fraction"] or [0.0])
     stats["head_fraction"] = {"mean": float(hf.mean()), "max": float(hf.max())}
     return stats
-
-
-def stats_json(stats: dict) -> str:
-    return json.dumps(stats, indent=2)
-
-
-def write_ground_truth_seeds(path: str | Path, records, num_classes: int, sigma: float = 2.0, shift: int = 2) -> Path:
-    """A seed store made from ground truth, a stand-in for CAMs when testing or benchmarking the
-    refinement: each present class's mask blurred (``sigma``), shifted ``shift`` px right and
-    max-normalised."""
-    from usage_cli.artifacts.labels import read_label_png
-    from usage_cli.artifacts.seeds import SeedWriter
-
-    with SeedWriter(path, {"num_classes": num_classes, "stride": 1}, resume=False) as w:
-        for r in records:
-            gt = read_label_png(r.mask_path)
-            cams = [np.roll(ndimage.gaussian_filter((gt == k).astype(np.float32), sigma), shift, axis=1) for k in r.labels]
-            cam = np.stack([c / max(c.max(), 1e-6) for c in cams]) if cams else np.zeros((0, *gt.shape), np.float32)
-            w.write(r.id, r.labels, cam, gt.shape)
-        w.commit()
-    return Path(path)

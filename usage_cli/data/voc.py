@@ -2,8 +2,8 @@
 
 Layout: ``ROOT/VOCdevkit/VOC2012/{JPEGImages, SegmentationClass, SegmentationClassAug, Annotations,
 ImageSets/Segmentation}``; ``ROOT`` may also point at the ``VOC2012`` folder itself.
-Image-level labels, in order of preference: ``cls_labels.npy`` (PSA style, in ROOT or VOC2012),
-the XML annotations, the ground-truth masks.
+Image-level labels, in order of preference: ``cls_labels.npy`` (PSA style, in ROOT or VOC2012), else
+``cls_labels.json`` (no pickle; ``usage synth`` writes both), the XML annotations, the ground-truth masks.
 """
 
 from __future__ import annotations
@@ -14,8 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from usage_cli.data import register
-from usage_cli.data.labels_io import load_cls_labels, read_class_names, read_split_file
+from usage_cli.data.labels_io import read_class_names, read_cls_labels, read_split_file
 from usage_cli.data.records import Dataset, DatasetMeta, Record
 from usage_cli.errors import DatasetError
 
@@ -72,13 +71,12 @@ def _labels_from_mask(path: Path, num_classes: int) -> tuple[int, ...]:
 
 
 def _find_cls_labels(root: Path, vdir: Path) -> Path | None:
-    for p in (root / "cls_labels.npy", vdir / "cls_labels.npy"):
+    for p in (root / "cls_labels.npy", vdir / "cls_labels.npy", root / "cls_labels.json", vdir / "cls_labels.json"):
         if p.exists():
             return p
     return None
 
 
-@register("voc")
 def load(
     root: Path,
     split: str,
@@ -96,9 +94,9 @@ def load(
     mask_dir = next((d for d in (vdir / "SegmentationClassAug", vdir / "SegmentationClass") if d.is_dir()), None)
     image_files = _listing(images)
     mask_files = _listing(mask_dir) if mask_dir else {}
-    # 2. image-level labels: cls_labels.npy > XML > masks
+    # 2. image-level labels: cls_labels.npy > cls_labels.json > XML > masks
     cls_path = _find_cls_labels(root, vdir)
-    cls = load_cls_labels(cls_path, len(names)) if cls_path else None
+    cls = read_cls_labels(cls_path, names) if cls_path else None
     class_index = {n: i + 1 for i, n in enumerate(names)}
     records = []
     for i in sorted(ids):

@@ -83,7 +83,8 @@ def world_size() -> int:
 
 
 def is_main_process() -> bool:
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+    """The one main-rank question for code without a :class:`DistInfo` at hand (rank 0, or no group)."""
+    return current_info().is_main
 
 
 def barrier() -> None:

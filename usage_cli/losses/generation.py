@@ -1,6 +1,7 @@
 """Generation loss of USAGE (Eq. 1, 3, 6-8): mapping functions from activation maps to class scores.
 
 ``z`` is the activation map of Eq. 2, B x C x h x w (the linear classifier applied at every location).
+Which function a ``--mapping`` name scores with is said in one place, ``models/mappings.py``.
 """
 
 from __future__ import annotations
@@ -50,16 +51,6 @@ def effective_share(weights: torch.Tensor) -> torch.Tensor:
 def mil_scores(z: torch.Tensor, bg_const: float = 0.0) -> torch.Tensor:
     """MIL mapping (Eq. 6, Pinheiro & Collobert): alpha-weighted average, no temperature."""
     return cm_scores(z, 1.0, bg_const)
-
-
-def mapping_scores(z: torch.Tensor, mapping: str, tau1: float, bg_const: float) -> torch.Tensor:
-    if mapping in ("cam", "mct"):
-        return cam_scores(z)
-    if mapping == "mil":
-        return mil_scores(z, bg_const)
-    if mapping == "cm":
-        return cm_scores(z, tau1, bg_const)
-    raise ValueError(f"unknown mapping {mapping!r}")
 
 
 def classification_loss(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 
@@ -85,7 +87,9 @@ class LearningStatus:
     Reading :attr:`value` or :meth:`fraction` copies it to the host.
     """
 
-    def __init__(self, num_classes: int, momentum: float = 0.999):
+    def __init__(self, num_classes: int, momentum: float = 0.999, reduce: Callable[[torch.Tensor], torch.Tensor] | None = None):
+        """``reduce`` sums a tensor over the processes (the task passes the all-reduce under DDP)."""
+        self.reduce = reduce or (lambda t: t)
         self._value = torch.tensor(1.0 / num_classes, dtype=torch.float64)
         self.momentum = momentum
         self.steps = 0
@@ -96,14 +100,12 @@ class LearningStatus:
         return float(self._value)
 
     def update(self, scores: torch.Tensor, targets: torch.Tensor) -> None:
-        from usage_cli.engine.distributed import all_reduce_sum
-
         # 1. per image, the softmax mass on its positive classes; images without one do not count
         pos = targets > 0.5
         has = pos.any(dim=1)
         mass = (torch.softmax(scores.detach().float(), dim=1) * pos).sum(1)
         # 2. sum and count over the batch (and over the ranks), 3. the EMA where anything was counted
-        stats = all_reduce_sum(torch.stack([(mass * has).sum(), has.sum().to(mass.dtype)]))
+        stats = self.reduce(torch.stack([(mass * has).sum(), has.sum().to(mass.dtype)]))
         m = min(self.momentum, (1 + self.steps) / (10 + self.steps))
         value = self._value.to(stats.device)
         mean = (stats[0] / stats[1].clamp_min(1)).double()

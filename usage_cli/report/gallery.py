@@ -19,7 +19,6 @@ import numpy as np
 from PIL import Image
 
 from usage_cli.artifacts.labels import read_label_png
-from usage_cli.artifacts.overlays import jet
 from usage_cli.artifacts.seeds import SeedReader
 from usage_cli.data.io import read_image, read_mask
 from usage_cli.data.records import Dataset
@@ -27,6 +26,7 @@ from usage_cli.errors import ConfigError
 from usage_cli.metrics.confusion import ConfusionMatrix, metrics_from_confusion
 from usage_cli.metrics.sweep import fg_max_argmax, power_prediction
 from usage_cli.report.inputs import Entry, sample_key
+from usage_cli.report.overlays import jet
 
 IGNORE = 255
 IGNORE_NAME = "ignore / unlabelled"

@@ -11,7 +11,6 @@ mIoU (at the chosen threshold) is kept for `usage report`'s worst-first gallery.
 from __future__ import annotations
 
 import json
-import os
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -19,12 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-from usage_cli.artifacts.atomic import write_text_atomic
 from usage_cli.artifacts.compat import check_class_names
 from usage_cli.artifacts.labels import read_label_png
+from usage_cli.artifacts.manifest import build_manifest, config_paths, run_config
+from usage_cli.artifacts.metrics_file import write_metrics
 from usage_cli.artifacts.outdir import check_writable_file
 from usage_cli.artifacts.seeds import SeedReader
-from usage_cli.data import load_dataset
+from usage_cli.data import DataSpec
 from usage_cli.data.io import read_mask
 from usage_cli.errors import ArtifactError, ConfigError
 from usage_cli.metrics.confusion import ConfusionMatrix, metrics_from_confusion
@@ -183,7 +183,7 @@ def run(cfg: EvaluateConfig) -> dict:
         raise ConfigError("give either --bg-threshold or --bg-power, not both")
     if cfg.out is not None:
         check_writable_file(cfg.out)
-    ds = load_dataset(cfg.dataset, cfg.root, cfg.split, split_file=cfg.split_file, classes_file=cfg.classes_file, require_images=False)
+    ds = DataSpec.of(cfg).load(require_images=False)
     no_mask = [r.id for r in ds.records if r.mask_path is None]
     if no_mask:
         raise ArtifactError(f"{cfg.root}: no ground-truth mask for {len(no_mask)} id(s) of '{cfg.split}' (first: {no_mask[0]})")
@@ -237,13 +237,17 @@ def run(cfg: EvaluateConfig) -> dict:
     result["metrics"] = list(cfg.metrics)
     result["per_image"] = {k: (None if np.isnan(v) else round(100 * float(v), 2)) for k, v in sorted(per_image.items())}
     if cfg.out is not None:
-        write_text_atomic(cfg.out, json.dumps(result, indent=2) + "\n")
+        write_metrics(cfg.out, result, _manifest(cfg))
     return result
+
+
+def _manifest(cfg: EvaluateConfig) -> dict:
+    """What made a metrics file: the options (no output path, workers, quiet) and the scored artifact,
+    pinned like any stage input (a folder of PNGs made by hand, without a manifest, is not pinned)."""
+    config = run_config(cfg, ("out", "workers", "quiet"))
+    return build_manifest("evaluate", config, inputs={"pred": cfg.pred}, paths=config_paths(cfg), unpinned_ok=True)
 
 
 def _opt_str(p: Path | None) -> str | None:
     return None if p is None else str(p)
 
-
-def default_workers() -> int:
-    return max(1, min(4, os.cpu_count() or 1))

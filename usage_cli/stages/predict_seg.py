@@ -9,27 +9,30 @@ when the folder's in-progress marker carries the same config and checkpoint dige
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from usage_cli.artifacts.atomic import write_text_atomic
 from usage_cli.artifacts.compat import check_class_names
 from usage_cli.artifacts.manifest import (
-    MANIFEST_NAME,
     build_manifest,
     config_hash,
     config_paths,
+    run_config,
     sha256_file,
     write_manifest,
 )
-from usage_cli.artifacts.outdir import claim_out, resume_png_folder
+from usage_cli.artifacts.outdir import (
+    claim_out,
+    finish_png_folder,
+    resume_png_folder,
+    start_png_folder,
+)
+from usage_cli.artifacts.seg_checkpoint import read_seg_checkpoint
 from usage_cli.errors import ArtifactError, ConfigError
-from usage_cli.stages.train_seg import CHECKPOINT_FORMAT
 
-MARKER = ".predict-seg.partial.json"
+RUNTIME = ("device", "workers", "quiet", "force", "timeout")  # not in the config (hash)
 CHUNK = 16  # images whose probabilities are held at once for the CRF workers
 
 
@@ -56,14 +59,10 @@ class PredictSegConfig:
 
 def load_segnet(path: Path, device: str = "cpu"):
     """The network of a ``usage-seg-checkpoint`` (eval mode) and the checkpoint dict."""
-    from usage_cli.artifacts.checkpoint import clean_state_dict, load_checkpoint
+    from usage_cli.artifacts.checkpoint import clean_state_dict
     from usage_cli.models.segnet import build_segnet
 
-    ckpt = load_checkpoint(path)
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise ArtifactError(f"{path}: not a segmentation checkpoint (format {ckpt.get('format') if isinstance(ckpt, dict) else '?'}); run `usage train-seg` first")
-    if str(ckpt.get("version", "")).split(".")[0] != "1":
-        raise ArtifactError(f"{path}: segmentation checkpoint version {ckpt.get('version')} is not readable by this usage (1.x); retrain with `usage train-seg`")
+    ckpt = read_seg_checkpoint(path)
     try:
         net = build_segnet(ckpt["model_config"])
         net.load_state_dict(clean_state_dict(ckpt["model"]))
@@ -74,11 +73,6 @@ def load_segnet(path: Path, device: str = "cpu"):
             f"{mc.get('backbone', '?')}); the file was changed or damaged, retrain with `usage train-seg` ({type(e).__name__})"
         ) from e
     return net.to(device).eval(), ckpt
-
-
-def _config(cfg: PredictSegConfig) -> dict:
-    skip = ("device", "workers", "quiet", "force", "timeout")
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items() if k not in skip}
 
 
 def check(cfg: PredictSegConfig) -> None:
@@ -101,27 +95,26 @@ def _crf_label(item: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
 
 def run(cfg: PredictSegConfig) -> dict:
     """Predict every id of the split; returns a summary {"images", "skipped", "out"}."""
-    from usage_cli.data import load_dataset
+    from usage_cli.data import DataSpec
     from usage_cli.engine.distributed import barrier, init_distributed, resolve_device
 
     check(cfg)
     info = init_distributed(cfg.device, cfg.timeout)  # checks --device first
     device = str(resolve_device(cfg.device, info))
     net, ckpt = load_segnet(cfg.ckpt, device)
-    ds = load_dataset(cfg.dataset, cfg.root, cfg.split, split_file=cfg.split_file, classes_file=cfg.classes_file)
+    ds = DataSpec.of(cfg).load()
     if net.model_config["num_classes"] != ds.meta.num_classes + 1:
         raise ConfigError(
             f"{cfg.ckpt}: network predicts {net.model_config['num_classes']} labels, dataset {cfg.dataset} has {ds.meta.num_classes + 1}"
         )
     check_class_names(cfg.ckpt, ckpt.get("class_names"), ds.meta.class_names, "train the network on this dataset, or pass its --classes")
-    config = _config(cfg)
+    config = run_config(cfg, RUNTIME)
     out = claim_out(cfg.out, "predict-seg", config, ("*.png",), force=cfg.force)
     key = {"config_hash": config_hash(config), "checkpoint_sha256": sha256_file(cfg.ckpt)}
-    done = resume_png_folder(out, MARKER, key, stage="predict-seg", force=cfg.force, main=info.is_main)
+    done = resume_png_folder(out, key, stage="predict-seg", force=cfg.force, main=info.is_main)
     barrier()  # every rank has read the marker before rank 0 replaces it
     if info.is_main:
-        (out / MANIFEST_NAME).unlink(missing_ok=True)
-        write_text_atomic(out / MARKER, json.dumps(key) + "\n")
+        start_png_folder(out, key, stage="predict-seg")
     todo = [r for r in ds.records if r.id not in done]
     _predict_all(net, todo[info.rank :: info.world_size], cfg, device, out, quiet=cfg.quiet or not info.is_main)
     barrier()  # every rank's PNGs are on disk
@@ -132,7 +125,7 @@ def run(cfg: PredictSegConfig) -> dict:
             paths=config_paths(cfg),
         )  # fmt: skip
         write_manifest(out, manifest)
-        (out / MARKER).unlink(missing_ok=True)
+        finish_png_folder(out, stage="predict-seg")
     barrier()
     return {"images": len(ds), "skipped": len(ds) - len(todo), "out": str(out)}
 

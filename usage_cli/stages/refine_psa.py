@@ -20,31 +20,35 @@ Presets: ``psa`` (la 4 / ha 32, beta 8, logt 8, background ``(1 - max)^16``) and
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
+from usage_cli.algorithms import psa_refine
+from usage_cli.artifacts import aff_checkpoint
 from usage_cli.artifacts.atomic import write_text_atomic
 from usage_cli.artifacts.compat import check_class_names
 from usage_cli.artifacts.manifest import (
-    MANIFEST_NAME,
     build_manifest,
     config_hash,
     config_paths,
+    run_config,
     sha256_file,
     write_manifest,
 )
-from usage_cli.artifacts.outdir import claim_out, resume_png_folder
+from usage_cli.artifacts.outdir import (
+    claim_out,
+    finish_png_folder,
+    resume_png_folder,
+    start_png_folder,
+)
 from usage_cli.errors import ArtifactError, ConfigError
 from usage_cli.presets import REFINE_PSA
 from usage_cli.progress import log, make_progress
 
-FORMAT = "usage-aff-checkpoint"
-VERSION = "1.0.0"
 PRESETS = REFINE_PSA  # usage_cli/presets.py (shown in --help)
 CHUNK = 64  # images whose seed maps are held at once for the CRF workers
-MARKER = ".refine-psa.partial"  # in <out> while masks are being written: the key of that run
 
 
 @dataclass(frozen=True)
@@ -123,13 +127,7 @@ def resolve(cfg: RefinePsaConfig) -> RefinePsaConfig:
     return cfg
 
 
-def _plain(cfg: RefinePsaConfig, keep: tuple[str, ...] | None = None) -> dict:
-    skip = ("device", "workers", "quiet", "resume", "force", "aff_out", "timeout")
-    names = [f.name for f in fields(cfg) if f.name not in skip and (keep is None or f.name in keep)]
-    d = asdict(cfg)
-    return {k: (str(d[k]) if isinstance(d[k], Path) else d[k]) for k in names}
-
-
+RUNTIME = ("device", "workers", "quiet", "resume", "force", "aff_out", "timeout")  # not in the config (hash)
 LABEL_KEYS = ("dataset", "root", "split", "split_file", "classes_file", "crf_la", "crf_ha", "crf")
 TRAIN_KEYS = LABEL_KEYS + (
     "radius", "backbone", "pretrained", "weights", "img_size", "epochs", "batch_size", "crop", "scale", "lr",
@@ -140,7 +138,7 @@ TRAIN_KEYS = LABEL_KEYS + (
 def run(cfg: RefinePsaConfig) -> dict:
     """Run the three steps; returns {"images", "out", "affinity", "trained"}."""
     from usage_cli.artifacts.seeds import SeedReader
-    from usage_cli.data import load_dataset
+    from usage_cli.data import DataSpec
     from usage_cli.engine.distributed import barrier, check_device, init_distributed
 
     cfg = resolve(cfg)
@@ -150,14 +148,14 @@ def run(cfg: RefinePsaConfig) -> dict:
         from usage_cli.engine.loop import check_resume
 
         check_resume(Path(cfg.out) / "affinity-train", resume=cfg.resume, force=cfg.force, epochs=cfg.epochs)
-    out = claim_out(cfg.out, "refine-psa", _plain(cfg), ("*.png",), force=cfg.force)
+    out = claim_out(cfg.out, "refine-psa", run_config(cfg, RUNTIME), ("*.png",), force=cfg.force)
     info = init_distributed(cfg.device, cfg.timeout)
     # 1. inputs: the split(s) and seeds covering them
-    train_ds = load_dataset(cfg.dataset, cfg.root, cfg.split, split_file=cfg.split_file, classes_file=cfg.classes_file)
+    train_ds = DataSpec.of(cfg).load()
     if cfg.infer_split is None and cfg.infer_split_file is None:
         infer_ds = train_ds
     else:
-        infer_ds = load_dataset(cfg.dataset, cfg.root, cfg.infer_split or cfg.split, split_file=cfg.infer_split_file, classes_file=cfg.classes_file)
+        infer_ds = DataSpec.of(cfg).load(cfg.infer_split or cfg.split, cfg.infer_split_file)
     with SeedReader(cfg.seeds) as reader:  # a missing or incomplete store is an error naming gen-seeds
         seeds_sha = sha256_file(cfg.seeds)
         check_seeds(reader, cfg.seeds, infer_ds)
@@ -166,10 +164,10 @@ def run(cfg: RefinePsaConfig) -> dict:
         else:  # 2. confident labels, 3. AffinityNet
             if infer_ds is not train_ds:
                 check_seeds(reader, cfg.seeds, train_ds)
-            label_dir = make_confident_labels(cfg, train_ds, reader, {"seeds_sha256": seeds_sha, **_plain(cfg, LABEL_KEYS)}, info)
-            aff_path, trained = train_or_reuse(cfg, train_ds, label_dir, {"seeds_sha256": seeds_sha, **_plain(cfg, TRAIN_KEYS)})
+            label_dir = make_confident_labels(cfg, train_ds, reader, {"seeds_sha256": seeds_sha, **run_config(cfg, RUNTIME, LABEL_KEYS)}, info)
+            aff_path, trained = train_or_reuse(cfg, train_ds, label_dir, {"seeds_sha256": seeds_sha, **run_config(cfg, RUNTIME, TRAIN_KEYS)})
             barrier()  # rank 0 has written the checkpoint
-        config = _plain(cfg)
+        config = run_config(cfg, RUNTIME)
         key = {"config_hash": config_hash(config), "seeds_sha256": seeds_sha, "affinity_sha256": sha256_file(aff_path)}
         # 4. random walk
         refine_split(cfg, infer_ds, reader, aff_path, key, info)
@@ -177,13 +175,13 @@ def run(cfg: RefinePsaConfig) -> dict:
     if info.is_main:
         manifest = build_manifest(
             "refine-psa", config, inputs={"seeds": cfg.seeds, **({"affinity": aff_path} if cfg.affinity else {})},
-            format_version=VERSION,
+            format_version=aff_checkpoint.VERSION,
             extra={"images": len(infer_ds), "split": infer_ds.split, "class_names": list(infer_ds.meta.class_names),
                    "affinity": str(aff_path), "affinity_sha256": key["affinity_sha256"], "affinity_trained_now": trained},
             paths=config_paths(cfg),
         )  # fmt: skip
         write_manifest(out, manifest)
-        (out / MARKER).unlink(missing_ok=True)
+        finish_png_folder(out, stage="refine-psa")
     barrier()
     return {"images": len(infer_ds), "out": str(out), "affinity": str(aff_path), "trained": trained}
 
@@ -278,19 +276,17 @@ def make_confident_labels(cfg: RefinePsaConfig, ds, reader, key: dict, info=None
 
 def train_or_reuse(cfg: RefinePsaConfig, ds, label_dir: Path, train_config: dict) -> tuple[Path, bool]:
     """Train AffinityNet on the confident labels, or reuse an ``affinity.pt`` of the same settings."""
-    import os
 
     import torch
 
     from usage_cli.algorithms.affinity import search_offsets
-    from usage_cli.artifacts.checkpoint import load_checkpoint, save_checkpoint
+    from usage_cli.engine.distributed import is_main_process
     from usage_cli.engine.loop import LoopConfig, fit
     from usage_cli.models.affinitynet import build_affinitynet, load_backbone_weights
     from usage_cli.tasks.affinity import AffinityTask, ConfidentLabelSet
 
     aff_path = Path(cfg.aff_out) if cfg.aff_out else Path(cfg.out) / "affinity.pt"
-    train_hash = config_hash(train_config)
-    if aff_path.exists() and load_checkpoint(aff_path).get("train_config_hash") == train_hash:
+    if aff_checkpoint.trained_with(aff_path, train_config):
         log(f"refine-psa: reusing {aff_path} (same seeds and training settings)", cfg.quiet)
         return aff_path, False
     model_config = {"backbone": cfg.backbone, "img_size": cfg.img_size, "radius": cfg.radius}
@@ -307,22 +303,20 @@ def train_or_reuse(cfg: RefinePsaConfig, ds, label_dir: Path, train_config: dict
     )  # fmt: skip
     task = AffinityTask(net, search_offsets(cfg.radius), cfg.head_lr_mult)
     task = fit(task, train_set, loop, Path(cfg.out) / "affinity-train", resume=cfg.resume, run_config=train_config)
-    if int(os.environ.get("RANK", "0")) == 0:
-        save_checkpoint(aff_path, {
-            "format": FORMAT, "version": VERSION, "model": {k: v.detach().cpu() for k, v in task.net.state_dict().items()},
-            "model_config": model_config, "class_names": list(ds.meta.class_names), "train_config": train_config,
-            "train_config_hash": train_hash, "weights_source": source,
-        })  # fmt: skip
+    if is_main_process():
+        aff_checkpoint.save_aff_checkpoint(
+            aff_path, model={k: v.detach().cpu() for k, v in task.net.state_dict().items()}, model_config=model_config,
+            class_names=list(ds.meta.class_names), train_config=train_config, weights_source=source,
+        )  # fmt: skip
     return aff_path, True
 
 
 def load_affinitynet(path: Path, device: str):
-    from usage_cli.artifacts.checkpoint import clean_state_dict, load_checkpoint
+    """The network of an ``affinity.pt`` (eval mode, on ``device``) and the checkpoint dict."""
+    from usage_cli.artifacts.checkpoint import clean_state_dict
     from usage_cli.models.affinitynet import build_affinitynet
 
-    ckpt = load_checkpoint(path)
-    if ckpt.get("format") != FORMAT or str(ckpt.get("version", "")).split(".")[0] != VERSION.split(".")[0]:
-        raise ArtifactError(f"{path}: not a {FORMAT} {VERSION.split('.')[0]}.x file; rerun `usage refine-psa`")
+    ckpt = aff_checkpoint.read_aff_checkpoint(path)
     try:
         net = build_affinitynet(ckpt["model_config"])
         net.load_state_dict(clean_state_dict(ckpt["model"]))
@@ -331,45 +325,26 @@ def load_affinitynet(path: Path, device: str):
     return net.to(device).eval(), ckpt
 
 
-def seed_scores(cams: np.ndarray, cfg: RefinePsaConfig):
-    """(n+1) x H x W tensor: background ((1-max)^power or a constant) before the class maps."""
+def _features(net, device: str, amp: bool | None):
+    """The AffinityNet's forward as :func:`psa_refine.refine_image` calls it (autocast on ``device``)."""
     import torch
 
-    from usage_cli.algorithms.affinity import background_power, with_background
-
-    bg = background_power(cams, cfg.bg_power) if cfg.bg_mode == "power" else cfg.bg_const
-    return torch.from_numpy(with_background(cams, bg))
-
-
-def refine_image(net, image: np.ndarray, cams: np.ndarray, keys, cfg: RefinePsaConfig, device: str) -> np.ndarray:
-    """Pseudo mask (H x W uint8 label values) of one image by the random walk of its seeds."""
-    import torch
-    import torch.nn.functional as F
-
-    from usage_cli.algorithms.affinity import pair_affinity, search_offsets
-    from usage_cli.algorithms.random_walk import walk
-    from usage_cli.data.joint_transforms import normalize
     from usage_cli.engine.distributed import use_amp
-    from usage_cli.models.affinitynet import pad_to_multiple
 
-    h, w = image.shape[:2]
-    if len(keys) == 0:
-        return np.zeros((h, w), np.uint8)
-    offsets = search_offsets(cfg.radius)
-    # 1. affinities of the padded image on the feature grid
-    x = pad_to_multiple(normalize(image)[None].to(device), net.pad_multiple)
-    with torch.inference_mode(), torch.autocast(device_type=torch.device(device).type, enabled=use_amp(cfg.amp, device)):
-        feat = net(x)
-    with torch.inference_mode():
-        pair = pair_affinity(feat.float(), offsets)
-        # 2. seeds + background, padded like the image (pad: no class, background as computed there)
-        scores = seed_scores(np.pad(cams, ((0, 0), (0, x.shape[2] - h), (0, x.shape[3] - w))), cfg)[None].to(device)
-        small = F.avg_pool2d(scores, net.stride, net.stride)
-        # 3. walk, back to full size, argmax -> label values
-        rw = walk(small, pair, offsets, cfg.beta, cfg.logt, method=cfg.walk)
-        up = F.interpolate(rw, size=x.shape[-2:], mode="bilinear", align_corners=False)[0, :, :h, :w]
-    lut = np.asarray([0, *keys], np.uint8)
-    return lut[up.argmax(0).cpu().numpy()]
+    enabled = use_amp(amp, device)
+
+    def features(x):
+        with torch.autocast(device_type=torch.device(device).type, enabled=enabled):
+            return net(x)
+
+    return features
+
+
+def walk_settings(cfg: RefinePsaConfig) -> psa_refine.WalkSettings:
+    return psa_refine.WalkSettings(
+        radius=cfg.radius, beta=cfg.beta, logt=cfg.logt, bg_mode=cfg.bg_mode, bg_power=cfg.bg_power, bg_const=cfg.bg_const,
+        method=cfg.walk,
+    )  # fmt: skip
 
 
 def refine_split(cfg: RefinePsaConfig, ds, reader, aff_path: Path, key: dict, info=None) -> None:
@@ -378,18 +353,19 @@ def refine_split(cfg: RefinePsaConfig, ds, reader, aff_path: Path, key: dict, in
     Under torchrun each rank walks every ``world_size``-th of the remaining ids."""
     from usage_cli.artifacts.labels import write_label_png
     from usage_cli.data.io import read_image
+    from usage_cli.data.joint_transforms import normalize
     from usage_cli.engine.distributed import DistInfo, barrier, resolve_device
+    from usage_cli.models.affinitynet import pad_to_multiple
 
     info = info or DistInfo()
     out = Path(cfg.out)
     device = str(resolve_device(cfg.device, info))
     net, _ = load_affinitynet(aff_path, device)
-    done = resume_png_folder(out, MARKER, key, stage="refine-psa", force=cfg.force, main=info.is_main)
+    features, settings = _features(net, device, cfg.amp), walk_settings(cfg)
+    done = resume_png_folder(out, key, stage="refine-psa", force=cfg.force, main=info.is_main)
     barrier()  # every rank has read the marker before rank 0 replaces it
     if info.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / MANIFEST_NAME).unlink(missing_ok=True)
-        write_text_atomic(out / MARKER, json.dumps(key) + "\n")
+        start_png_folder(out, key, stage="refine-psa")
     barrier()
     todo = [r for r in ds.records if r.id not in done][info.rank :: info.world_size]
     with make_progress(cfg.quiet or not info.is_main) as progress:
@@ -399,7 +375,8 @@ def refine_split(cfg: RefinePsaConfig, ds, reader, aff_path: Path, key: dict, in
             image = read_image(rec.image_path)
             if image.shape[:2] != e.cam.shape[1:]:
                 raise ArtifactError(f"{cfg.seeds}: seeds of {rec.id} are {e.cam.shape[1:]} but image {rec.image_path} is {image.shape[:2]}")
-            label = refine_image(net, image, e.cam.astype(np.float32), [int(k) for k in e.keys], cfg, device)
+            x = pad_to_multiple(normalize(image)[None].to(device), net.pad_multiple)
+            label = psa_refine.refine_image(features, x, e.cam.astype(np.float32), [int(k) for k in e.keys], settings, net.stride)
             write_label_png(out / f"{rec.id}.png", label)
             progress.update(bar, advance=1)
     barrier()  # every rank's masks are on disk before rank 0 writes the manifest

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
-from usage_cli.artifacts.checkpoint import save_checkpoint
-from usage_cli.artifacts.manifest import build_manifest, config_paths, write_manifest
+from usage_cli.artifacts.cls_checkpoint import save_cls_checkpoint
+from usage_cli.artifacts.manifest import build_manifest, config_paths, run_config, write_manifest
 from usage_cli.artifacts.outdir import claim_out
-from usage_cli.data import load_dataset
+from usage_cli.data import DataSpec
 from usage_cli.engine.distributed import (
     DEFAULT_TIMEOUT_MIN,
     check_device,
@@ -22,6 +22,7 @@ from usage_cli.presets import TRAIN_CLS
 from usage_cli.progress import log
 
 PRESETS = TRAIN_CLS  # usage_cli/presets.py: per backbone family, shown in --help
+RUNTIME = ("resume", "force", "quiet", "workers", "out", "timeout")  # not in the run's config (hash)
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,6 @@ class TrainClsConfig:
     resume: bool = False
     force: bool = False
     quiet: bool = False
-    extra: dict = field(default_factory=dict)
 
 
 def resolve(cfg: TrainClsConfig, family: str) -> TrainClsConfig:
@@ -110,11 +110,11 @@ def run(cfg: TrainClsConfig) -> Path:
     check(cfg)
     if cfg.reg not in REGULARISERS:
         raise ConfigError(f"unknown regulariser '{cfg.reg}'; choose from {', '.join(REGULARISERS)}")
-    run_config = _jsonable(asdict(cfg), drop=("resume", "force", "quiet", "workers", "out", "timeout"))
+    config = run_config(cfg, RUNTIME)  # what defines the run (manifest, resume check)
     owned = ("checkpoint.pt",) if cfg.resume else ("checkpoint.pt", "last.pt", "log.jsonl")
-    claim_out(cfg.out, "train-cls", run_config, owned, force=cfg.force, ignore=("epochs", "warmup_epochs") if cfg.resume else ())
+    claim_out(cfg.out, "train-cls", config, owned, force=cfg.force, ignore=("epochs", "warmup_epochs") if cfg.resume else ())
     check_resume(cfg.out, resume=cfg.resume, force=cfg.force, epochs=cfg.epochs)
-    ds = load_dataset(cfg.dataset, cfg.root, cfg.split, split_file=cfg.split_file, classes_file=cfg.classes_file)
+    ds = DataSpec.of(cfg).load()
     if not any(r.labels for r in ds.records):
         raise DatasetError(f"{cfg.root}: split '{cfg.split}' has no image with a positive class label; nothing to learn")
     # 2. model and task
@@ -144,19 +144,19 @@ def run(cfg: TrainClsConfig) -> Path:
         sync_bn=cfg.sync_bn, timeout=cfg.timeout, seed=cfg.seed, quiet=cfg.quiet,
     )  # fmt: skip
     evaluate = _val_evaluator(cfg, ds.meta.num_classes, student) if cfg.val_split else None
-    fit(task, train_set, loop, cfg.out, resume=cfg.resume, run_config=run_config, evaluate=evaluate)
+    fit(task, train_set, loop, cfg.out, resume=cfg.resume, run_config=config, evaluate=evaluate)
     from usage_cli.engine.distributed import is_main_process
 
     if not is_main_process():  # only rank 0 publishes
         return cfg.out / "checkpoint.pt"
-    return _publish(cfg, task, model_config, ds, run_config)
+    return _publish(cfg, task, model_config, ds, config)
 
 
 def check(cfg: TrainClsConfig) -> None:
     """Every resolved value in its range, before any work (one line naming the option otherwise)."""
     from usage_cli.data.transforms import RECIPES
     from usage_cli.models.backbones import TOKENS
-    from usage_cli.models.classifier import MAPPINGS
+    from usage_cli.models.mappings import MAPPINGS
 
     rates = (cfg.teacher_drop_path, *cfg.student_drop_path, *cfg.student_dropout)
     checks = [
@@ -188,18 +188,14 @@ def check(cfg: TrainClsConfig) -> None:
 
 
 def _norm_stats(model) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    pc = getattr(model.backbone.model, "pretrained_cfg", {}) or {}
-    return tuple(pc.get("mean", (0.485, 0.456, 0.406))), tuple(pc.get("std", (0.229, 0.224, 0.225)))
-
-
-def _jsonable(d: dict, drop: tuple[str, ...] = ()) -> dict:
-    return {k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v) for k, v in d.items() if k not in drop}
+    """The input normalisation of the classifier's backbone weights, which the checkpoint records."""
+    return model.backbone.norm_stats()
 
 
 def _val_evaluator(cfg: TrainClsConfig, num_classes: int, student):
     """Per-epoch mAP and F1 (threshold 0.5) of the multi-label classifier on the val split."""
     try:
-        val = load_dataset(cfg.dataset, cfg.root, cfg.val_split, classes_file=cfg.classes_file)
+        val = DataSpec.of(cfg).load(cfg.val_split)
     except DatasetError as e:
         log(f"[yellow]no validation metrics: {e}[/]", cfg.quiet)
         return None
@@ -238,19 +234,21 @@ def _val_evaluator(cfg: TrainClsConfig, num_classes: int, student):
     return evaluate
 
 
-def _publish(cfg: TrainClsConfig, task, model_config: dict, ds, run_config: dict) -> Path:
+def _publish(cfg: TrainClsConfig, task, model_config: dict, ds, config: dict) -> Path:
     net = task.seed_network(cfg.seed_network)
-    ckpt = {
-        "format": "usage-cls-checkpoint", "version": "1.0.0", "model": net.state_dict(), "model_config": model_config,
-        "class_names": list(ds.meta.class_names), "seed_network": cfg.seed_network,
-        "dataset": {"name": cfg.dataset, "root": str(cfg.root), "split": cfg.split}, "train_config": run_config,
-    }  # fmt: skip
-    path = save_checkpoint(cfg.out / "checkpoint.pt", ckpt)
+    path = save_cls_checkpoint(
+        cfg.out / "checkpoint.pt", model=net.state_dict(), model_config=model_config, class_names=list(ds.meta.class_names),
+        seed_network=cfg.seed_network, dataset={"name": cfg.dataset, "root": str(cfg.root), "split": cfg.split},
+        train_config=config,
+    )  # fmt: skip
     inputs = {"split_file": cfg.split_file} if cfg.split_file else {}
-    for cand in (Path(cfg.root) / "cls_labels.npy", Path(cfg.root) / "manifest.json"):
-        if cand.exists():
-            inputs[cand.stem] = cand
-    write_manifest(cfg.out, build_manifest("train-cls", run_config, inputs=inputs, extra={"seed_network": cfg.seed_network, "num_images": len(ds), "checkpoint": "checkpoint.pt"}, paths=config_paths(cfg)))
+    root = Path(cfg.root)
+    labels = [p for p in (root / "cls_labels.npy", root / "cls_labels.json") if p.exists()]
+    if labels:  # the one the dataset loader reads
+        inputs["cls_labels"] = labels[0]
+    if (root / "manifest.json").exists():
+        inputs["manifest"] = root / "manifest.json"
+    write_manifest(cfg.out, build_manifest("train-cls", config, inputs=inputs, extra={"seed_network": cfg.seed_network, "num_images": len(ds), "checkpoint": "checkpoint.pt"}, paths=config_paths(cfg)))
     return path
 
 

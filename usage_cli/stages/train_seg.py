@@ -8,24 +8,24 @@ Input: a folder of ``<id>.png`` label maps with a manifest of a label-producing 
 
 from __future__ import annotations
 
-import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
+from usage_cli.artifacts import seg_checkpoint
 from usage_cli.artifacts.compat import check_class_names
 from usage_cli.artifacts.manifest import (
     build_manifest,
     config_paths,
     read_manifest,
+    run_config,
     sha256_file,
     write_manifest,
 )
 from usage_cli.artifacts.outdir import claim_out
 from usage_cli.errors import ArtifactError, ConfigError
 
-CHECKPOINT_FORMAT = "usage-seg-checkpoint"
-CHECKPOINT_VERSION = "1.0.0"
 MASK_STAGES = ("refine-psa", "predict-seg")
+RUNTIME = ("device", "workers", "quiet", "resume", "force", "timeout")  # not in the run's config (hash)
 
 
 @dataclass(frozen=True)
@@ -85,16 +85,10 @@ def _check(cfg: TrainSegConfig) -> None:
             raise ConfigError(message)
 
 
-def _run_config(cfg: TrainSegConfig) -> dict:
-    """What defines the run (for the manifest and the resume check): no device, workers or quiet."""
-    skip = ("device", "workers", "quiet", "resume", "force", "timeout")
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items() if k not in skip}
-
-
 def run(cfg: TrainSegConfig) -> Path:
     """Train; returns the path of the written checkpoint."""
-    from usage_cli.data import load_dataset
-    from usage_cli.engine.distributed import check_device
+    from usage_cli.data import DataSpec
+    from usage_cli.engine.distributed import check_device, is_main_process
     from usage_cli.engine.loop import LoopConfig, check_resume, fit
     from usage_cli.models.segnet import build_segnet, load_backbone_weights
     from usage_cli.tasks.segmentation import PseudoMaskDataset, SegmentationTask
@@ -105,11 +99,11 @@ def run(cfg: TrainSegConfig) -> Path:
     if not Path(cfg.masks).is_dir():
         raise ArtifactError(f"{cfg.masks}: --masks folder not found; run `usage refine-psa --out {cfg.masks}` first")
     masks = read_manifest(cfg.masks, expect_stage=MASK_STAGES)
-    ds = load_dataset(cfg.dataset, cfg.root, cfg.split, split_file=cfg.split_file, classes_file=cfg.classes_file)
+    ds = DataSpec.of(cfg).load()
     check_class_names(cfg.masks, masks.get("class_names"), ds.meta.class_names, "make the masks from this dataset, or pass its --classes")
-    run_config = _run_config(cfg)
+    config = run_config(cfg, RUNTIME)  # what defines the run (manifest, resume check)
     owned = ("checkpoint.pt",) if cfg.resume else ("checkpoint.pt", "last.pt", "log.jsonl")
-    claim_out(cfg.out, "train-seg", run_config, owned, force=cfg.force, ignore=("epochs", "warmup_epochs") if cfg.resume else ())
+    claim_out(cfg.out, "train-seg", config, owned, force=cfg.force, ignore=("epochs", "warmup_epochs") if cfg.resume else ())
     check_resume(cfg.out, resume=cfg.resume, force=cfg.force, epochs=cfg.epochs)
     train_set = PseudoMaskDataset(ds.records, cfg.masks, ds.meta.num_classes, crop=cfg.crop, scale=cfg.scale)
     # 2. network
@@ -129,26 +123,23 @@ def run(cfg: TrainSegConfig) -> Path:
         sync_bn=cfg.sync_bn, timeout=cfg.timeout,
         seed=cfg.seed, quiet=cfg.quiet,
     )  # fmt: skip
-    task = fit(SegmentationTask(net, cfg.head_lr_mult), train_set, loop, cfg.out, resume=cfg.resume, run_config=run_config)
+    task = fit(SegmentationTask(net, cfg.head_lr_mult), train_set, loop, cfg.out, resume=cfg.resume, run_config=config)
     # 4. final artifact (rank 0 only)
     out = Path(cfg.out) / "checkpoint.pt"
-    if int(os.environ.get("RANK", "0")) == 0:
-        _write_outputs(cfg, task.net, ds, run_config, source, out)
+    if is_main_process():
+        _write_outputs(cfg, task.net, ds, config, source, out)
     return out
 
 
-def _write_outputs(cfg: TrainSegConfig, net, ds, run_config: dict, source: str, out: Path) -> None:
-    from usage_cli.artifacts.checkpoint import save_checkpoint
-
-    save_checkpoint(out, {
-        "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
-        "model": {k: v.detach().cpu() for k, v in net.state_dict().items()},
-        "model_config": net.model_config, "class_names": list(ds.meta.class_names),
-        "dataset": {"name": cfg.dataset, "split": cfg.split, "root": str(cfg.root), "num_images": len(ds)},
-        "train_config": run_config, "weights_source": source,
-    })  # fmt: skip
+def _write_outputs(cfg: TrainSegConfig, net, ds, config: dict, source: str, out: Path) -> None:
+    seg_checkpoint.save_seg_checkpoint(
+        out, model={k: v.detach().cpu() for k, v in net.state_dict().items()}, model_config=net.model_config,
+        class_names=list(ds.meta.class_names),
+        dataset={"name": cfg.dataset, "split": cfg.split, "root": str(cfg.root), "num_images": len(ds)},
+        train_config=config, weights_source=source,
+    )  # fmt: skip
     manifest = build_manifest(
-        "train-seg", run_config, inputs={"masks": cfg.masks}, format_version=CHECKPOINT_VERSION,
+        "train-seg", config, inputs={"masks": cfg.masks}, format_version=seg_checkpoint.VERSION,
         extra={"artifact": out.name, "artifact_sha256": sha256_file(out), "weights_source": source}, paths=config_paths(cfg),
     )  # fmt: skip
     write_manifest(cfg.out, manifest)

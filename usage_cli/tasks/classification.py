@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from usage_cli.engine.distributed import all_reduce_max, all_reduce_sum
 from usage_cli.engine.ema import ema_momentum, ema_update
 from usage_cli.losses.generation import classification_loss
 from usage_cli.losses.regularization import (
@@ -56,7 +57,7 @@ class ClassificationTask(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.student = student
-        self.status = LearningStatus(student.num_classes, cfg.status_momentum)
+        self.status = LearningStatus(student.num_classes, cfg.status_momentum, reduce=all_reduce_sum)
         self.teacher = None
         self.progress = 0.0
         if cfg.reg == "aa":
@@ -85,7 +86,7 @@ class ClassificationTask(nn.Module):
             parts["loss_reg"] = self._regulariser(x, y, out["cams"], batch, parts)
         loss = loss_cls + self.cfg.lam * parts.get("loss_reg", 0.0)
         mc = self.student.model_config
-        parts.update(map_diagnostics(out["cams"], y, self.student.mapping, mc["tau1"], mc["bg_const"]))
+        parts.update(map_diagnostics(out["cams"], y, self.student.mapping_spec.tau(mc["tau1"]), mc["bg_const"]))
         return {"loss": loss, **parts}
 
     def _regulariser(self, x, y, z, batch, parts: dict) -> torch.Tensor:
@@ -127,7 +128,6 @@ class ClassificationTask(nn.Module):
         """OAA: merge the ranks' accumulations (element-wise max, as the accumulation itself; within an
         epoch each image is seen by one rank only)."""
         if self.cfg.reg == "oaa":
-            from usage_cli.engine.distributed import all_reduce_max
 
             all_reduce_max(self.oaa_acc)
 

@@ -1,6 +1,8 @@
 """Overlay PNGs a person can look at: image | heat map per present class | seed at a threshold.
 
 Each heat map carries its class name and the seed its background threshold, written on the tile.
+Pictures for people, not an artifact a stage reads: ``usage gen-seeds`` writes a few beside its seed
+store, and the report's gallery draws its heat maps with :func:`jet`.
 """
 
 from __future__ import annotations
@@ -11,9 +13,9 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from usage_cli.artifacts.atomic import atomic_path
+from usage_cli.artifacts.labels import voc_palette
 from usage_cli.artifacts.seeds import SeedReader
 from usage_cli.data.io import read_image
-from usage_cli.data.records import voc_palette
 
 
 def jet(x: np.ndarray) -> np.ndarray:

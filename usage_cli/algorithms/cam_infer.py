@@ -1,0 +1,143 @@
+"""CAM inference: the scale x flip views of same-size images through a classifier -> one fused,
+not yet normalised C x H x W map per image (the seeds' step before ``fuse.seed_maps``).
+
+Per view the activation map (or, for class tokens, the class-to-patch attention x CAM) is optionally
+refined with the patch-to-patch attention affinity (transformers, MCTformer), then ReLU'd,
+un-flipped, resized to the image size and summed (``fuse.fuse_views``).
+
+The classifier is asked, not inspected: ``net.family``, ``net.mapping_spec`` (class tokens, seed
+sources), ``net.input_norm()`` and the geometry of ``net.backbone`` (``size_multiple``,
+``num_prefix_tokens``, ``attention_layers``, ``attention_heads``, ``num_tokens``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from usage_cli.algorithms.fuse import (
+    fuse_views,
+    patch_affinity,
+    patch_attention,
+    refine_with_affinity,
+    scaled_size,
+)
+from usage_cli.errors import ConfigError
+
+REFINES = ("patch-affinity", "none")
+SOURCES = ("cam", "attn")
+
+
+@dataclass(frozen=True)
+class CamInference:
+    """How views become maps; ``refine`` and ``source`` resolved (see :func:`resolve_options`)."""
+
+    scales: tuple[float, ...] = (1.0, 0.5, 1.5, 2.0)
+    flip: bool = True
+    refine: str = "none"  # patch-affinity | none
+    source: str = "cam"  # cam | attn (class-to-patch attention x CAM, class tokens only)
+    affinity_layers: int = 12  # the last layers whose attention makes the patch affinity
+    attn_budget_gb: float = 2.0  # attention kept per forward; larger batches of views are split
+    amp: bool = False  # the network in bfloat16 autocast
+
+
+def resolve_options(net, refine: str = "auto", source: str = "auto", affinity_layers: int = 12) -> tuple[str, str]:
+    """``--refine`` / ``--source`` with ``auto`` replaced by what the classifier supports (patch
+    affinity for transformers; the mapping's first seed source); an impossible choice is a ConfigError."""
+    backbone = net.model_config["backbone"]
+    if refine == "auto":
+        refine = "patch-affinity" if net.family == "transformer" else "none"
+    if refine not in REFINES:
+        raise ConfigError(f"unknown --refine '{refine}'; choose patch-affinity, none or auto")
+    if refine == "patch-affinity" and net.family != "transformer":
+        raise ConfigError(f"--refine patch-affinity needs a transformer classifier, not {backbone}")
+    layers = net.backbone.attention_layers
+    if refine == "patch-affinity" and affinity_layers > layers:
+        raise ConfigError(f"--affinity-layers {affinity_layers}: {backbone} has only {layers} layers")
+    sources = net.mapping_spec.seed_sources
+    chosen = sources[0] if source == "auto" else source
+    if chosen not in SOURCES:
+        raise ConfigError(f"unknown --source '{source}'; choose cam, attn or auto")
+    if chosen not in sources:
+        raise ConfigError(f"--source {chosen} needs an mct checkpoint (class tokens), not mapping '{net.mapping}'")
+    return refine, chosen
+
+
+def views_per_forward(net, size: tuple[int, int], opts: CamInference, device: torch.device | None = None) -> int:
+    """How many views (images x flips of one scale) of ``size`` go through the network in one forward.
+
+    * On the CPU one: batching VOC-sized views there was slower, not faster (efficientnet_lite0,
+      4 scales x flip: 0.25 images/s at 8 images a batch against 0.44 one view at a time, as the
+      reference implementations do), since the activations of a batch outgrow the caches.
+    * Forwards that keep attention are split to stay within ``opts.attn_budget_gb``: patch affinity
+      keeps each of the last ``affinity_layers`` layers' head-mean patch block (B x N x N), class
+      tokens the last layers' whole B x heads x T x T maps (3 for the class attention,
+      ``affinity_layers`` with patch affinity; one DeiT-S view of a 500x375 image at scale 2 has
+      2,962 tokens: 0.4 GB kept for patch affinity, 2.5 GB for mct with 12 layers), in float32
+      (bfloat16 halves it).
+    """
+    if device is not None and device.type == "cpu":
+        return 1
+    whole = net.mapping_spec.class_tokens  # the class rows need the whole maps
+    if net.family != "transformer" or (opts.refine != "patch-affinity" and not whole):
+        return 1 << 30
+    bb = net.backbone
+    tokens, heads, layers = bb.num_tokens(*size), bb.attention_heads, bb.attention_layers
+    if whole:  # the last layers' whole attention is kept
+        cls_layers = net.mapping_spec.cls_attn_layers
+        kept = max(opts.affinity_layers, cls_layers) if opts.refine == "patch-affinity" else cls_layers
+        per_view = min(kept, layers) * heads * tokens * tokens * 4
+    else:  # the head-mean patch block of the last layers, plus one layer's maps in flight (x3 for the softmax)
+        per_view = (min(opts.affinity_layers, layers) + 3 * heads) * tokens * tokens * 4
+    return max(1, int(opts.attn_budget_gb * 2**30 // max(per_view, 1)))
+
+
+@torch.no_grad()
+def views_to_maps(net, images: torch.Tensor, opts: CamInference) -> list[torch.Tensor]:
+    """Fused (not yet normalised) C x H x W maps for a batch of same-size uint8 images (B x H x W x 3)."""
+    # 1. normalise as the classifier was trained
+    mean, std = (torch.tensor(s, device=images.device).view(1, 3, 1, 1) for s in net.input_norm())
+    x0 = (images.permute(0, 3, 1, 2).float() / 255.0 - mean) / std
+    H, W = x0.shape[-2:]
+    views, flips = [], []
+    for s in opts.scales:
+        # 2. per scale: the images and their mirror images, in forwards of at most views_per_forward views
+        x = F.interpolate(x0, size=scaled_size(H, W, s, net.backbone.size_multiple), mode="bilinear", align_corners=False)
+        batch = torch.cat([x, x.flip(-1)]) if opts.flip else x
+        z = torch.cat([_forward_maps(net, part, opts) for part in batch.split(views_per_forward(net, batch.shape[-2:], opts, batch.device))])
+        n = x.shape[0]
+        views.append(z[:n])
+        flips.append(False)
+        if opts.flip:
+            views.append(z[n:])
+            flips.append(True)
+    # 3. per image: every view ReLU'd, un-flipped, resized and summed
+    return [fuse_views([v[i] for v in views], flips, (H, W)) for i in range(x0.shape[0])]
+
+
+def _forward_maps(net, part: torch.Tensor, opts: CamInference) -> torch.Tensor:
+    """The float32 maps (V x C x h x w) of one forward of views: the source, refined."""
+    prefix = net.backbone.num_prefix_tokens
+    affinity = opts.refine == "patch-affinity"
+    keep_only = affinity and not net.mapping_spec.class_tokens  # keep only the head-mean patch block
+    first = net.backbone.attention_layers - opts.affinity_layers
+
+    def keep(i: int, a: torch.Tensor) -> torch.Tensor | None:  # what patch affinity needs of layer i
+        return patch_attention(a, prefix).float() if i >= first else None
+
+    # the network in bfloat16 autocast (amp), only the layers whose attention is used forming its
+    # weights; everything after it in float32
+    with torch.autocast(part.device.type, dtype=torch.bfloat16, enabled=opts.amp):
+        if keep_only:
+            out = net(part, return_attn=True, keep_attn=keep, attn_layers=opts.affinity_layers)
+        else:
+            out = net(part, return_attn=affinity, attn_layers=opts.affinity_layers, cls_attn=opts.source == "attn")
+    cams = out["cams"].float()
+    if keep_only:
+        return refine_with_affinity(torch.relu(cams), sum(out["attn"]))  # ReLU first, as MCTformer-V2
+    z = out["cls_attn"].float() * torch.relu(cams) if opts.source == "attn" else cams
+    if affinity:
+        z = refine_with_affinity(torch.relu(z), patch_affinity([a.float() for a in out["attn"]], prefix, opts.affinity_layers))
+    return z
