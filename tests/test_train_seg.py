@@ -202,7 +202,7 @@ def test_interrupted_prediction_resumes(synth_root, fake_masks, tmp_path, monkey
 
 
 def test_two_ranks_train_with_ddp_and_only_rank_0_publishes(synth_root, fake_masks, tmp_path):
-    from usage_cli.stages.predict_seg import load_segnet
+    from usage_cli.models.segnet import load_segnet
 
     out = tmp_path / "seg"
     torchrun(

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from usage_cli import __version__
+from usage_cli.commands import COMMANDS
 from usage_cli.errors import UsageError
 
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -63,8 +64,6 @@ def _root(
 
 
 def _register() -> None:
-    from usage_cli.commands import COMMANDS
-
     for name, fn in COMMANDS.items():
         app.command(name)(guard(fn))
 

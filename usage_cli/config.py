@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+import yaml
 
 from usage_cli.errors import ConfigError
 
@@ -39,8 +40,6 @@ OPTION_FIELDS = {"classes": "classes_file", "metric": "metrics"}
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
     """The mapping in a JSON (``.json``) or YAML (any other suffix) file."""
-    import yaml
-
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"{p}: config file not found")
@@ -106,8 +105,6 @@ def config_dict(cfg) -> dict[str, Any]:
 
 def dump_config(cfg) -> str:
     """The config as YAML, one key a line in field order, lists inline."""
-    import yaml
-
     class Dumper(yaml.SafeDumper):
         pass
 

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from usage_cli.algorithms.crf import dense_crf
 from usage_cli.algorithms.random_walk import shift
 
 IGNORE = 255
@@ -74,7 +75,6 @@ def confident_label_for_image(
     image: np.ndarray, cams: np.ndarray, keys: Sequence[int], la: float, ha: float, crf: dict | None
 ) -> np.ndarray:
     """Confident label of one image: seeds at both alphas, dense CRF each (``crf`` kernels, or None)."""
-    from usage_cli.algorithms.crf import dense_crf
 
     scores = []
     for alpha in (la, ha):

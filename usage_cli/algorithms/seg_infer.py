@@ -14,6 +14,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from usage_cli.algorithms.crf import dense_crf
+
 Predict = Callable[[torch.Tensor], torch.Tensor]
 FUSIONS = ("mean", "max")
 
@@ -55,7 +57,6 @@ def fuse_views(
 
 def crf_refine(image: np.ndarray, probs: np.ndarray, **kernels) -> np.ndarray:
     """Dense-CRF posterior (C x H x W float32) of HxWx3 uint8 ``image`` given ``probs``."""
-    from usage_cli.algorithms.crf import dense_crf
 
     return dense_crf(image, np.ascontiguousarray(probs, dtype=np.float32), **kernels)
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from usage_cli.data.labels_io import load_cls_labels, read_class_names, read_split_file
 from usage_cli.data.records import Dataset, DatasetMeta, Record
+from usage_cli.data.voc import _labels_from_mask
 from usage_cli.errors import DatasetError
 
 COCO_CLASSES = (
@@ -120,7 +121,6 @@ def load(
         if cls is not None and i in cls:
             labels = cls[i]
         elif mask is not None:
-            from usage_cli.data.voc import _labels_from_mask
 
             labels = _labels_from_mask(mask, len(names))
         else:

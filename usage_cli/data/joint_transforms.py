@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import torch
 from PIL import Image
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -86,7 +87,6 @@ def random_scale_crop_flip(
 
 def normalize(image: np.ndarray):
     """HxWx3 uint8 -> 3xHxW float32 tensor, ImageNet mean/std normalised."""
-    import torch
 
     x = torch.from_numpy(np.require(image, np.uint8, ["C", "W"])).permute(2, 0, 1).float().div_(255.0)
     mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)

@@ -10,6 +10,7 @@ See docs/synth.md for the statistics.
 
 from __future__ import annotations
 
+import colorsys
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,7 +51,6 @@ def class_table(num_classes: int = len(CLASSES)) -> tuple[tuple[str, ...], dict,
     turn from PATTERNS and a preferred background in turn (or none). More classes at the same number
     of objects per image lower each class's frequency: VOC's regime (20 classes, 5-10 % each).
     """
-    import colorsys
 
     names, heads, preferred = list(CLASSES[:num_classes]), dict(HEADS), dict(PREFERRED)
     for i in range(len(CLASSES) + 1, num_classes + 1):

@@ -13,6 +13,8 @@ from collections.abc import Callable, Sequence
 
 import torch
 from PIL import Image
+from timm.data import create_transform
+from torchvision import transforms as T
 
 from usage_cli.errors import ConfigError
 
@@ -21,11 +23,9 @@ RECIPES = ("deit", "psa", "light", "none")
 
 def build_transform(recipe: str, size: int, mean: Sequence[float], std: Sequence[float]) -> Callable[[Image.Image], tuple[torch.Tensor, bool]]:
     """A callable PIL image -> (normalised C x size x size tensor, whether it was flipped)."""
-    from torchvision import transforms as T
 
     norm = [T.ToTensor(), T.Normalize(mean, std)]
     if recipe == "deit":
-        from timm.data import create_transform
 
         tf = create_transform(
             size, is_training=True, auto_augment="rand-m9-mstd0.5-inc1", color_jitter=0.4, re_prob=0.25,

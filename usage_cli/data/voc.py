@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from usage_cli.data.io import read_mask
 from usage_cli.data.labels_io import read_class_names, read_cls_labels, read_split_file
 from usage_cli.data.records import Dataset, DatasetMeta, Record
 from usage_cli.errors import DatasetError
@@ -64,8 +65,6 @@ def _labels_from_xml(path: Path, class_index: dict[str, int]) -> tuple[int, ...]
 
 
 def _labels_from_mask(path: Path, num_classes: int) -> tuple[int, ...]:
-    from usage_cli.data.io import read_mask
-
     values = np.unique(read_mask(path, num_classes))
     return tuple(int(v) for v in values if 0 < v <= num_classes)
 

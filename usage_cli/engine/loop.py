@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from usage_cli.artifacts.atomic import write_text_atomic
 from usage_cli.artifacts.checkpoint import load_checkpoint, save_checkpoint
 from usage_cli.artifacts.manifest import config_hash
+from usage_cli.artifacts.outdir import differing
 from usage_cli.engine.distributed import (
     DEFAULT_TIMEOUT_MIN,
     DistInfo,
@@ -40,7 +41,7 @@ from usage_cli.engine.distributed import (
 )
 from usage_cli.engine.optim import build_optimizer, build_scheduler
 from usage_cli.errors import ConfigError
-from usage_cli.progress import make_progress
+from usage_cli.progress import log, make_progress
 
 
 @dataclass(frozen=True)
@@ -201,7 +202,6 @@ def check_resume(out_dir: Path, *, resume: bool, force: bool, epochs: int) -> No
 def _resume(path: Path, run_key: dict, task, optimizer, scheduler, scaler) -> int:
     ckpt = load_checkpoint(path)
     if ckpt.get("run_config_hash") != config_hash(run_key):
-        from usage_cli.artifacts.outdir import differing
 
         old = ckpt.get("run_config", {})
         changed = sorted(set(differing(old.get("run", {}), run_key["run"]) + differing(old.get("loop", {}), run_key["loop"]))) if old else []
@@ -303,7 +303,6 @@ def fit(
     last, log_path = out_dir / "last.pt", out_dir / "log.jsonl"
     start = _resume(last, run_key, task, optimizer, scheduler, scaler) if resume and last.exists() else 0
     if resume and not last.exists() and info.is_main:
-        from usage_cli.progress import log
 
         log(f"[yellow]--resume: no {last}, starting from scratch[/]", cfg.quiet)
     if info.is_main:

@@ -14,6 +14,7 @@ The whole network is a plain ``model_config`` dict (stored in ``affinity.pt``), 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import timm
@@ -21,11 +22,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from usage_cli.errors import ConfigError
+from usage_cli.artifacts.aff_checkpoint import read_aff_checkpoint
+from usage_cli.artifacts.checkpoint import clean_state_dict
+from usage_cli.errors import ArtifactError, ConfigError
 from usage_cli.models.backbones import backbone_family, load_backbone_weights, timm_name
 
 # load_backbone_weights is backbones.py's (one loader for every dense network), offered here beside build_affinitynet
-__all__ = ["AffinityNet", "build_affinitynet", "load_backbone_weights", "pad_to_multiple"]
+__all__ = ["AffinityNet", "build_affinitynet", "load_affinitynet", "load_backbone_weights", "pad_to_multiple"]
 
 PROJ_DIMS = (64, 128, 256)
 OUT_DIM = 448
@@ -102,3 +105,14 @@ def build_affinitynet(model_config: dict[str, Any]) -> AffinityNet:
     if "backbone" not in model_config:
         raise ConfigError("affinity model config lacks 'backbone'")
     return AffinityNet(model_config).to(memory_format=torch.channels_last)
+
+
+def load_affinitynet(path: str | Path, device: str = "cpu"):
+    """The network of an ``affinity.pt`` (eval mode, on ``device``) and the checkpoint dict."""
+    ckpt = read_aff_checkpoint(path)
+    try:
+        net = build_affinitynet(ckpt["model_config"])
+        net.load_state_dict(clean_state_dict(ckpt["model"]))
+    except (KeyError, RuntimeError, TypeError, ValueError) as e:
+        raise ArtifactError(f"{path}: its weights do not fit the AffinityNet its model_config describes; the file was changed or damaged, rerun `usage refine-psa` ({type(e).__name__})") from e
+    return net.to(device).eval(), ckpt

@@ -9,7 +9,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from usage_cli.errors import ConfigError
+from usage_cli.artifacts.checkpoint import clean_state_dict
+from usage_cli.artifacts.cls_checkpoint import read_cls_checkpoint
+from usage_cli.errors import ArtifactError, ConfigError
 from usage_cli.models.backbones import Stats, build_backbone, recorded_norm_stats
 from usage_cli.models.mappings import get_mapping
 from usage_cli.models.vit import vit_forward
@@ -106,9 +108,6 @@ def build_classifier(model_config: dict[str, Any], *, pretrained: bool = False, 
 
 def load_classifier(path, device: str | torch.device = "cpu") -> tuple[Classifier, dict[str, Any]]:
     """Rebuild the network of a ``usage train-cls`` checkpoint; refuse anything else clearly."""
-    from usage_cli.artifacts.checkpoint import clean_state_dict
-    from usage_cli.artifacts.cls_checkpoint import read_cls_checkpoint
-    from usage_cli.errors import ArtifactError
 
     ckpt = read_cls_checkpoint(path)  # the format and version check
     try:

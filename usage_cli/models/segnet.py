@@ -11,6 +11,7 @@ The whole network is described by a plain ``model_config`` dict, stored in the c
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import timm
@@ -18,11 +19,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from usage_cli.errors import ConfigError
+from usage_cli.artifacts.checkpoint import clean_state_dict
+from usage_cli.artifacts.seg_checkpoint import read_seg_checkpoint
+from usage_cli.errors import ArtifactError, ConfigError
 from usage_cli.models.backbones import backbone_family, load_backbone_weights, timm_name
 
 # load_backbone_weights is backbones.py's (one loader for every dense network), offered here beside build_segnet
-__all__ = ["ASPP", "CnnEncoder", "SegNet", "VitEncoder", "build_segnet", "load_backbone_weights"]
+__all__ = ["ASPP", "CnnEncoder", "SegNet", "VitEncoder", "build_segnet", "load_backbone_weights", "load_segnet"]
 
 
 class CnnEncoder(nn.Module):
@@ -161,3 +164,18 @@ def build_segnet(model_config: dict[str, Any]) -> SegNet:
         if key not in model_config:
             raise ConfigError(f"segmentation model config lacks '{key}'")
     return SegNet(model_config).to(memory_format=torch.channels_last)
+
+
+def load_segnet(path: str | Path, device: str = "cpu"):
+    """The network of a ``usage-seg-checkpoint`` (eval mode) and the checkpoint dict."""
+    ckpt = read_seg_checkpoint(path)
+    try:
+        net = build_segnet(ckpt["model_config"])
+        net.load_state_dict(clean_state_dict(ckpt["model"]))
+    except (KeyError, RuntimeError, TypeError, ValueError) as e:
+        mc = ckpt.get("model_config", {})
+        raise ArtifactError(
+            f"{path}: its weights do not fit the network its model_config describes (backbone "
+            f"{mc.get('backbone', '?')}); the file was changed or damaged, retrain with `usage train-seg` ({type(e).__name__})"
+        ) from e
+    return net.to(device).eval(), ckpt

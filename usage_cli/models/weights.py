@@ -135,7 +135,7 @@ def hub_download(backbone: str) -> Iterator[None]:
 
 def _hub_offline() -> bool:
     try:
-        from huggingface_hub import constants
+        from huggingface_hub import constants  # deferred: only asked when a download fails
     except ImportError:
         return False
     return bool(constants.HF_HUB_OFFLINE)

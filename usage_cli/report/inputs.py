@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from usage_cli.artifacts.manifest import read_manifest
+from usage_cli.data import load_dataset
 from usage_cli.data.records import Dataset
 from usage_cli.errors import ArtifactError, UsageError
 
@@ -222,7 +223,6 @@ def _entry_from_artifact(artifact: Path, run_dir: Path) -> Entry:
 
 def _unique_names(entries: list[Entry]) -> list[Entry]:
     """Two runs' ``seeds-usage-val.json`` become ``runA/seeds-usage-val`` and ``runB/seeds-usage-val``."""
-    from dataclasses import replace
 
     counts: dict[str, int] = {}
     for e in entries:
@@ -245,7 +245,6 @@ def _unique_names(entries: list[Entry]) -> list[Entry]:
 def open_datasets(by_split: dict[str, list[Entry]]) -> tuple[dict[str, Dataset], list[str]]:
     """The dataset of each split that has artifacts to show (from the first entry that names one),
     and a note for each split that gets no gallery, saying why."""
-    from usage_cli.data import load_dataset
 
     datasets, notes, cache = {}, [], {}
     for split, entries in by_split.items():

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from usage_cli.artifacts.compat import check_class_names
 from usage_cli.artifacts.labels import read_label_png
@@ -125,7 +126,6 @@ def _score_chunk(job: _Job) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[st
 
 def _size_mismatch(message: str, mask_path: str, gt_hw: tuple, image_path: str) -> None:
     """Blame the file whose size differs from the image's: the mask, else the prediction (``message``)."""
-    from PIL import Image
 
     h, w = gt_hw
     try:

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from usage_cli.algorithms.cam_infer import CamInference, resolve_options, views_to_maps
+from usage_cli.algorithms.fuse import seed_maps
 from usage_cli.artifacts.compat import check_class_names
 from usage_cli.artifacts.manifest import (
     build_manifest,
@@ -28,9 +29,19 @@ from usage_cli.artifacts.manifest import (
 from usage_cli.artifacts.outdir import claim_out
 from usage_cli.artifacts.seeds import SeedReader, SeedWriter
 from usage_cli.data import DataSpec
-from usage_cli.engine.distributed import DEFAULT_TIMEOUT_MIN
+from usage_cli.data.io import read_image
+from usage_cli.engine.distributed import (
+    DEFAULT_TIMEOUT_MIN,
+    barrier,
+    enable_tf32,
+    init_distributed,
+    resolve_device,
+    use_amp,
+)
 from usage_cli.errors import ConfigError
+from usage_cli.models.classifier import load_classifier
 from usage_cli.progress import log, make_progress
+from usage_cli.report.overlays import write_overlays
 
 # options that do not change the seeds: left out of the config (and its hash)
 RUNTIME = ("out", "force", "quiet", "workers", "batch_size", "device", "overlays", "timeout")
@@ -70,8 +81,6 @@ class _Images(torch.utils.data.Dataset):
         return len(self.records)
 
     def __getitem__(self, i):
-        from usage_cli.data.io import read_image
-
         r = self.records[i]
         return r.id, torch.from_numpy(read_image(r.image_path)), r.labels
 
@@ -93,16 +102,6 @@ def check(cfg: GenSeedsConfig) -> None:
 
 
 def run(cfg: GenSeedsConfig) -> Path:
-    from usage_cli.algorithms.fuse import seed_maps
-    from usage_cli.engine.distributed import (
-        barrier,
-        enable_tf32,
-        init_distributed,
-        resolve_device,
-        use_amp,
-    )
-    from usage_cli.models.classifier import load_classifier
-
     # 1. classifier, data, config
     check(cfg)
     info = init_distributed(cfg.device, cfg.timeout)  # checks --device first
@@ -143,7 +142,6 @@ def run(cfg: GenSeedsConfig) -> Path:
     barrier()
     if info.is_main:
         if cfg.overlays:
-            from usage_cli.report.overlays import write_overlays
 
             write_overlays(final, ds, cfg.out / "overlays", cfg.overlays, cfg.overlay_threshold)
         empty = count_empty_seeds(final)

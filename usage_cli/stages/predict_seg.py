@@ -13,7 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from usage_cli.algorithms.crf import crf_map
+from usage_cli.algorithms.seg_infer import crf_refine, fuse_views, to_label
+from usage_cli.artifacts import labels  # write_label_png through the module: a test interrupts it
 from usage_cli.artifacts.compat import check_class_names
 from usage_cli.artifacts.manifest import (
     build_manifest,
@@ -29,8 +33,13 @@ from usage_cli.artifacts.outdir import (
     resume_png_folder,
     start_png_folder,
 )
-from usage_cli.artifacts.seg_checkpoint import read_seg_checkpoint
-from usage_cli.errors import ArtifactError, ConfigError
+from usage_cli.data import DataSpec
+from usage_cli.data.io import read_image
+from usage_cli.data.joint_transforms import normalize
+from usage_cli.engine.distributed import barrier, init_distributed, resolve_device, use_amp
+from usage_cli.errors import ConfigError
+from usage_cli.models.segnet import load_segnet
+from usage_cli.progress import make_progress
 
 RUNTIME = ("device", "workers", "quiet", "force", "timeout")  # not in the config (hash)
 CHUNK = 16  # images whose probabilities are held at once for the CRF workers
@@ -57,24 +66,6 @@ class PredictSegConfig:
     quiet: bool = False
 
 
-def load_segnet(path: Path, device: str = "cpu"):
-    """The network of a ``usage-seg-checkpoint`` (eval mode) and the checkpoint dict."""
-    from usage_cli.artifacts.checkpoint import clean_state_dict
-    from usage_cli.models.segnet import build_segnet
-
-    ckpt = read_seg_checkpoint(path)
-    try:
-        net = build_segnet(ckpt["model_config"])
-        net.load_state_dict(clean_state_dict(ckpt["model"]))
-    except (KeyError, RuntimeError, TypeError, ValueError) as e:
-        mc = ckpt.get("model_config", {})
-        raise ArtifactError(
-            f"{path}: its weights do not fit the network its model_config describes (backbone "
-            f"{mc.get('backbone', '?')}); the file was changed or damaged, retrain with `usage train-seg` ({type(e).__name__})"
-        ) from e
-    return net.to(device).eval(), ckpt
-
-
 def check(cfg: PredictSegConfig) -> None:
     checks = [
         (cfg.fuse in ("mean", "max"), f"--fuse must be mean or max, got {cfg.fuse}"),
@@ -87,16 +78,12 @@ def check(cfg: PredictSegConfig) -> None:
 
 
 def _crf_label(item: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-    from usage_cli.algorithms.seg_infer import crf_refine, to_label
-
     image, probs = item
     return to_label(crf_refine(image, probs))
 
 
 def run(cfg: PredictSegConfig) -> dict:
     """Predict every id of the split; returns a summary {"images", "skipped", "out"}."""
-    from usage_cli.data import DataSpec
-    from usage_cli.engine.distributed import barrier, init_distributed, resolve_device
 
     check(cfg)
     info = init_distributed(cfg.device, cfg.timeout)  # checks --device first
@@ -131,15 +118,6 @@ def run(cfg: PredictSegConfig) -> dict:
 
 
 def _predict_all(net, records, cfg: PredictSegConfig, device: str, out: Path, quiet: bool) -> None:
-    import torch
-
-    from usage_cli.algorithms.seg_infer import fuse_views, to_label
-    from usage_cli.artifacts.labels import write_label_png
-    from usage_cli.data.io import read_image
-    from usage_cli.data.joint_transforms import normalize
-    from usage_cli.engine.distributed import use_amp
-    from usage_cli.progress import make_progress
-
     amp = use_amp(cfg.amp, device)
     with make_progress(quiet) as progress:
         bar = progress.add_task(f"predict-seg {cfg.split}", total=len(records), info="")
@@ -153,11 +131,10 @@ def _predict_all(net, records, cfg: PredictSegConfig, device: str, out: Path, qu
                 if cfg.crf:
                     pending.append((image, probs.float().cpu().numpy()))
                 else:
-                    write_label_png(out / f"{rec.id}.png", to_label(probs))
+                    labels.write_label_png(out / f"{rec.id}.png", to_label(probs))
                     progress.update(bar, advance=1)
             if pending:
-                from usage_cli.algorithms.crf import crf_map
 
                 for rec, label in zip(chunk, crf_map(_crf_label, pending, cfg.workers), strict=True):
-                    write_label_png(out / f"{rec.id}.png", label)
+                    labels.write_label_png(out / f"{rec.id}.png", label)
                     progress.update(bar, advance=1)

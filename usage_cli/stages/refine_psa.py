@@ -24,11 +24,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from usage_cli.algorithms import psa_refine
+from usage_cli.algorithms.affinity import confident_label_for_image, search_offsets
+from usage_cli.algorithms.crf import crf_map
 from usage_cli.artifacts import aff_checkpoint
 from usage_cli.artifacts.atomic import write_text_atomic
 from usage_cli.artifacts.compat import check_class_names
+from usage_cli.artifacts.labels import write_label_png
 from usage_cli.artifacts.manifest import (
     build_manifest,
     config_hash,
@@ -43,9 +47,30 @@ from usage_cli.artifacts.outdir import (
     resume_png_folder,
     start_png_folder,
 )
+from usage_cli.artifacts.seeds import SeedReader
+from usage_cli.data import DataSpec
+from usage_cli.data.io import read_image
+from usage_cli.data.joint_transforms import normalize
+from usage_cli.engine.distributed import (
+    DistInfo,
+    barrier,
+    check_device,
+    init_distributed,
+    is_main_process,
+    resolve_device,
+    use_amp,
+)
+from usage_cli.engine.loop import LoopConfig, check_resume, fit
 from usage_cli.errors import ArtifactError, ConfigError
+from usage_cli.models.affinitynet import (
+    build_affinitynet,
+    load_affinitynet,
+    load_backbone_weights,
+    pad_to_multiple,
+)
 from usage_cli.presets import REFINE_PSA
 from usage_cli.progress import log, make_progress
+from usage_cli.tasks.affinity import AffinityTask, ConfidentLabelSet
 
 PRESETS = REFINE_PSA  # usage_cli/presets.py (shown in --help)
 CHUNK = 64  # images whose seed maps are held at once for the CRF workers
@@ -137,15 +162,11 @@ TRAIN_KEYS = LABEL_KEYS + (
 
 def run(cfg: RefinePsaConfig) -> dict:
     """Run the three steps; returns {"images", "out", "affinity", "trained"}."""
-    from usage_cli.artifacts.seeds import SeedReader
-    from usage_cli.data import DataSpec
-    from usage_cli.engine.distributed import barrier, check_device, init_distributed
 
     cfg = resolve(cfg)
     check_device(cfg.device)  # before any work: the walk's device is resolved only after training
     check_networks(cfg)  # before the CRF step: backbone, crop, weights or the given AffinityNet
     if cfg.affinity is None:
-        from usage_cli.engine.loop import check_resume
 
         check_resume(Path(cfg.out) / "affinity-train", resume=cfg.resume, force=cfg.force, epochs=cfg.epochs)
     out = claim_out(cfg.out, "refine-psa", run_config(cfg, RUNTIME), ("*.png",), force=cfg.force)
@@ -192,7 +213,6 @@ def check_networks(cfg: RefinePsaConfig) -> None:
     if cfg.affinity is not None:
         load_affinitynet(Path(cfg.affinity), "cpu")
         return
-    from usage_cli.models.affinitynet import build_affinitynet, load_backbone_weights
 
     net = build_affinitynet({"backbone": cfg.backbone, "img_size": cfg.img_size, "radius": cfg.radius})
     if cfg.crop % net.pad_multiple:
@@ -227,9 +247,6 @@ def check_seeds(reader, path: Path, ds) -> None:
 
 def _confident_job(job: tuple) -> None:
     """One image's confident label, written as a PNG (runs in a CRF worker process)."""
-    from usage_cli.algorithms.affinity import confident_label_for_image
-    from usage_cli.artifacts.labels import write_label_png
-    from usage_cli.data.io import read_image
 
     image_path, cams, keys, out_path, la, ha, crf = job
     image = read_image(image_path)
@@ -242,8 +259,6 @@ def make_confident_labels(cfg: RefinePsaConfig, ds, reader, key: dict, info=None
     """Write ``<out>/confident/<id>.png`` for the training split (kept across runs of the same key).
 
     Under torchrun each rank writes every ``world_size``-th of the missing labels."""
-    from usage_cli.algorithms.crf import crf_map
-    from usage_cli.engine.distributed import DistInfo, barrier
 
     info = info or DistInfo()
     label_dir = Path(cfg.out) / "confident"
@@ -277,14 +292,6 @@ def make_confident_labels(cfg: RefinePsaConfig, ds, reader, key: dict, info=None
 def train_or_reuse(cfg: RefinePsaConfig, ds, label_dir: Path, train_config: dict) -> tuple[Path, bool]:
     """Train AffinityNet on the confident labels, or reuse an ``affinity.pt`` of the same settings."""
 
-    import torch
-
-    from usage_cli.algorithms.affinity import search_offsets
-    from usage_cli.engine.distributed import is_main_process
-    from usage_cli.engine.loop import LoopConfig, fit
-    from usage_cli.models.affinitynet import build_affinitynet, load_backbone_weights
-    from usage_cli.tasks.affinity import AffinityTask, ConfidentLabelSet
-
     aff_path = Path(cfg.aff_out) if cfg.aff_out else Path(cfg.out) / "affinity.pt"
     if aff_checkpoint.trained_with(aff_path, train_config):
         log(f"refine-psa: reusing {aff_path} (same seeds and training settings)", cfg.quiet)
@@ -311,25 +318,8 @@ def train_or_reuse(cfg: RefinePsaConfig, ds, label_dir: Path, train_config: dict
     return aff_path, True
 
 
-def load_affinitynet(path: Path, device: str):
-    """The network of an ``affinity.pt`` (eval mode, on ``device``) and the checkpoint dict."""
-    from usage_cli.artifacts.checkpoint import clean_state_dict
-    from usage_cli.models.affinitynet import build_affinitynet
-
-    ckpt = aff_checkpoint.read_aff_checkpoint(path)
-    try:
-        net = build_affinitynet(ckpt["model_config"])
-        net.load_state_dict(clean_state_dict(ckpt["model"]))
-    except (KeyError, RuntimeError, TypeError, ValueError) as e:
-        raise ArtifactError(f"{path}: its weights do not fit the AffinityNet its model_config describes; the file was changed or damaged, rerun `usage refine-psa` ({type(e).__name__})") from e
-    return net.to(device).eval(), ckpt
-
-
 def _features(net, device: str, amp: bool | None):
     """The AffinityNet's forward as :func:`psa_refine.refine_image` calls it (autocast on ``device``)."""
-    import torch
-
-    from usage_cli.engine.distributed import use_amp
 
     enabled = use_amp(amp, device)
 
@@ -351,11 +341,6 @@ def refine_split(cfg: RefinePsaConfig, ds, reader, aff_path: Path, key: dict, in
     """Write ``<out>/<id>.png`` for every id of ``ds`` (resuming an interrupted run of the same key).
 
     Under torchrun each rank walks every ``world_size``-th of the remaining ids."""
-    from usage_cli.artifacts.labels import write_label_png
-    from usage_cli.data.io import read_image
-    from usage_cli.data.joint_transforms import normalize
-    from usage_cli.engine.distributed import DistInfo, barrier, resolve_device
-    from usage_cli.models.affinitynet import pad_to_multiple
 
     info = info or DistInfo()
     out = Path(cfg.out)

@@ -16,9 +16,23 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from usage_cli import __version__
+from usage_cli.artifacts.atomic import atomic_dir, write_text_atomic
 from usage_cli.artifacts.outdir import check_writable_file
+from usage_cli.data.records import voc_palette
 from usage_cli.errors import ArtifactError, ConfigError
+from usage_cli.report import gallery  # render_gallery through the module: a test makes it fail
+from usage_cli.report.figures import (
+    class_bars_figure,
+    class_order,
+    curve_of,
+    require_matplotlib,
+    save_png,
+    threshold_figure,
+)
+from usage_cli.report.gallery import pick_ids
 from usage_cli.report.inputs import Entry, load_entries, open_datasets
+from usage_cli.report.page import FigureRef, render_page
 
 
 @dataclass(frozen=True)
@@ -75,7 +89,6 @@ def _empty_cell(empty: dict | None) -> str:
 
 def run(cfg: ReportConfig) -> list[dict]:
     if cfg.html is not None:
-        from usage_cli.report.figures import require_matplotlib
 
         require_matplotlib()  # before any work: say which extra to install
     if cfg.out is not None:
@@ -88,7 +101,6 @@ def run(cfg: ReportConfig) -> list[dict]:
     else:
         console.print(f"report: no metrics files, {len(entries)} artifact(s) without ground-truth scores")
     if cfg.out is not None:
-        from usage_cli.artifacts.atomic import write_text_atomic
 
         write_text_atomic(cfg.out, json.dumps(rows, indent=2) + "\n")
     if cfg.html is not None:
@@ -99,10 +111,6 @@ def run(cfg: ReportConfig) -> list[dict]:
 
 def write_html(entries: list[Entry], rows: list[dict], cfg: ReportConfig) -> HtmlReport:
     """Figures, gallery and page of ``entries`` into the folder ``cfg.html`` (replaced atomically)."""
-    from usage_cli import __version__
-    from usage_cli.artifacts.atomic import atomic_dir
-    from usage_cli.data.records import voc_palette
-    from usage_cli.report.gallery import pick_ids, render_gallery
 
     # 1. where it goes, which splits, which datasets, which images
     out = Path(cfg.html)
@@ -118,7 +126,7 @@ def write_html(entries: list[Entry], rows: list[dict], cfg: ReportConfig) -> Htm
             # 2. curves and bars per split, 3. galleries, 4. the page
             curves, bars = _figures(by_split, tmp, report)
             for split, ids in picks.items():
-                report.galleries.append(render_gallery(split, ids, by_split[split], datasets[split], tmp / "gallery"))
+                report.galleries.append(gallery.render_gallery(split, ids, by_split[split], datasets[split], tmp / "gallery"))
             palette = next(iter(datasets.values())).meta.palette if datasets else tuple(voc_palette())
             html = _page(cfg, entries, rows, curves, bars, report.galleries, palette, notes, __version__)
             (tmp / "index.html").write_text(html, encoding="utf-8")
@@ -129,14 +137,6 @@ def write_html(entries: list[Entry], rows: list[dict], cfg: ReportConfig) -> Htm
 
 def _figures(by_split: dict[str, list[Entry]], tmp: Path, report: HtmlReport):
     """Per split: the seed stores' threshold curves and the per-class IoU bars, saved as PNGs."""
-    from usage_cli.report.figures import (
-        class_bars_figure,
-        class_order,
-        curve_of,
-        save_png,
-        threshold_figure,
-    )
-    from usage_cli.report.page import FigureRef
 
     curves, bars = [], []
     for split, entries in by_split.items():
@@ -171,8 +171,6 @@ def _pct(v: float | None, signed: bool = False) -> str:
 
 
 def _page(cfg, entries, rows, curves, bars, galleries, palette, notes, version) -> str:
-    from usage_cli.report.page import render_page
-
     created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     return render_page(
         title="usage report", sources=[str(p) for p in cfg.metrics], created=created, version=version, rows=rows,

@@ -11,15 +11,28 @@ from usage_cli.artifacts.cls_checkpoint import save_cls_checkpoint
 from usage_cli.artifacts.manifest import build_manifest, config_paths, run_config, write_manifest
 from usage_cli.artifacts.outdir import claim_out
 from usage_cli.data import DataSpec
+from usage_cli.data.torchdata import ClassificationSet
+from usage_cli.data.transforms import RECIPES, build_transform
+from usage_cli.engine import loop as engine_loop  # fit through the module: tests wrap it
 from usage_cli.engine.distributed import (
     DEFAULT_TIMEOUT_MIN,
+    all_reduce_sum,
     check_device,
+    current_info,
     default_workers,
+    is_main_process,
     world_size,
 )
+from usage_cli.engine.loop import LoopConfig, check_resume, seed_everything
+from usage_cli.engine.optim import backbone_head_groups
 from usage_cli.errors import ConfigError, DatasetError
+from usage_cli.metrics.multilabel import multilabel_metrics
+from usage_cli.models.backbones import TOKENS, backbone_family
+from usage_cli.models.classifier import build_classifier
+from usage_cli.models.mappings import MAPPINGS
 from usage_cli.presets import TRAIN_CLS
 from usage_cli.progress import log
+from usage_cli.tasks.classification import REGULARISERS, ClassificationTask, ClsTaskConfig
 
 PRESETS = TRAIN_CLS  # usage_cli/presets.py: per backbone family, shown in --help
 RUNTIME = ("resume", "force", "quiet", "workers", "out", "timeout")  # not in the run's config (hash)
@@ -95,14 +108,6 @@ def resolve(cfg: TrainClsConfig, family: str) -> TrainClsConfig:
 
 
 def run(cfg: TrainClsConfig) -> Path:
-    from usage_cli.data.torchdata import ClassificationSet
-    from usage_cli.data.transforms import build_transform
-    from usage_cli.engine.loop import LoopConfig, check_resume, fit, seed_everything
-    from usage_cli.engine.optim import backbone_head_groups
-    from usage_cli.models.backbones import backbone_family
-    from usage_cli.models.classifier import build_classifier
-    from usage_cli.tasks.classification import REGULARISERS, ClassificationTask, ClsTaskConfig
-
     # 1. the resolved config, checked, and the output folder, before any work; then the data
     check_device(cfg.device)
     family = backbone_family(cfg.backbone)  # also checks the name
@@ -144,8 +149,7 @@ def run(cfg: TrainClsConfig) -> Path:
         sync_bn=cfg.sync_bn, timeout=cfg.timeout, seed=cfg.seed, quiet=cfg.quiet,
     )  # fmt: skip
     evaluate = _val_evaluator(cfg, ds.meta.num_classes, student) if cfg.val_split else None
-    fit(task, train_set, loop, cfg.out, resume=cfg.resume, run_config=config, evaluate=evaluate)
-    from usage_cli.engine.distributed import is_main_process
+    engine_loop.fit(task, train_set, loop, cfg.out, resume=cfg.resume, run_config=config, evaluate=evaluate)
 
     if not is_main_process():  # only rank 0 publishes
         return cfg.out / "checkpoint.pt"
@@ -154,9 +158,6 @@ def run(cfg: TrainClsConfig) -> Path:
 
 def check(cfg: TrainClsConfig) -> None:
     """Every resolved value in its range, before any work (one line naming the option otherwise)."""
-    from usage_cli.data.transforms import RECIPES
-    from usage_cli.models.backbones import TOKENS
-    from usage_cli.models.mappings import MAPPINGS
 
     rates = (cfg.teacher_drop_path, *cfg.student_drop_path, *cfg.student_dropout)
     checks = [
@@ -199,9 +200,6 @@ def _val_evaluator(cfg: TrainClsConfig, num_classes: int, student):
     except DatasetError as e:
         log(f"[yellow]no validation metrics: {e}[/]", cfg.quiet)
         return None
-    from usage_cli.data.torchdata import ClassificationSet
-    from usage_cli.data.transforms import build_transform
-    from usage_cli.metrics.multilabel import multilabel_metrics
 
     val_set = ClassificationSet(val.records, num_classes, build_transform("none", cfg.img_size, *_norm_stats(student)))
 
@@ -209,7 +207,6 @@ def _val_evaluator(cfg: TrainClsConfig, num_classes: int, student):
     def evaluate(task, epoch: int) -> dict:
         """Run by every rank on its share of the val images (every world_size-th); scores and labels
         are summed over the ranks into one table, so no rank waits while another works alone."""
-        from usage_cli.engine.distributed import all_reduce_sum, current_info
 
         info = current_info()
         net = task.seed_network(cfg.seed_network)

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from usage_cli.artifacts import seg_checkpoint
 from usage_cli.artifacts.compat import check_class_names
 from usage_cli.artifacts.manifest import (
@@ -22,7 +24,12 @@ from usage_cli.artifacts.manifest import (
     write_manifest,
 )
 from usage_cli.artifacts.outdir import claim_out
+from usage_cli.data import DataSpec
+from usage_cli.engine.distributed import check_device, is_main_process
+from usage_cli.engine.loop import LoopConfig, check_resume, fit
 from usage_cli.errors import ArtifactError, ConfigError
+from usage_cli.models.segnet import build_segnet, load_backbone_weights
+from usage_cli.tasks.segmentation import PseudoMaskDataset, SegmentationTask
 
 MASK_STAGES = ("refine-psa", "predict-seg")
 RUNTIME = ("device", "workers", "quiet", "resume", "force", "timeout")  # not in the run's config (hash)
@@ -87,11 +94,6 @@ def _check(cfg: TrainSegConfig) -> None:
 
 def run(cfg: TrainSegConfig) -> Path:
     """Train; returns the path of the written checkpoint."""
-    from usage_cli.data import DataSpec
-    from usage_cli.engine.distributed import check_device, is_main_process
-    from usage_cli.engine.loop import LoopConfig, check_resume, fit
-    from usage_cli.models.segnet import build_segnet, load_backbone_weights
-    from usage_cli.tasks.segmentation import PseudoMaskDataset, SegmentationTask
 
     _check(cfg)
     check_device(cfg.device)
@@ -111,7 +113,6 @@ def run(cfg: TrainSegConfig) -> Path:
         "backbone": cfg.backbone, "num_classes": ds.meta.num_classes + 1, "output_stride": cfg.output_stride,
         "aspp_channels": cfg.aspp_channels, "img_size": cfg.img_size,
     }  # fmt: skip
-    import torch
 
     torch.manual_seed(cfg.seed)  # the head's initialisation is part of the run
     net = build_segnet(model_config)

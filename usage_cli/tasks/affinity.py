@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 
 from usage_cli.algorithms.affinity import affinity_loss, pair_distance, pair_labels
@@ -26,7 +27,6 @@ from usage_cli.errors import ArtifactError
 
 def read_confident_png(path: Path, num_classes: int) -> np.ndarray:
     """A confident-label PNG written by refine-psa: palette of 256 colours, values 0..K or 255."""
-    from PIL import Image
 
     try:
         with Image.open(path) as img:
