@@ -174,6 +174,22 @@ def _summary(mat: np.ndarray, pred_ignored: np.ndarray, names: tuple[str, ...]) 
     }
 
 
+def _score_all(cfg: EvaluateConfig, kind: str, items: list, n: int, thresholds: np.ndarray, missing: list[str]):
+    """Chunks of images scored in worker processes; their counts summed: (counts, pred_ignored,
+    empty seeds, {id: the image's mIoU})."""
+    workers = max(1, min(cfg.workers, len(items)))
+    chunks = [tuple(items[i::workers * 4]) for i in range(min(len(items), workers * 4))]
+    jobs = [_Job(kind, str(cfg.pred), c, n, tuple(thresholds.tolist()), cfg.bg_power, frozenset(missing)) for c in chunks]
+    parts = []
+    with make_progress(cfg.quiet) as progress, (ProcessPoolExecutor(max_workers=workers) if workers > 1 else nullcontext()) as pool:
+        bar = progress.add_task(f"evaluate {cfg.split}", total=len(items), info="")
+        for job, part in zip(jobs, pool.map(_score_chunk, jobs) if pool else map(_score_chunk, jobs), strict=True):
+            parts.append(part)
+            progress.update(bar, advance=len(job.items))
+    per_image = {k: v for p in parts for k, v in p[3].items()}
+    return sum(p[0] for p in parts), sum(p[1] for p in parts), sum(p[2] for p in parts), per_image
+
+
 def run(cfg: EvaluateConfig) -> dict:
     # 1. options, ground truth, predictions
     unknown = set(cfg.metrics) - set(METRICS)
@@ -198,21 +214,8 @@ def run(cfg: EvaluateConfig) -> dict:
         raise ConfigError(f"--bg-thresholds / --bg-threshold: {e}") from e
     mode = "power" if cfg.bg_power is not None else ("fixed" if cfg.bg_threshold is not None else "sweep-best")
     # 2. score chunks in parallel and sum
-    n = ds.meta.num_classes + 1
     items = [(r.id, str(r.mask_path), str(r.image_path or "")) for r in ds.records]
-    workers = max(1, min(cfg.workers, len(items)))
-    chunks = [tuple(items[i::workers * 4]) for i in range(min(len(items), workers * 4))]
-    jobs = [_Job(kind, str(cfg.pred), c, n, tuple(thresholds.tolist()), cfg.bg_power, frozenset(missing)) for c in chunks]
-    parts = []
-    with make_progress(cfg.quiet) as progress, (ProcessPoolExecutor(max_workers=workers) if workers > 1 else nullcontext()) as pool:
-        bar = progress.add_task(f"evaluate {cfg.split}", total=len(items), info="")
-        for job, part in zip(jobs, pool.map(_score_chunk, jobs) if pool else map(_score_chunk, jobs), strict=True):
-            parts.append(part)
-            progress.update(bar, advance=len(job.items))
-    total = sum(p[0] for p in parts)
-    pred_ignored = sum(p[1] for p in parts)
-    empty = sum(p[2] for p in parts)
-    per_image = {k: v for p in parts for k, v in p[3].items()}
+    total, pred_ignored, empty, per_image = _score_all(cfg, kind, items, ds.meta.num_classes + 1, thresholds, missing)
     # 3. pick the threshold (seeds), summarise
     result = {"dataset": cfg.dataset, "split": cfg.split, "pred": str(cfg.pred), "num_images": len(items), "num_missing": len(missing)}
     result.update(root=str(cfg.root), split_file=_opt_str(cfg.split_file), classes_file=_opt_str(cfg.classes_file))
