@@ -25,24 +25,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from usage_cli.artifacts.manifest import read_manifest
-from usage_cli.data import load_dataset
+from usage_cli.data import DataSpec
 from usage_cli.data.records import Dataset
 from usage_cli.errors import ArtifactError, UsageError
 
 # manifest stage -> the kind of artifact it writes
 KIND_OF_STAGE = {"gen-seeds": "seeds", "refine-psa": "masks", "predict-seg": "preds"}
 _RANK = {"seeds": 0, "masks": 1, "labels": 1, "preds": 2}
-
-
-@dataclass(frozen=True)
-class DatasetRef:
-    """Enough to reload the dataset split an artifact belongs to."""
-
-    name: str
-    root: Path
-    split: str
-    split_file: Path | None = None
-    classes_file: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -57,7 +46,7 @@ class Entry:
     recorded: str | None  # the artifact path as metrics.json recorded it
     artifact: Path | None  # seeds.h5 or label-PNG folder; None when it is not found from here
     manifest: dict | None
-    dataset: DatasetRef | None
+    dataset: DataSpec | None
     upstream: tuple[tuple[str, dict], ...] = ()  # (input name, the manifest of the stage that made it)
 
 
@@ -168,7 +157,7 @@ def _kind(artifact: Path | None, manifest: dict, metrics: dict | None) -> str:
     return "labels"
 
 
-def _dataset_ref(metrics: dict | None, manifest: dict, bases: list[Path], run_dir: Path | None) -> DatasetRef | None:
+def _dataset_ref(metrics: dict | None, manifest: dict, bases: list[Path], run_dir: Path | None) -> DataSpec | None:
     cfg = manifest.get("config", {})
     m = metrics or {}
     name = m.get("dataset") or cfg.get("dataset")
@@ -182,7 +171,7 @@ def _dataset_ref(metrics: dict | None, manifest: dict, bases: list[Path], run_di
     def opt(key: str) -> Path | None:
         return locate(m.get(key) or cfg.get(key), bases)
 
-    return DatasetRef(name=name, root=root, split=split, split_file=opt("split_file"), classes_file=opt("classes_file"))
+    return DataSpec(dataset=name, root=root, split=split, split_file=opt("split_file"), classes_file=opt("classes_file"))
 
 
 def _entry_from_metrics(path: Path, metrics: dict, run_dir: Path | None) -> Entry:
@@ -251,13 +240,13 @@ def open_datasets(by_split: dict[str, list[Entry]]) -> tuple[dict[str, Dataset],
         if not any(e.artifact is not None for e in entries):
             notes.append(f"{split}: no artifact found from here ({', '.join(e.recorded or e.name for e in entries)}): no gallery")
             continue
-        ref: DatasetRef | None = next((e.dataset for e in entries if e.dataset is not None), None)
+        ref: DataSpec | None = next((e.dataset for e in entries if e.dataset is not None), None)
         if ref is None:
             notes.append(f"{split}: no dataset root recorded or found (RUN_DIR/data): no gallery")
             continue
         try:
             if ref not in cache:
-                cache[ref] = load_dataset(ref.name, ref.root, ref.split, split_file=ref.split_file, classes_file=ref.classes_file, require_images=False)
+                cache[ref] = ref.load(require_images=False)
             datasets[split] = cache[ref]
         except UsageError as e:
             notes.append(f"{split}: dataset not readable ({e}): no gallery")
