@@ -52,10 +52,10 @@ def test_print_config_round_trips_through_config_and_writes_nothing(stage, tmp_p
     ("stage", "config", "required"),
     [
         ("synth", "synth.SynthConfig", {"out": "d"}),
-        ("gen-seeds", "gen_seeds.GenSeedsConfig", {"ckpt": "cls/checkpoint.pt", "dataset": "voc", "root": "d", "split": "train", "out": "seeds"}),
+        ("gen-seeds", "gen_seeds.GenSeedsConfig", {"ckpt": "cls/checkpoint.pt", "root": "d", "out": "seeds"}),
         ("train-seg", "train_seg.TrainSegConfig", {"masks": "masks", "root": "d", "out": "seg"}),
         ("predict-seg", "predict_seg.PredictSegConfig", {"ckpt": "seg/checkpoint.pt", "root": "d", "out": "preds"}),
-        ("evaluate", "evaluate.EvaluateConfig", {"dataset": "voc", "root": "d", "split": "val", "pred": "preds"}),
+        ("evaluate", "evaluate.EvaluateConfig", {"root": "d", "pred": "preds"}),
     ],
 )  # fmt: skip
 def test_config_defaults_equal_the_command_line_defaults(stage, config, required):
@@ -174,3 +174,42 @@ def test_status_on_stderr_and_progress_lines_off_a_terminal(synth_root, tmp_path
     lines = [ln for ln in r.stderr.splitlines() if ln.startswith("evaluate train: ")]
     assert len(lines) >= 2 and lines[-1].startswith("evaluate train: 12/12,")  # every few images, then the end
     assert "mIoU 100.0" in r.stdout  # the result stays on stdout
+
+
+def test_every_stage_config_default_equals_its_command_line_default():
+    """All stages, presets included: where a flag and a config field both have a default, they agree
+    (a flag left to the preset is None in both; text flags parsed into tuples are compared parsed)."""
+    import dataclasses
+    import inspect
+
+    from usage_cli.commands import COMMANDS
+    from usage_cli.commands._options import number_pair
+    from usage_cli.stages import (
+        evaluate,
+        gen_seeds,
+        predict_seg,
+        refine_psa,
+        synth,
+        train_cls,
+        train_seg,
+    )
+
+    configs = {"synth": synth.SynthConfig, "train-cls": train_cls.TrainClsConfig, "gen-seeds": gen_seeds.GenSeedsConfig,
+               "refine-psa": refine_psa.RefinePsaConfig, "train-seg": train_seg.TrainSegConfig,
+               "predict-seg": predict_seg.PredictSegConfig, "evaluate": evaluate.EvaluateConfig}  # fmt: skip
+    parsed = {
+        "scales": lambda t: tuple(float(x) for x in t.split(",")),
+        "metric": lambda t: tuple(t.split(",")),
+        "scale": lambda t: number_pair(t, "--scale"),
+    }
+    compared = 0
+    for stage, cls in configs.items():
+        fields = {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
+        for name, p in inspect.signature(COMMANDS[stage]).parameters.items():
+            field = {"classes": "classes_file", "metric": "metrics"}.get(name, name) if stage != "synth" else name
+            if field not in fields or p.default is None:
+                continue
+            cli = parsed[name](p.default) if name in parsed else p.default
+            assert cli == fields[field], f"{stage} --{name.replace('_', '-')}: command line {p.default!r}, config {fields[field]!r}"
+            compared += 1
+    assert compared > 80

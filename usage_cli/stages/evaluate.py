@@ -44,10 +44,10 @@ METRICS = ("miou", "fpr", "fnr")
 
 @dataclass(frozen=True)
 class EvaluateConfig:
-    dataset: str
     root: Path
-    split: str
     pred: Path
+    dataset: str = "voc"
+    split: str = "val"
     split_file: Path | None = None
     classes_file: Path | None = None
     metrics: tuple[str, ...] = METRICS

@@ -50,10 +50,10 @@ RUNTIME = ("out", "force", "quiet", "workers", "batch_size", "device", "overlays
 @dataclass(frozen=True)
 class GenSeedsConfig:
     ckpt: Path
-    dataset: str
     root: Path
-    split: str
     out: Path
+    dataset: str = "voc"
+    split: str = "train"
     split_file: Path | None = None
     classes_file: Path | None = None
     scales: tuple[float, ...] = (1.0, 0.5, 1.5, 2.0)

@@ -79,10 +79,10 @@ CHUNK = 64  # images whose seed maps are held at once for the CRF workers
 @dataclass(frozen=True)
 class RefinePsaConfig:
     seeds: Path
-    dataset: str
     root: Path
-    split: str
     out: Path
+    dataset: str = "voc"
+    split: str = "train_aug"
     split_file: Path | None = None
     classes_file: Path | None = None
     infer_split: str | None = None  # default: the training split

@@ -40,9 +40,9 @@ RUNTIME = ("resume", "force", "quiet", "workers", "out", "timeout")  # not in th
 
 @dataclass(frozen=True)
 class TrainClsConfig:
-    dataset: str
     root: Path
     out: Path
+    dataset: str = "voc"
     split: str = "train_aug"
     backbone: str = "deit_s"
     preset: str = "paper"
