@@ -121,7 +121,6 @@ def load(
         if cls is not None and i in cls:
             labels = cls[i]
         elif mask is not None:
-
             labels = _labels_from_mask(mask, len(names))
         else:
             raise DatasetError(f"{cls_files[0] if cls_files else root}: no image-level label for '{i}' (no cls_labels entry or mask)")

@@ -26,7 +26,6 @@ def build_transform(recipe: str, size: int, mean: Sequence[float], std: Sequence
 
     norm = [T.ToTensor(), T.Normalize(mean, std)]
     if recipe == "deit":
-
         tf = create_transform(
             size, is_training=True, auto_augment="rand-m9-mstd0.5-inc1", color_jitter=0.4, re_prob=0.25,
             re_mode="pixel", re_count=1, interpolation="bicubic", mean=tuple(mean), std=tuple(std),

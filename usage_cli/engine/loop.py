@@ -202,7 +202,6 @@ def check_resume(out_dir: Path, *, resume: bool, force: bool, epochs: int) -> No
 def _resume(path: Path, run_key: dict, task, optimizer, scheduler, scaler) -> int:
     ckpt = load_checkpoint(path)
     if ckpt.get("run_config_hash") != config_hash(run_key):
-
         old = ckpt.get("run_config", {})
         changed = sorted(set(differing(old.get("run", {}), run_key["run"]) + differing(old.get("loop", {}), run_key["loop"]))) if old else []
         which = f" ({', '.join(changed)})" if changed else ""
@@ -303,7 +302,6 @@ def fit(
     last, log_path = out_dir / "last.pt", out_dir / "log.jsonl"
     start = _resume(last, run_key, task, optimizer, scheduler, scaler) if resume and last.exists() else 0
     if resume and not last.exists() and info.is_main:
-
         log(f"[yellow]--resume: no {last}, starting from scratch[/]", cfg.quiet)
     if info.is_main:
         _keep_log(log_path, start) if start else log_path.unlink(missing_ok=True)

@@ -142,7 +142,6 @@ def run(cfg: GenSeedsConfig) -> Path:
     barrier()
     if info.is_main:
         if cfg.overlays:
-
             write_overlays(final, ds, cfg.out / "overlays", cfg.overlays, cfg.overlay_threshold)
         empty = count_empty_seeds(final)
         if empty["empty_seeds"]:

@@ -134,7 +134,6 @@ def _predict_all(net, records, cfg: PredictSegConfig, device: str, out: Path, qu
                     labels.write_label_png(out / f"{rec.id}.png", to_label(probs))
                     progress.update(bar, advance=1)
             if pending:
-
                 for rec, label in zip(chunk, crf_map(_crf_label, pending, cfg.workers), strict=True):
                     labels.write_label_png(out / f"{rec.id}.png", label)
                     progress.update(bar, advance=1)

@@ -167,7 +167,6 @@ def run(cfg: RefinePsaConfig) -> dict:
     check_device(cfg.device)  # before any work: the walk's device is resolved only after training
     check_networks(cfg)  # before the CRF step: backbone, crop, weights or the given AffinityNet
     if cfg.affinity is None:
-
         check_resume(Path(cfg.out) / "affinity-train", resume=cfg.resume, force=cfg.force, epochs=cfg.epochs)
     out = claim_out(cfg.out, "refine-psa", run_config(cfg, RUNTIME), ("*.png",), force=cfg.force)
     info = init_distributed(cfg.device, cfg.timeout)

@@ -89,7 +89,6 @@ def _empty_cell(empty: dict | None) -> str:
 
 def run(cfg: ReportConfig) -> list[dict]:
     if cfg.html is not None:
-
         require_matplotlib()  # before any work: say which extra to install
     if cfg.out is not None:
         check_writable_file(cfg.out)
@@ -101,7 +100,6 @@ def run(cfg: ReportConfig) -> list[dict]:
     else:
         console.print(f"report: no metrics files, {len(entries)} artifact(s) without ground-truth scores")
     if cfg.out is not None:
-
         write_text_atomic(cfg.out, json.dumps(rows, indent=2) + "\n")
     if cfg.html is not None:
         report = write_html(entries, rows, cfg)

@@ -128,7 +128,6 @@ class ClassificationTask(nn.Module):
         """OAA: merge the ranks' accumulations (element-wise max, as the accumulation itself; within an
         epoch each image is seen by one rank only)."""
         if self.cfg.reg == "oaa":
-
             all_reduce_max(self.oaa_acc)
 
     def student_rates(self) -> tuple[float, float]:
