@@ -21,6 +21,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 import yaml
 
+from usage_cli.artifacts.manifest import run_config  # the one config-to-JSON (torch-free)
 from usage_cli.errors import ConfigError
 
 C = TypeVar("C")
@@ -98,28 +99,13 @@ def apply_cli_config(
     return cfg
 
 
-def config_dict(cfg) -> dict[str, Any]:
-    """Every field of a config dataclass as plain JSON/YAML values (paths as strings, tuples as lists)."""
-    return {f.name: _plain(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
-
-
 def dump_config(cfg) -> str:
     """The config as YAML, one key a line in field order, lists inline."""
     class Dumper(yaml.SafeDumper):
         pass
 
     Dumper.add_representer(list, lambda d, v: d.represent_sequence("tag:yaml.org,2002:seq", v, flow_style=True))
-    return yaml.dump(config_dict(cfg), Dumper=Dumper, sort_keys=False, default_flow_style=False, allow_unicode=True)
-
-
-def _plain(v):
-    if isinstance(v, Path):
-        return str(v)
-    if isinstance(v, (tuple, list)):
-        return [_plain(x) for x in v]
-    if isinstance(v, dict):
-        return {k: _plain(x) for k, x in v.items()}
-    return v
+    return yaml.dump(run_config(cfg), Dumper=Dumper, sort_keys=False, default_flow_style=False, allow_unicode=True)
 
 
 def _required(f: dataclasses.Field) -> bool:

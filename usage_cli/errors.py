@@ -6,6 +6,8 @@ and keeps its traceback. Messages say what is wrong *and* what to do.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 
 class UsageError(Exception):
     """An error caused by the user's input or environment, with an actionable message."""
@@ -25,3 +27,10 @@ class ConfigError(UsageError):
 
 class MissingDependencyError(UsageError):
     """An optional dependency (e.g. pydensecrf2) is not importable."""
+
+
+def check_options(checks: Iterable[tuple[bool, str]]) -> None:
+    """A stage's option checks, as (condition, message) pairs: the first failed one is a ConfigError."""
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)

@@ -27,8 +27,6 @@ def make_progress(quiet: bool = False) -> Progress | PlainProgress:
     ``after`` (items of later tasks of the same run, for the ETA; e.g. the remaining epochs)."""
     if not quiet and not sys.stderr.isatty():
         return PlainProgress()
-    console = Console(stderr=True)
-    disable = quiet
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -36,8 +34,8 @@ def make_progress(quiet: bool = False) -> Progress | PlainProgress:
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         TextColumn("{task.fields[info]}"),
-        console=console,
-        disable=disable,
+        console=Console(stderr=True),
+        disable=quiet,
         transient=False,
     )
 

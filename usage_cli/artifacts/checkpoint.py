@@ -86,13 +86,14 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 CLS_FORMAT = "usage-cls-checkpoint"
 AFF_FORMAT = "usage-aff-checkpoint"
 SEG_FORMAT = "usage-seg-checkpoint"
+LAST_FORMAT = "usage-last"  # the training loop's resume state (last.pt)
 
 # checkpoint format -> (what it is, the option that takes it)
 FORMATS = {
     CLS_FORMAT: ("a usage train-cls checkpoint", "`usage gen-seeds --ckpt`"),
     SEG_FORMAT: ("a usage train-seg checkpoint", "`usage predict-seg --ckpt`"),
     AFF_FORMAT: ("a usage AffinityNet checkpoint", "`usage refine-psa --affinity`"),
-    "usage-last": ("a usage resume state (last.pt)", "`--resume` of the stage that wrote it"),
+    LAST_FORMAT: ("a usage resume state (last.pt)", "`--resume` of the stage that wrote it"),
 }
 
 
@@ -126,3 +127,19 @@ def describe_format(obj: Any) -> str | None:
         what, where = FORMATS[fmt]
         return f"{what}; pass it to {where}"
     return None
+
+
+def restore_network(path: str | Path, ckpt: dict[str, Any], build, rerun: str):
+    """``build(ckpt["model_config"])`` with the checkpoint's weights; a network its weights do not fit
+    (an edited or damaged file) is one line naming the architecture and ``rerun``, the stage to rerun."""
+    try:
+        net = build(ckpt["model_config"])
+        net.load_state_dict(clean_state_dict(ckpt["model"]))
+    except (KeyError, RuntimeError, TypeError, ValueError) as e:
+        backbone = (ckpt.get("model_config") or {}).get("backbone")
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ArtifactError(
+            f"{path}: checkpoint does not match its architecture {backbone!r} (the backbone and layers its "
+            f"model_config describes); the file was changed or damaged, {rerun} ({first})"
+        ) from e
+    return net

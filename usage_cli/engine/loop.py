@@ -27,7 +27,7 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
 from usage_cli.artifacts.atomic import write_text_atomic
-from usage_cli.artifacts.checkpoint import load_checkpoint, save_checkpoint
+from usage_cli.artifacts.checkpoint import LAST_FORMAT, load_checkpoint, save_checkpoint
 from usage_cli.artifacts.manifest import config_hash
 from usage_cli.artifacts.outdir import differing
 from usage_cli.engine.distributed import (
@@ -344,7 +344,7 @@ def _save_last(path, task, optimizer, scheduler, scaler, epoch, epochs, run_key)
     save_checkpoint(
         path,
         {
-            "format": "usage-last", "version": "1.0.0", "epoch": epoch, "epochs": epochs, "run_config_hash": config_hash(run_key),
+            "format": LAST_FORMAT, "version": "1.0.0", "epoch": epoch, "epochs": epochs, "run_config_hash": config_hash(run_key),
             "run_config": json.loads(json.dumps(run_key, default=str)),
             "model": task.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "scaler": scaler.state_dict() if scaler.is_enabled() else {},

@@ -23,8 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from usage_cli.artifacts.aff_checkpoint import read_aff_checkpoint
-from usage_cli.artifacts.checkpoint import clean_state_dict
-from usage_cli.errors import ArtifactError, ConfigError
+from usage_cli.artifacts.checkpoint import restore_network
+from usage_cli.errors import ConfigError
 from usage_cli.models.backbones import backbone_family, load_backbone_weights, timm_name
 
 # load_backbone_weights is backbones.py's (one loader for every dense network), offered here beside build_affinitynet
@@ -110,9 +110,5 @@ def build_affinitynet(model_config: dict[str, Any]) -> AffinityNet:
 def load_affinitynet(path: str | Path, device: str = "cpu"):
     """The network of an ``affinity.pt`` (eval mode, on ``device``) and the checkpoint dict."""
     ckpt = read_aff_checkpoint(path)
-    try:
-        net = build_affinitynet(ckpt["model_config"])
-        net.load_state_dict(clean_state_dict(ckpt["model"]))
-    except (KeyError, RuntimeError, TypeError, ValueError) as e:
-        raise ArtifactError(f"{path}: its weights do not fit the AffinityNet its model_config describes; the file was changed or damaged, rerun `usage refine-psa` ({type(e).__name__})") from e
+    net = restore_network(path, ckpt, build_affinitynet, "rerun `usage refine-psa`")
     return net.to(device).eval(), ckpt

@@ -9,9 +9,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from usage_cli.artifacts.checkpoint import clean_state_dict
+from usage_cli.artifacts.checkpoint import restore_network
 from usage_cli.artifacts.cls_checkpoint import read_cls_checkpoint
-from usage_cli.errors import ArtifactError, ConfigError
+from usage_cli.errors import ConfigError
 from usage_cli.models.backbones import Stats, build_backbone, recorded_norm_stats
 from usage_cli.models.mappings import get_mapping
 from usage_cli.models.vit import vit_forward
@@ -110,9 +110,5 @@ def load_classifier(path, device: str | torch.device = "cpu") -> tuple[Classifie
     """Rebuild the network of a ``usage train-cls`` checkpoint; refuse anything else clearly."""
 
     ckpt = read_cls_checkpoint(path)  # the format and version check
-    try:
-        net = build_classifier(ckpt["model_config"])
-        net.load_state_dict(clean_state_dict(ckpt["model"]))
-    except (RuntimeError, KeyError) as e:
-        raise ArtifactError(f"{path}: checkpoint does not match its architecture {ckpt.get('model_config', {}).get('backbone')!r} ({str(e).splitlines()[0]})") from e
+    net = restore_network(path, ckpt, build_classifier, "retrain with `usage train-cls`")
     return net.to(device).eval(), ckpt

@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from usage_cli.artifacts.checkpoint import clean_state_dict
+from usage_cli.artifacts.checkpoint import restore_network
 from usage_cli.artifacts.seg_checkpoint import read_seg_checkpoint
-from usage_cli.errors import ArtifactError, ConfigError
+from usage_cli.errors import ConfigError
 from usage_cli.models.backbones import backbone_family, load_backbone_weights, timm_name
 
 # load_backbone_weights is backbones.py's (one loader for every dense network), offered here beside build_segnet
@@ -169,13 +169,5 @@ def build_segnet(model_config: dict[str, Any]) -> SegNet:
 def load_segnet(path: str | Path, device: str = "cpu"):
     """The network of a ``usage-seg-checkpoint`` (eval mode) and the checkpoint dict."""
     ckpt = read_seg_checkpoint(path)
-    try:
-        net = build_segnet(ckpt["model_config"])
-        net.load_state_dict(clean_state_dict(ckpt["model"]))
-    except (KeyError, RuntimeError, TypeError, ValueError) as e:
-        mc = ckpt.get("model_config", {})
-        raise ArtifactError(
-            f"{path}: its weights do not fit the network its model_config describes (backbone "
-            f"{mc.get('backbone', '?')}); the file was changed or damaged, retrain with `usage train-seg` ({type(e).__name__})"
-        ) from e
+    net = restore_network(path, ckpt, build_segnet, "retrain with `usage train-seg`")
     return net.to(device).eval(), ckpt

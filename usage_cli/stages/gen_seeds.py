@@ -38,7 +38,7 @@ from usage_cli.engine.distributed import (
     resolve_device,
     use_amp,
 )
-from usage_cli.errors import ConfigError
+from usage_cli.errors import ConfigError, check_options
 from usage_cli.models.classifier import load_classifier
 from usage_cli.progress import log, make_progress
 from usage_cli.report.overlays import write_overlays
@@ -87,7 +87,7 @@ class _Images(torch.utils.data.Dataset):
 
 def check(cfg: GenSeedsConfig) -> None:
     """Every option in its range, before the classifier is loaded."""
-    checks = [
+    check_options([
         (len(cfg.scales) > 0 and all(s > 0 for s in cfg.scales), f"--scales must list positive numbers, got {','.join(map(str, cfg.scales)) or 'none'}"),
         (cfg.affinity_layers >= 1, f"--affinity-layers must be at least 1, got {cfg.affinity_layers}"),
         (cfg.attn_budget_gb > 0, f"the attention budget must be positive, got {cfg.attn_budget_gb}"),
@@ -95,10 +95,7 @@ def check(cfg: GenSeedsConfig) -> None:
         (cfg.workers >= 0, f"--workers must not be negative, got {cfg.workers}"),
         (cfg.overlays >= 0, f"--overlays must not be negative, got {cfg.overlays}"),
         (0 <= cfg.overlay_threshold <= 1, f"--overlay-threshold must lie in [0, 1] (seed maps are in [0, 1]), got {cfg.overlay_threshold}"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise ConfigError(message)
+    ])
 
 
 def run(cfg: GenSeedsConfig) -> Path:

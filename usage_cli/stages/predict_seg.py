@@ -37,7 +37,7 @@ from usage_cli.data import DataSpec
 from usage_cli.data.io import read_image
 from usage_cli.data.joint_transforms import normalize
 from usage_cli.engine.distributed import barrier, init_distributed, resolve_device, use_amp
-from usage_cli.errors import ConfigError
+from usage_cli.errors import ConfigError, check_options
 from usage_cli.models.segnet import load_segnet
 from usage_cli.progress import make_progress
 
@@ -67,14 +67,11 @@ class PredictSegConfig:
 
 
 def check(cfg: PredictSegConfig) -> None:
-    checks = [
+    check_options([
         (cfg.fuse in ("mean", "max"), f"--fuse must be mean or max, got {cfg.fuse}"),
         (len(cfg.scales) > 0 and all(s > 0 for s in cfg.scales), f"--scales must list positive numbers, got {','.join(map(str, cfg.scales)) or 'none'}"),
         (cfg.workers >= 0, f"--workers must not be negative, got {cfg.workers}"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise ConfigError(message)
+    ])
 
 
 def _crf_label(item: tuple[np.ndarray, np.ndarray]) -> np.ndarray:

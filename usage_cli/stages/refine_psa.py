@@ -61,7 +61,7 @@ from usage_cli.engine.distributed import (
     use_amp,
 )
 from usage_cli.engine.loop import LoopConfig, check_resume, fit
-from usage_cli.errors import ArtifactError, ConfigError
+from usage_cli.errors import ArtifactError, ConfigError, check_options
 from usage_cli.models.affinitynet import (
     build_affinitynet,
     load_affinitynet,
@@ -128,7 +128,7 @@ def resolve(cfg: RefinePsaConfig) -> RefinePsaConfig:
         raise ConfigError(f"--preset must be one of {', '.join(PRESETS)}, got {cfg.preset!r}")
     preset = PRESETS[cfg.preset]
     cfg = replace(cfg, **{k: v for k, v in preset.items() if getattr(cfg, k) is None})
-    checks = [
+    check_options([
         (cfg.bg_mode in ("power", "const"), f"--bg-mode must be power or const, got {cfg.bg_mode!r}"),
         (cfg.walk in ("auto", "dense", "local"), f"--walk must be auto, dense or local, got {cfg.walk!r}"),
         (0 < cfg.crf_la <= cfg.crf_ha, f"need 0 < --crf-la <= --crf-ha, got {cfg.crf_la} / {cfg.crf_ha}"),
@@ -145,10 +145,7 @@ def resolve(cfg: RefinePsaConfig) -> RefinePsaConfig:
         (0 < cfg.scale[0] <= cfg.scale[1], f"scale range must be 0 < low <= high, got {cfg.scale}"),
         (cfg.weights is None or Path(cfg.weights).exists(), f"{cfg.weights}: --weights file not found"),
         (cfg.affinity is None or Path(cfg.affinity).exists(), f"{cfg.affinity}: --affinity file not found; train one with `usage refine-psa` first"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise ConfigError(message)
+    ])
     return cfg
 
 

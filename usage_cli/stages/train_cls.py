@@ -25,7 +25,7 @@ from usage_cli.engine.distributed import (
 )
 from usage_cli.engine.loop import LoopConfig, check_resume, seed_everything
 from usage_cli.engine.optim import backbone_head_groups
-from usage_cli.errors import ConfigError, DatasetError
+from usage_cli.errors import ConfigError, DatasetError, check_options
 from usage_cli.metrics.multilabel import multilabel_metrics
 from usage_cli.models.backbones import TOKENS, backbone_family
 from usage_cli.models.classifier import build_classifier
@@ -160,7 +160,7 @@ def check(cfg: TrainClsConfig) -> None:
     """Every resolved value in its range, before any work (one line naming the option otherwise)."""
 
     rates = (cfg.teacher_drop_path, *cfg.student_drop_path, *cfg.student_dropout)
-    checks = [
+    check_options([
         (cfg.epochs >= 1, f"--epochs must be at least 1, got {cfg.epochs}"),
         (cfg.batch_size >= 1, f"--batch-size must be at least 1, got {cfg.batch_size}"),
         (cfg.img_size >= 16, f"--img-size must be at least 16, got {cfg.img_size}"),
@@ -182,10 +182,7 @@ def check(cfg: TrainClsConfig) -> None:
         (cfg.output_stride in (8, 16, 32), f"--output-stride must be 8, 16 or 32, got {cfg.output_stride}"),
         (cfg.tokens in TOKENS, f"--tokens must be one of {', '.join(TOKENS)}, got {cfg.tokens!r}"),
         (not (cfg.resume and cfg.force), "--resume continues a run and --force starts it over: pass one of them"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise ConfigError(message)
+    ])
 
 
 def _norm_stats(model) -> tuple[tuple[float, ...], tuple[float, ...]]:

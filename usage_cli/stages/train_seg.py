@@ -27,7 +27,7 @@ from usage_cli.artifacts.outdir import claim_out
 from usage_cli.data import DataSpec
 from usage_cli.engine.distributed import check_device, is_main_process
 from usage_cli.engine.loop import LoopConfig, check_resume, fit
-from usage_cli.errors import ArtifactError, ConfigError
+from usage_cli.errors import ArtifactError, ConfigError, check_options
 from usage_cli.models.segnet import build_segnet, load_backbone_weights
 from usage_cli.tasks.segmentation import PseudoMaskDataset, SegmentationTask
 
@@ -78,7 +78,7 @@ def _check(cfg: TrainSegConfig) -> None:
         raise ConfigError(f"scale range must be 0 < low <= high, got {cfg.scale}")
     if cfg.weights is not None and not Path(cfg.weights).exists():
         raise ConfigError(f"{cfg.weights}: --weights file not found")
-    checks = [
+    check_options([
         (cfg.lr > 0 and cfg.head_lr_mult > 0, f"--lr must be positive, got {cfg.lr}"),
         (cfg.weight_decay >= 0, f"--weight-decay must not be negative, got {cfg.weight_decay}"),
         (cfg.optimizer in ("sgd", "adamw"), f"--optimizer must be sgd or adamw, got {cfg.optimizer!r}"),
@@ -86,10 +86,7 @@ def _check(cfg: TrainSegConfig) -> None:
         (cfg.aspp_channels >= 1 and cfg.img_size >= 16, "--aspp-channels must be positive and --img-size at least 16"),
         (cfg.workers >= 0, f"--workers must not be negative, got {cfg.workers}"),
         (not (cfg.resume and cfg.force), "--resume continues a run and --force starts it over: pass one of them"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise ConfigError(message)
+    ])
 
 
 def run(cfg: TrainSegConfig) -> Path:
