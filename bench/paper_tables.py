@@ -487,9 +487,8 @@ def write_outputs(out: Path, meta: dict, rows: list[Row], notes: list[str], runs
 
 
 # ---------------------------------------------------------------------------------------------- cli
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("table", choices=TABLES)
+def add_common_args(p: argparse.ArgumentParser) -> None:
+    """The options every table (and bench/seed_step.py) shares: data, backbone, seeds, training settings."""
     p.add_argument("--root", required=True, help="dataset root")
     p.add_argument("--dataset", default="voc")
     p.add_argument("--backbone", required=True, help="deit_s, deit_t, efficientnet_lite0, resnet50, ... (its family sets tau1)")
@@ -513,6 +512,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--tau1s", default=None, help=f"table5 temperatures (default {REDUCED_TAU1S}; --paper {PAPER_TAU1S})")
     p.add_argument("--extra", default="", help="more train-cls flags for every row, e.g. \"--warmup-epochs 1\" (the row's own flags come after them)")
     p.add_argument("--gen-seeds-extra", default="", help="more gen-seeds flags for every run, e.g. \"--refine none\"")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("table", choices=TABLES)
+    add_common_args(p)
     p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     return p.parse_args(argv)
 

@@ -22,6 +22,7 @@ from usage_cli.algorithms.fuse import (
     patch_affinity,
     patch_attention,
     refine_with_affinity,
+    relu_views,
     scaled_size,
 )
 from usage_cli.errors import ConfigError
@@ -41,6 +42,7 @@ class CamInference:
     affinity_layers: int = 12  # the last layers whose attention makes the patch affinity
     attn_budget_gb: float = 2.0  # attention kept per forward; larger batches of views are split
     amp: bool = False  # the network in bfloat16 autocast
+    normalise: str = "max"  # how the views are fused (ReLU'd or not) for fuse.seed_maps; see fuse.NORMALISE
 
 
 def resolve_options(net, refine: str = "auto", source: str = "auto", affinity_layers: int = 12) -> tuple[str, str]:
@@ -97,6 +99,16 @@ def views_per_forward(net, size: tuple[int, int], opts: CamInference, device: to
 @torch.no_grad()
 def views_to_maps(net, images: torch.Tensor, opts: CamInference) -> list[torch.Tensor]:
     """Fused (not yet normalised) C x H x W maps for a batch of same-size uint8 images (B x H x W x 3)."""
+    views, flips = view_maps(net, images, opts)
+    # per image: every view (ReLU'd unless the normalisation keeps the raw values), un-flipped, resized and summed
+    size, relu = tuple(images.shape[1:3]), relu_views(opts.normalise)
+    return [fuse_views([v[i] for v in views], flips, size, relu) for i in range(images.shape[0])]
+
+
+@torch.no_grad()
+def view_maps(net, images: torch.Tensor, opts: CamInference) -> tuple[list[torch.Tensor], list[bool]]:
+    """The maps of every scale x flip view (each B x C x h_s x w_s, refined, not yet ReLU'd, resized
+    or un-flipped) of a batch of same-size uint8 images, in the order scales, then (plain, flipped)."""
     # 1. normalise as the classifier was trained
     mean, std = (torch.tensor(s, device=images.device).view(1, 3, 1, 1) for s in net.input_norm())
     x0 = (images.permute(0, 3, 1, 2).float() / 255.0 - mean) / std
@@ -113,8 +125,7 @@ def views_to_maps(net, images: torch.Tensor, opts: CamInference) -> list[torch.T
         if opts.flip:
             views.append(z[n:])
             flips.append(True)
-    # 3. per image: every view ReLU'd, un-flipped, resized and summed
-    return [fuse_views([v[i] for v in views], flips, (H, W)) for i in range(x0.shape[0])]
+    return views, flips
 
 
 def _forward_maps(net, part: torch.Tensor, opts: CamInference) -> torch.Tensor:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from usage_cli.algorithms.cam_infer import CamInference, resolve_options, views_to_maps
-from usage_cli.algorithms.fuse import seed_maps
+from usage_cli.algorithms.fuse import NORMALISE, seed_maps
 from usage_cli.artifacts.compat import check_class_names
 from usage_cli.artifacts.manifest import (
     build_manifest,
@@ -59,6 +59,7 @@ class GenSeedsConfig:
     scales: tuple[float, ...] = (1.0, 0.5, 1.5, 2.0)
     flip: bool = True
     refine: str = "auto"  # auto | patch-affinity | none
+    normalise: str = "max"  # max | minmax | raw-minmax (algorithms/fuse.py)
     affinity_layers: int = 12
     attn_budget_gb: float = 2.0  # attention kept per forward (patch affinity, mct); larger batches are split
     source: str = "auto"  # auto | cam | attn (mct: class-to-patch attention x CAM)
@@ -89,6 +90,7 @@ def check(cfg: GenSeedsConfig) -> None:
     """Every option in its range, before the classifier is loaded."""
     check_options([
         (len(cfg.scales) > 0 and all(s > 0 for s in cfg.scales), f"--scales must list positive numbers, got {','.join(map(str, cfg.scales)) or 'none'}"),
+        (cfg.normalise in NORMALISE, f"--normalise must be one of {', '.join(NORMALISE)}, got {cfg.normalise!r}"),
         (cfg.affinity_layers >= 1, f"--affinity-layers must be at least 1, got {cfg.affinity_layers}"),
         (cfg.attn_budget_gb > 0, f"the attention budget must be positive, got {cfg.attn_budget_gb}"),
         (cfg.batch_size >= 1, f"--batch-size must be at least 1, got {cfg.batch_size}"),
@@ -108,7 +110,7 @@ def run(cfg: GenSeedsConfig) -> Path:
     refine, source = resolve_options(net, cfg.refine, cfg.source, cfg.affinity_layers)
     infer = CamInference(
         scales=tuple(cfg.scales), flip=cfg.flip, refine=refine, source=source, affinity_layers=cfg.affinity_layers,
-        attn_budget_gb=cfg.attn_budget_gb, amp=use_amp(cfg.amp, device),
+        attn_budget_gb=cfg.attn_budget_gb, amp=use_amp(cfg.amp, device), normalise=cfg.normalise,
     )  # fmt: skip
     ds = DataSpec.of(cfg).load()
     if ds.meta.num_classes != net.num_classes:
@@ -156,7 +158,7 @@ def _generate(net, todo, cfg, infer: CamInference, writer, seed_maps, device) ->
         items = pending.pop(key)
         maps = views_to_maps(net, torch.stack([im for _, im, _ in items]).to(device), infer)  # a module global: tests patch it
         for (image_id, im, keys), fused in zip(items, maps, strict=True):
-            cam = seed_maps(fused, keys).cpu().numpy() if keys else np.zeros((0, *im.shape[:2]), np.float32)
+            cam = seed_maps(fused, keys, infer.normalise).cpu().numpy() if keys else np.zeros((0, *im.shape[:2]), np.float32)
             writer.write(image_id, keys, cam, tuple(im.shape[:2]))
         writer.flush()
 
