@@ -96,11 +96,11 @@ def bench_gain(n_train: int, size: int, epochs: int, workers: int) -> dict:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the ground-truth seeds helper lives with the tests
     from gt_seeds import write_ground_truth_seeds
 
+    from usage_cli.chains.refine_psa import RefinePsaConfig, run
     from usage_cli.data import load_dataset
     from usage_cli.data.synth import generate
     from usage_cli.stages.evaluate import EvaluateConfig
     from usage_cli.stages.evaluate import run as evaluate
-    from usage_cli.stages.refine_psa import RefinePsaConfig, run
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_refine_"))
     root = tmp / "synth"

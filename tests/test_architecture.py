@@ -64,3 +64,16 @@ def test_stages_talk_only_through_files():
         other = {n.split(".")[2] for n in _imports(path) if n.startswith("usage_cli.stages.") and len(n.split(".")) > 2}
         other.discard(path.stem)
         assert not other, f"stages/{path.name} imports stage(s) {sorted(other)}"
+
+
+def test_chains_sit_between_the_commands_and_the_stages():
+    """A chain (chains/: refine-psa) runs stages in order: only a command imports a chain, and a chain
+    imports no command (the stages below it keep their own rules above)."""
+    for path in _modules():
+        pkg = _package(path)
+        chains = sorted(n for n in _imports(path) if n.split(".")[1] == "chains")
+        if pkg not in ("commands", "chains"):
+            assert not chains, f"{path.relative_to(PKG)} ({pkg}) imports {chains}"
+        if pkg == "chains":
+            bad = sorted(n for n in _imports(path) if n.split(".")[1] in ("commands", "report"))
+            assert not bad, f"{path.relative_to(PKG)} imports {bad}"

@@ -73,6 +73,20 @@ def refine_psa(w, out=None, root=None, *extra):
             "--device", "cpu", *extra]  # fmt: skip
 
 
+def psa_labels(w, out=None, root=None, *extra):
+    return ["psa-labels", *_data(w, root), "--seeds", w / "seeds" / "seeds.h5", "--out", out or w / "new-confident", "--workers", 1, *extra]
+
+
+def train_aff(w, out=None, root=None, *extra):
+    return ["train-aff", *_data(w, root), "--labels", w / "masks" / "confident", "--out", out or w / "new-aff",
+            "--backbone", "efficientnet_lite0", "--epochs", 1, "--batch-size", 2, "--crop", 64, "--device", "cpu", *extra]  # fmt: skip
+
+
+def psa_walk(w, out=None, root=None, *extra):
+    return ["psa-walk", *_data(w, root), "--seeds", w / "seeds" / "seeds.h5", "--affinity", w / "masks" / "affinity.pt",
+            "--out", out or w / "new-walk", "--device", "cpu", *extra]  # fmt: skip
+
+
 def train_seg(w, out=None, root=None, *extra):
     return ["train-seg", *_data(w, root), "--masks", w / "masks", "--out", out or w / "new-seg", "--backbone",
             "efficientnet_lite0", "--epochs", 1, "--batch-size", 2, "--crop", 64, "--aspp-channels", 16, "--device", "cpu", *extra]  # fmt: skip
@@ -97,9 +111,9 @@ def report(w, out=None, root=None, *extra):
     return ["report", w / "m.json", "--out", out or w / "rows.json", *extra]
 
 
-STAGES = {"train-cls": train_cls, "gen-seeds": gen_seeds, "refine-psa": refine_psa, "train-seg": train_seg,
-          "predict-seg": predict_seg, "evaluate": evaluate, "synth": synth, "report": report}  # fmt: skip
-DATA_STAGES = ("train-cls", "gen-seeds", "refine-psa", "train-seg", "predict-seg", "evaluate")
+STAGES = {"train-cls": train_cls, "gen-seeds": gen_seeds, "refine-psa": refine_psa, "psa-labels": psa_labels, "train-aff": train_aff,
+          "psa-walk": psa_walk, "train-seg": train_seg, "predict-seg": predict_seg, "evaluate": evaluate, "synth": synth, "report": report}  # fmt: skip
+DATA_STAGES = ("train-cls", "gen-seeds", "refine-psa", "psa-labels", "train-aff", "psa-walk", "train-seg", "predict-seg", "evaluate")
 
 
 def _bad_labels_root(w: Path) -> Path:
@@ -174,6 +188,15 @@ ROWS += [
     ("evaluate --bg-thresholds reversed", lambda w: evaluate(w, None, None, "--bg-thresholds", "0.9:0.1:0.1"), ("--bg-thresholds", "start")),
     ("evaluate: wrong-size ground truth", lambda w: evaluate_wrong_gt(w), ("SegmentationClass",)),
     ("report: a binary file", lambda w: ["report", w / "random.bin"], ("random.bin",)),
+    ("psa-labels --crf-la above --crf-ha", lambda w: psa_labels(w, None, None, "--crf-la", 40), ("--crf-la",)),
+    ("psa-labels: seeds of renamed classes", lambda w: psa_labels(w, None, _renamed_root(w)), ("class",)),
+    ("train-aff --labels of another stage", lambda w: train_aff(w, None, None, "--labels", w / "preds"), ("predict-seg", "psa-labels")),
+    ("train-aff --labels a folder without a manifest", lambda w: train_aff(w, None, None, "--labels", w / "seeds" / "overlays"), ("manifest", "psa-labels")),
+    ("train-aff --crop 60 (not a stride multiple)", lambda w: train_aff(w, None, None, "--crop", 60), ("--crop",)),
+    ("train-aff: labels of renamed classes", lambda w: train_aff(w, None, _renamed_root(w)), ("class",)),
+    ("psa-walk --affinity random bytes", lambda w: psa_walk(w, None, None, "--affinity", w / "random.bin"), ("random.bin",)),
+    ("psa-walk --affinity a classifier checkpoint", lambda w: psa_walk(w, None, None, "--affinity", w / "cls" / "checkpoint.pt"), ("checkpoint.pt", "--ckpt")),
+    ("psa-walk --logt 20", lambda w: psa_walk(w, None, None, "--logt", 20), ("--logt",)),
 ]
 
 

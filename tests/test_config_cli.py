@@ -182,13 +182,13 @@ def test_every_stage_config_default_equals_its_command_line_default():
     import dataclasses
     import inspect
 
+    from usage_cli.chains import refine_psa
     from usage_cli.commands import COMMANDS
     from usage_cli.commands._options import number_pair
     from usage_cli.stages import (
         evaluate,
         gen_seeds,
         predict_seg,
-        refine_psa,
         synth,
         train_cls,
         train_seg,
@@ -205,6 +205,7 @@ def test_every_stage_config_default_equals_its_command_line_default():
     compared = 0
     for stage, cls in configs.items():
         fields = {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
+        fields.update({n: getattr(cls.__dataclass_fields__["runtime"].default, n) for n in cls.RUNTIME_OPTIONS})  # nested run-time block
         for name, p in inspect.signature(COMMANDS[stage]).parameters.items():
             field = {"classes": "classes_file", "metric": "metrics"}.get(name, name) if stage != "synth" else name
             if field not in fields or p.default is None:

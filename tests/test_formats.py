@@ -85,22 +85,22 @@ def test_kind_messages_the_stages_relied_on(tmp_path):
         cls_checkpoint.read_cls_checkpoint(tmp_path / "seg.pt")
 
 
-def test_affinity_checkpoint_is_reused_only_for_the_same_training_settings(tmp_path):
-    path = tmp_path / "affinity.pt"
-    assert not aff_checkpoint.trained_with(path, {"lr": 0.1})
-    aff_checkpoint.save_aff_checkpoint(path, model=STATE, model_config={}, class_names=[], train_config={"lr": 0.1, "scale": (0.7, 1.3)}, weights_source="")
-    assert aff_checkpoint.trained_with(path, {"lr": 0.1, "scale": [0.7, 1.3]})  # the hash is of the JSON form
-    assert not aff_checkpoint.trained_with(path, {"lr": 0.2, "scale": [0.7, 1.3]})
-
-
 # --- run_config: the five config-to-JSON copies it replaced ----------------------------------------
+
+
+def _flat(cfg):  # the fields as they were before the run-time block was nested: the stage's own, flat, in order
+    def items(f):
+        if f.name != "runtime":
+            return {f.name: getattr(cfg, f.name)}
+        return {k: v for k, v in asdict(cfg.runtime).items() if k in cfg.RUNTIME_OPTIONS}
+
+    return {k: v for f in fields(cfg) for k, v in items(f).items()}
 
 
 def _refine_psa_plain(cfg, keep=None):  # stages/refine_psa.py `_plain` before
     skip = ("device", "workers", "quiet", "resume", "force", "aff_out", "timeout")
-    names = [f.name for f in fields(cfg) if f.name not in skip and (keep is None or f.name in keep)]
-    d = asdict(cfg)
-    return {k: (str(d[k]) if isinstance(d[k], Path) else d[k]) for k in names}
+    d = _flat(cfg)
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in d.items() if k not in skip and (keep is None or k in keep)}
 
 
 def _jsonable(d, drop=()):  # stages/train_cls.py `_jsonable` before
@@ -108,40 +108,39 @@ def _jsonable(d, drop=()):  # stages/train_cls.py `_jsonable` before
 
 
 def _gen_seeds_jsonable(cfg):  # stages/gen_seeds.py `_jsonable` before
-    d = asdict(cfg)
+    d = _flat(cfg)
     for k in ("out", "force", "quiet", "workers", "batch_size", "device", "overlays", "timeout"):
         d.pop(k)
     return {k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
 
 
 def _skip_paths(cfg, skip):  # stages/predict_seg.py `_config`, stages/train_seg.py `_run_config` before
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items() if k not in skip}
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in _flat(cfg).items() if k not in skip}
 
 
 def _configs():
-    from usage_cli.stages import gen_seeds, predict_seg, refine_psa, train_cls, train_seg
+    from usage_cli.chains import refine_psa
+    from usage_cli.runtime import config_drop
+    from usage_cli.stages import gen_seeds, predict_seg, train_cls, train_seg
 
     p = {"root": Path("data/voc"), "out": Path("runs/x")}
-    yield "refine-psa", _refine_psa_plain, refine_psa.RUNTIME, None, refine_psa.RefinePsaConfig(
-        seeds=Path("s/seeds.h5"), dataset="voc", split="train", **p, split_file=Path("a b/list.txt"), scale=(0.5, 2.0), crf_la=4.0,
-    )  # fmt: skip
-    for keep in (refine_psa.LABEL_KEYS, refine_psa.TRAIN_KEYS):
-        yield "refine-psa keys", lambda c, k=keep: _refine_psa_plain(c, k), refine_psa.RUNTIME, keep, refine_psa.RefinePsaConfig(
-            seeds=Path("s.h5"), dataset="voc", split="train", **p, weights=Path("w.pth"))  # fmt: skip
-    yield "train-cls", lambda c: _jsonable(asdict(c), drop=("resume", "force", "quiet", "workers", "out", "timeout")), train_cls.RUNTIME, None, \
-        train_cls.TrainClsConfig(dataset="voc", **p, student_drop_path=(0.1, 0.2), weights=Path("w.pth"))
-    yield "gen-seeds", _gen_seeds_jsonable, gen_seeds.RUNTIME, None, gen_seeds.GenSeedsConfig(
-        ckpt=Path("c/checkpoint.pt"), dataset="voc", split="val", **p, scales=(1.0, 0.5))  # fmt: skip
-    yield "predict-seg", lambda c: _skip_paths(c, ("device", "workers", "quiet", "force", "timeout")), predict_seg.RUNTIME, None, \
-        predict_seg.PredictSegConfig(ckpt=Path("seg/checkpoint.pt"), **p, scales=(0.75, 1.0, 1.25))
-    yield "train-seg", lambda c: _skip_paths(c, ("device", "workers", "quiet", "resume", "force", "timeout")), train_seg.RUNTIME, None, \
-        train_seg.TrainSegConfig(masks=Path("masks"), **p, scale=(0.6, 1.4))
+    cfg = refine_psa.RefinePsaConfig(seeds=Path("s/seeds.h5"), dataset="voc", split="train", **p, split_file=Path("a b/list.txt"), scale=(0.5, 2.0), crf_la=4.0)
+    yield "refine-psa", _refine_psa_plain, config_drop(cfg, ("aff_out",)), None, cfg
+    cfg = train_cls.TrainClsConfig(dataset="voc", **p, student_drop_path=(0.1, 0.2), weights=Path("w.pth"))
+    yield "train-cls", lambda c: _jsonable(_flat(c), drop=("resume", "force", "quiet", "workers", "out", "timeout")), \
+        config_drop(cfg, ("out",), keep=train_cls.ALSO_IN_CONFIG), None, cfg
+    cfg = gen_seeds.GenSeedsConfig(ckpt=Path("c/checkpoint.pt"), dataset="voc", split="val", **p, scales=(1.0, 0.5))
+    yield "gen-seeds", _gen_seeds_jsonable, config_drop(cfg, gen_seeds.NOT_IN_CONFIG), None, cfg
+    cfg = predict_seg.PredictSegConfig(ckpt=Path("seg/checkpoint.pt"), **p, scales=(0.75, 1.0, 1.25))
+    yield "predict-seg", lambda c: _skip_paths(c, ("device", "workers", "quiet", "force", "timeout")), config_drop(cfg), None, cfg
+    cfg = train_seg.TrainSegConfig(masks=Path("masks"), **p, scale=(0.6, 1.4))
+    yield "train-seg", lambda c: _skip_paths(c, ("device", "workers", "quiet", "resume", "force", "timeout")), config_drop(cfg), None, cfg
 
 
 @pytest.mark.parametrize("case", list(_configs()), ids=lambda c: c[0])
 def test_run_config_equals_the_copies_it_replaced(case):
     """Manifests keep their ``config`` byte for byte and ``config_hash`` (resume and --force compare
-    them); only tuples become lists in memory, which JSON never told apart."""
+    them), the run-time block nested or not; only tuples become lists in memory, which JSON never told apart."""
     _, old, runtime, keep, cfg = case
     before, after = old(cfg), run_config(cfg, runtime, keep)
     assert json.dumps(after) == json.dumps(before) and list(after) == list(before)

@@ -163,17 +163,16 @@ def test_process_group_gets_the_timeout(monkeypatch):
 
 
 def test_timeout_defaults_agree():
-    from usage_cli.commands._options import TIMEOUT_MIN
-    from usage_cli.engine.loop import LoopConfig
-    from usage_cli.stages.gen_seeds import GenSeedsConfig
-    from usage_cli.stages.predict_seg import PredictSegConfig
-    from usage_cli.stages.refine_psa import RefinePsaConfig
-    from usage_cli.stages.train_cls import TrainClsConfig
-    from usage_cli.stages.train_seg import TrainSegConfig
+    """One default (runtime.py), shown by every command that takes --timeout and used by the loop."""
+    import inspect
 
-    configs = (LoopConfig, GenSeedsConfig, PredictSegConfig, RefinePsaConfig, TrainClsConfig, TrainSegConfig)
-    assert TIMEOUT_MIN == DEFAULT_TIMEOUT_MIN >= 30
-    assert all(c.__dataclass_fields__["timeout"].default == DEFAULT_TIMEOUT_MIN for c in configs)
+    from usage_cli.commands import COMMANDS
+    from usage_cli.engine.loop import LoopConfig
+    from usage_cli.runtime import DEFAULTS, OPTIONS
+
+    takes = [stage for stage, options in OPTIONS.items() if "timeout" in options]
+    assert DEFAULTS.timeout == DEFAULT_TIMEOUT_MIN >= 30 and LoopConfig.__dataclass_fields__["timeout"].default == DEFAULT_TIMEOUT_MIN
+    assert len(takes) >= 8 and all(inspect.signature(COMMANDS[c]).parameters["timeout"].default == DEFAULT_TIMEOUT_MIN for c in takes)
 
 
 # ---------------------------------------------------------------- checkpoints written on another device
@@ -255,14 +254,23 @@ def test_workers_draw_per_rank_and_epoch_and_a_resumed_run_draws_the_same():
 
 
 def test_loader_without_workers_is_unchanged_and_pins_memory_only_for_cuda():
-    from usage_cli.engine.loop import LoopConfig, _epoch_loaders, _loader
+    """The loop's one loader path draws, without workers, what torch's DataLoader(shuffle=True) with a
+    (seed, epoch) generator drew before the two paths became one: the same batches, the same items."""
+    from torch.utils.data import DataLoader
 
-    cfg = LoopConfig(epochs=1, batch_size=4, lr=0.1)
+    from usage_cli.engine.loop import LoopConfig, _epoch_loaders, seed_everything
+
+    cfg = LoopConfig(epochs=1, batch_size=4, lr=0.1, seed=3)
     one = DistInfo()
-    a = [b["i"] for b in _epoch_loaders(_Draws(), cfg, one, None, pin_memory=False)(3)]
-    b = [b["i"] for b in _loader(_Draws(), cfg, one, 3, None)]
-    assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
-    assert _loader(_Draws(), cfg, one, 0, None, pin_memory=True).pin_memory
+    for epoch in (0, 3):
+        seed_everything(epoch)
+        a = list(_epoch_loaders(_Draws(), cfg, one, None, pin_memory=False)(epoch))
+        seed_everything(epoch)
+        g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
+        b = list(DataLoader(_Draws(), batch_size=4, shuffle=True, drop_last=True, generator=g))
+        assert len(a) == len(b) == 3
+        assert all(torch.equal(x["i"], y["i"]) and torch.equal(x["draw"], y["draw"]) for x, y in zip(a, b, strict=True))
+    assert _epoch_loaders(_Draws(), cfg, one, None, pin_memory=True)(0).pin_memory
 
 
 def test_deit_learning_rate_follows_the_global_batch(monkeypatch):

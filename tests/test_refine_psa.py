@@ -15,9 +15,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from usage_cli.artifacts.labels import read_label_png, write_label_png
+from usage_cli.chains.refine_psa import PRESETS, RefinePsaConfig, resolve, run
 from usage_cli.data import load_dataset
 from usage_cli.errors import ArtifactError, ConfigError
-from usage_cli.stages.refine_psa import PRESETS, RefinePsaConfig, resolve, run
 from usage_cli.tasks.affinity import read_confident_png, sample_at_stride
 
 pytest.importorskip("pydensecrf")
@@ -73,13 +73,20 @@ def test_masks_agree_with_ground_truth(synth_root, refined):
     assert res["miou"] > 50
 
 
-def test_rerun_reuses_the_affinity_net_and_is_deterministic(refined, tmp_path):
+def test_rerun_reuses_the_affinity_net_and_is_deterministic(refined):
+    """A rerun of the same options keeps the steps whose manifests match (no CRF, no training) and
+    walks to the same masks (formerly: another --out reusing --aff-out through a private key)."""
     cfg, _ = refined
-    out2 = tmp_path / "again"
-    res = run(replace(cfg, out=out2, aff_out=Path(cfg.out) / "affinity.pt"))
-    assert res["trained"] is False
-    for p in Path(cfg.out).glob("*.png"):
-        np.testing.assert_array_equal(read_label_png(p), read_label_png(out2 / p.name))
+    out = Path(cfg.out)
+    before = {p.name: read_label_png(p) for p in out.glob("*.png")}
+    confident = {p.name: p.stat().st_mtime_ns for p in (out / "confident").glob("*.png")}
+    affinity = (out / "affinity.pt").stat().st_mtime_ns
+    res = run(cfg)
+    assert res["trained"] is False and (out / "affinity.pt").stat().st_mtime_ns == affinity
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "confident").glob("*.png")} == confident  # not remade
+    assert sorted(before) == sorted(p.name for p in out.glob("*.png"))
+    for name, mask in before.items():
+        np.testing.assert_array_equal(read_label_png(out / name), mask)
 
 
 def test_cli_psa_preset_dense_walk_on_another_split(synth_root, seeds, refined, tmp_path):
@@ -237,3 +244,114 @@ def test_two_ranks_write_every_mask_once_like_one_process(synth_root, seeds, tmp
     run(RefinePsaConfig(seeds=seeds, dataset="voc", root=synth_root, split="train", out=one, affinity=two / "affinity.pt", **TINY))
     for i in ids:
         np.testing.assert_array_equal(read_label_png(one / f"{i}.png"), read_label_png(two / f"{i}.png"))
+
+
+# ---------------------------------------------------------------- the three steps as stages of their own
+
+
+def _step_configs(synth_root, seeds, tmp_path):
+    from usage_cli.stages.psa_labels import PsaLabelsConfig
+    from usage_cli.stages.psa_walk import PsaWalkConfig
+    from usage_cli.stages.train_aff import TrainAffConfig
+
+    data = {"dataset": "voc", "root": synth_root, "split": "train"}
+    labels = PsaLabelsConfig(seeds=seeds, out=tmp_path / "confident", workers=1, quiet=True, **data)
+    aff = TrainAffConfig(labels=labels.out, out=tmp_path / "aff", backbone="efficientnet_lite0", epochs=1, batch_size=4, crop=64,
+                         workers=1, device="cpu", quiet=True, **data)  # fmt: skip  (as TINY: the same data-loading draws)
+    walk = PsaWalkConfig(seeds=seeds, affinity=tmp_path / "aff" / "affinity.pt", out=tmp_path / "walk", device="cpu", quiet=True, **data)
+    return labels, aff, walk
+
+
+def test_each_step_runs_alone_and_together_they_equal_refine_psa(synth_root, seeds, tmp_path):
+    from usage_cli.stages import psa_labels, psa_walk, train_aff
+
+    cfg = RefinePsaConfig(seeds=seeds, dataset="voc", root=synth_root, split="train", out=tmp_path / "chain", **TINY)
+    run(cfg)
+    labels, aff, walk = _step_configs(synth_root, seeds, tmp_path)
+    assert psa_labels.run(labels)["images"] == 12 and not psa_labels.is_done(replace(labels, crf_la=2.0)) and psa_labels.is_done(labels)
+    for p in Path(cfg.out, "confident").glob("*.png"):  # the same labels as refine-psa's first step
+        np.testing.assert_array_equal(read_label_png(p), read_label_png(labels.out / p.name))
+    assert train_aff.run(aff) == aff.out / "affinity.pt" and train_aff.is_done(aff)
+    manifest = json.loads((aff.out / "manifest.json").read_text())
+    assert manifest["stage"] == "train-aff" and manifest["inputs"]["labels"]["sha256"]  # pinned by the labels' manifest
+    assert psa_walk.run(walk)["images"] == 12
+    walked = json.loads((walk.out / "manifest.json").read_text())
+    assert walked["stage"] == "psa-walk" and walked["inputs"]["affinity"]["sha256"] == manifest["artifact_sha256"]
+    # the same AffinityNet as refine-psa's (same options, same seed), so the same masks
+    ours, theirs = (torch.load(p, weights_only=True)["model"] for p in (aff.out / "affinity.pt", Path(cfg.out) / "affinity.pt"))
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+    for p in Path(cfg.out).glob("*.png"):
+        np.testing.assert_array_equal(read_label_png(p), read_label_png(walk.out / p.name))
+    # train-seg takes psa-walk's masks
+    from usage_cli.artifacts.labels import read_label_folder
+    from usage_cli.stages.train_seg import MASK_STAGES
+
+    assert read_label_folder(walk.out, MASK_STAGES)["images"] == 12
+
+
+def test_retraining_affinitynet_does_not_redo_the_crf(synth_root, seeds, tmp_path):
+    from usage_cli.stages import psa_labels, train_aff
+
+    labels, aff, _ = _step_configs(synth_root, seeds, tmp_path)
+    psa_labels.run(labels)
+    stamps = {p.name: p.stat().st_mtime_ns for p in labels.out.iterdir()}
+    train_aff.run(aff)
+    first = (aff.out / "affinity.pt").read_bytes()
+    train_aff.run(replace(aff, lr=0.02, force=True))  # other settings: a new network, the labels untouched
+    assert {p.name: p.stat().st_mtime_ns for p in labels.out.iterdir()} == stamps
+    assert (aff.out / "affinity.pt").read_bytes() != first
+    assert json.loads((aff.out / "manifest.json").read_text())["config"]["lr"] == 0.02
+    with pytest.raises(ConfigError, match="another config"):
+        train_aff.run(replace(aff, lr=0.03))  # a finished run of other options needs --force
+    train_aff.run(replace(aff, lr=0.02, epochs=2, resume=True))  # --resume extends it, still no CRF
+    assert {p.name: p.stat().st_mtime_ns for p in labels.out.iterdir()} == stamps
+    assert len((aff.out / "log.jsonl").read_text().splitlines()) == 2
+
+
+def test_walk_with_a_borrowed_affinity_net_on_another_split(synth_root, seeds, refined, tmp_path):
+    from usage_cli.stages import psa_walk
+
+    cfg, _ = refined
+    borrowed = tmp_path / "elsewhere" / "net.pt"
+    borrowed.parent.mkdir()
+    borrowed.write_bytes((Path(cfg.out) / "affinity.pt").read_bytes())
+    out = tmp_path / "val"
+    walk = psa_walk.PsaWalkConfig(seeds=seeds, affinity=borrowed, root=synth_root, split="val", out=out, preset="psa", device="cpu", quiet=True)
+    assert psa_walk.run(walk)["images"] == 6
+    val = load_dataset("voc", synth_root, "val")
+    assert sorted(p.stem for p in out.glob("*.png")) == sorted(r.id for r in val.records)
+    assert not (out / "confident").exists() and not (out / ".psa-walk.partial.json").exists()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["config"]["logt"] == 8 and manifest["affinity"] == str(borrowed)  # the psa preset's walk
+    with pytest.raises(ConfigError, match="--affinity file not found"):
+        psa_walk.run(replace(walk, affinity=tmp_path / "none.pt", force=True))
+
+
+def test_train_aff_refuses_labels_that_are_not_a_finished_psa_labels_folder(synth_root, seeds, tmp_path):
+    from usage_cli.stages import psa_labels, train_aff
+
+    labels, aff, _ = _step_configs(synth_root, seeds, tmp_path)
+    with pytest.raises(ArtifactError, match="run `usage psa-labels` first"):
+        train_aff.run(aff)
+    psa_labels.run(replace(labels, split="val"))  # labels of another split
+    with pytest.raises(ArtifactError, match="no confident label for 12 of 12 ids of split 'train'"):
+        train_aff.run(aff)
+
+
+def test_cli_of_the_three_steps(synth_root, seeds, tmp_path):
+    from usage_cli.cli import app
+
+    common = ["--root", synth_root, "--split", "train", "--quiet"]
+    steps = [
+        ["psa-labels", "--seeds", seeds, "--out", tmp_path / "c", "--workers", "1"],
+        ["train-aff", "--labels", tmp_path / "c", "--out", tmp_path / "a", "--backbone", "efficientnet_lite0", "--epochs", "1",
+         "--batch-size", "4", "--crop", "64", "--device", "cpu"],
+        ["psa-walk", "--seeds", seeds, "--affinity", tmp_path / "a" / "affinity.pt", "--out", tmp_path / "w", "--device", "cpu"],
+    ]  # fmt: skip
+    for args in steps:
+        r = CliRunner().invoke(app, [str(a) for a in args + common])
+        assert r.exit_code == 0, r.output
+    assert len(list((tmp_path / "w").glob("*.png"))) == 12
+    r = CliRunner().invoke(app, ["train-aff", "--labels", str(tmp_path / "c"), "--root", str(synth_root), "--out", str(tmp_path / "b"), "--crop", "60",
+                                 "--backbone", "efficientnet_lite0", "--split", "train"])  # fmt: skip
+    assert r.exit_code == 2 and "--crop must be a multiple of 32" in r.output

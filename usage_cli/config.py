@@ -2,7 +2,8 @@
 frozen config dataclass, and ``--print-config``, the resolved config as YAML on stdout.
 
 Keys are the config's field names, exactly as ``--print-config`` prints them (``classes_file`` for
-``--classes``, ``metrics`` for ``--metric``; some settings have no flag and only a key). Flags given
+``--classes``, ``metrics`` for ``--metric``; some settings have no flag and only a key); the run-time
+options (``device``, ``workers``, ...: ``usage_cli/runtime.py``) are flat keys beside them. Flags given
 on the command line win over the file, the file wins over the defaults. Relative paths in a file
 are relative to the working directory, as on the command line.
 """
@@ -23,6 +24,7 @@ import yaml
 
 from usage_cli.artifacts.manifest import run_config  # the one config-to-JSON (torch-free)
 from usage_cli.errors import ConfigError
+from usage_cli.runtime import Runtime
 
 C = TypeVar("C")
 
@@ -56,21 +58,39 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def option_names(cfg) -> list[str]:
+    """The keys of a stage config as a file and ``--print-config`` hold them: its fields, with the
+    run-time options it takes (``runtime.OPTIONS``) flat in place of its ``runtime`` block."""
+    names = []
+    for f in dataclasses.fields(cfg):
+        names += list(runtime_options(cfg)) if f.name == "runtime" else [f.name]
+    return names
+
+
+def runtime_options(cfg) -> tuple[str, ...]:
+    return getattr(type(cfg), "RUNTIME_OPTIONS", ())
+
+
 def merge_config(cfg: C, data: dict[str, Any], given: set[str] | frozenset[str] = frozenset(), source: str = "config") -> C:
-    """``cfg`` with the values of ``data`` (type-checked) for every field not in ``given``."""
-    names = [f.name for f in dataclasses.fields(cfg)]
+    """``cfg`` with the values of ``data`` (type-checked) for every option not in ``given``; run-time
+    options are flat keys (``device: cpu``), as --print-config prints them."""
+    names = option_names(cfg)
     unknown = sorted(set(data) - set(names))
     if unknown:
         near = {m for k in unknown for m in difflib.get_close_matches(k, names, n=1)}
         hint = f" (did you mean {', '.join(sorted(near))}?)" if near else "; the keys are those --print-config prints"
         raise ConfigError(f"{source}: unknown option(s) {', '.join(unknown)}{hint}")
-    hints = typing.get_type_hints(type(cfg))
-    return dataclasses.replace(cfg, **{k: _coerce(k, v, hints[k], source) for k, v in data.items() if k not in given})
+    hints = {**typing.get_type_hints(Runtime), **typing.get_type_hints(type(cfg))}
+    values = {k: _coerce(k, v, hints[k], source) for k, v in data.items() if k not in given}
+    run = {k: values.pop(k) for k in list(values) if k in runtime_options(cfg)}
+    if run:
+        values["runtime"] = dataclasses.replace(cfg.runtime, **run)
+    return dataclasses.replace(cfg, **values)
 
 
 def given_options(ctx: typer.Context, cfg) -> set[str]:
-    """The config fields whose options were given on the command line (not left at their defaults)."""
-    names = {f.name for f in dataclasses.fields(cfg)}
+    """The config options whose flags were given on the command line (not left at their defaults)."""
+    names = set(option_names(cfg))
     given = set()
     for param in ctx.params:
         source = ctx.get_parameter_source(param)  # click's ParameterSource (typer may vendor click: compare names)

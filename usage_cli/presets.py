@@ -37,6 +37,12 @@ REFINE_PSA: dict[str, dict[str, Any]] = {
 
 # how train-cls fills a preset value of None
 RULES = {"lr": "5e-4 x batch/512"}
+
+
+def deit_lr(batch_size: int, world_size: int = 1) -> float:
+    """The learning rate of DeiT / MCTformer (``RULES["lr"]``): 5e-4 x the global batch / 512, where
+    ``batch_size`` is per process; train-cls uses it where the preset's ``lr`` is None."""
+    return 5e-4 * batch_size * world_size / 512
 FAMILIES = {"transformer": "transformers", "cnn": "CNNs"}
 
 

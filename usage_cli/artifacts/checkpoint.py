@@ -82,7 +82,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 
 # the checkpoint kinds; each has a module with its save / read / version check
-# (cls_checkpoint.py, aff_checkpoint.py, seg_checkpoint.py; ``usage-last`` is engine/loop.py's last.pt)
+# (cls_checkpoint.py, aff_checkpoint.py, seg_checkpoint.py, last_checkpoint.py: the loop's last.pt)
 CLS_FORMAT = "usage-cls-checkpoint"
 AFF_FORMAT = "usage-aff-checkpoint"
 SEG_FORMAT = "usage-seg-checkpoint"
@@ -92,7 +92,7 @@ LAST_FORMAT = "usage-last"  # the training loop's resume state (last.pt)
 FORMATS = {
     CLS_FORMAT: ("a usage train-cls checkpoint", "`usage gen-seeds --ckpt`"),
     SEG_FORMAT: ("a usage train-seg checkpoint", "`usage predict-seg --ckpt`"),
-    AFF_FORMAT: ("a usage AffinityNet checkpoint", "`usage refine-psa --affinity`"),
+    AFF_FORMAT: ("a usage AffinityNet checkpoint", "`usage psa-walk --affinity` or `usage refine-psa --affinity`"),
     LAST_FORMAT: ("a usage resume state (last.pt)", "`--resume` of the stage that wrote it"),
 }
 

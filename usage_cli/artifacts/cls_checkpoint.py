@@ -10,6 +10,7 @@ from usage_cli.artifacts.checkpoint import CLS_FORMAT, read_kind, save_checkpoin
 
 FORMAT = CLS_FORMAT
 VERSION = "1.0.0"
+FILENAME = "checkpoint.pt"  # in train-cls's --out
 
 
 def save_cls_checkpoint(

@@ -1,4 +1,5 @@
-"""Label maps on disk: palette PNG (VOC colours), uint8, 255 = ignore, one per image id."""
+"""Label maps on disk: palette PNG (VOC colours), uint8, 255 = ignore, one per image id; and the
+label-PNG folder that holds one per image with its manifest (:func:`read_label_folder`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import numpy as np
 from PIL import Image
 
 from usage_cli.artifacts.atomic import atomic_path
+from usage_cli.artifacts.manifest import MANIFEST_NAME, PRODUCERS, read_manifest
 from usage_cli.errors import ArtifactError
 
 
@@ -54,3 +56,56 @@ def read_label_png(path: str | Path) -> np.ndarray:
         raise ArtifactError(f"{p}: label PNG not found") from e
     except (OSError, SyntaxError) as e:
         raise ArtifactError(f"{p}: unreadable label PNG ({e})") from e
+
+
+# --- the label-PNG folder: <id>.png per image and a manifest.json (psa-labels, psa-walk, refine-psa,
+# predict-seg write one; train-aff, train-seg and evaluate read one). The manifest's format_version is
+# this layout's version; resuming an unfinished folder is artifacts/outdir.py's marker.
+
+FOLDER_VERSION = "1.0.0"
+
+
+def label_path(folder: str | Path, image_id: str) -> Path:
+    return Path(folder) / f"{image_id}.png"
+
+
+def label_ids(folder: str | Path) -> set[str]:
+    """The ids that have a PNG in ``folder``."""
+    return {p.stem for p in Path(folder).glob("*.png")}
+
+
+def read_label_folder(folder: str | Path, stages: tuple[str, ...]) -> dict:
+    """The manifest of a finished label folder written by one of ``stages`` (a missing one, or one of
+    another stage or major version, is a one-line error naming the command to run)."""
+    manifest = read_manifest(folder, expect_stage=stages)
+    version = str(manifest.get("format_version", ""))
+    if version.split(".")[0] != FOLDER_VERSION.split(".")[0]:
+        raise ArtifactError(
+            f"{folder}: label folder version {version} is not readable by this usage ({FOLDER_VERSION.split('.')[0]}.x); "
+            f"rerun `{PRODUCERS.get(stages[0], stages[0])}`, or use the usage version that wrote it"
+        )
+    return manifest
+
+
+def folder_class_names(folder: str | Path) -> list[str] | None:
+    """The class names a label folder's manifest records; None for a folder without a readable one
+    (PNGs made by hand)."""
+    try:
+        return read_manifest(folder).get("class_names")
+    except ArtifactError:
+        return None
+
+
+LEGACY_CACHE = "key.json"  # refine-psa's confident/ before it was psa-labels' folder: a private cache key
+
+
+def clear_legacy_cache(folder: str | Path) -> bool:
+    """Empty a ``confident/`` folder an older refine-psa left as a private cache (``key.json`` beside its
+    PNGs, no manifest): its labels say nothing of what made them, so psa-labels makes them again."""
+    folder = Path(folder)
+    if not (folder / LEGACY_CACHE).exists() or (folder / MANIFEST_NAME).exists():
+        return False
+    for p in folder.glob("*.png"):
+        p.unlink()
+    (folder / LEGACY_CACHE).unlink()
+    return True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import datetime as _dt
 import hashlib
@@ -24,6 +25,9 @@ PRODUCERS = {
     "train-cls": "usage train-cls",
     "gen-seeds": "usage gen-seeds",
     "refine-psa": "usage refine-psa",
+    "psa-labels": "usage psa-labels",
+    "train-aff": "usage train-aff",
+    "psa-walk": "usage psa-walk",
     "train-seg": "usage train-seg",
     "predict-seg": "usage predict-seg",
     "evaluate": "usage evaluate",
@@ -41,14 +45,29 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
 def run_config(cfg: Any, drop: Iterable[str] = (), keep: Iterable[str] | None = None) -> dict[str, Any]:
     """The JSON form of a stage's config dataclass, as its manifest's ``config`` (and resume keys) hold
     it: fields in declaration order, without ``drop`` (run-time settings such as ``device``, ``workers``,
-    ``quiet``) and, with ``keep``, only those; paths as strings (as given, not resolved), tuples as lists."""
+    ``quiet``) and, with ``keep``, only those; paths as strings (as given, not resolved), tuples as lists.
+    A nested dataclass (the run-time block, ``cfg.runtime``) is flattened: its fields take its place,
+    only those the config's class lists in ``RUNTIME_OPTIONS`` (``runtime.takes_runtime``) when it does."""
     skip, only = set(drop), None if keep is None else set(keep)
-    d = dataclasses.asdict(cfg)
+    d = _fields(cfg)
     return {
         k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v)
         for k, v in d.items()
         if k not in skip and (only is None or k in only)
     }
+
+
+def _fields(cfg: Any) -> dict[str, Any]:
+    """The fields of a config dataclass in declaration order, nested dataclasses flattened in place."""
+    out: dict[str, Any] = {}
+    taken = getattr(type(cfg), "RUNTIME_OPTIONS", None)
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(v) and not isinstance(v, type):
+            out.update({k: x for k, x in _fields(v).items() if taken is None or k in taken})
+        else:
+            out[f.name] = copy.deepcopy(v)
+    return out
 
 
 def config_hash(config: dict[str, Any]) -> str:
@@ -118,6 +137,23 @@ def write_manifest(out_dir: str | Path, manifest: dict[str, Any]) -> Path:
     path = Path(out_dir) / MANIFEST_NAME
     write_text_atomic(path, json.dumps(manifest, indent=2, sort_keys=False, default=str) + "\n")
     return path
+
+
+def up_to_date(folder: str | Path, stage: str, config: dict[str, Any], inputs: dict[str, str | Path], artifact: str | Path | None = None) -> bool:
+    """Whether ``folder`` holds a finished ``stage`` run of this ``config`` on these ``inputs`` (each
+    still the file or folder its manifest pinned) and, with ``artifact``, whether that file is still
+    the one the run published (the manifest's ``artifact`` and ``artifact_sha256``). A chain of stages
+    (refine-psa) skips such a step instead of redoing it."""
+    try:
+        old = json.loads((Path(folder) / MANIFEST_NAME).read_text())
+        pinned = {k: v["sha256"] for k, v in old["inputs"].items()}
+        same = old["stage"] == stage and old["config_hash"] == config_hash(config) and set(pinned) == set(inputs)
+        same = same and all(Path(p).exists() and input_digest(p, required=False) == pinned[k] for k, p in inputs.items())
+        if artifact is not None:
+            same = same and old.get("artifact") == str(artifact) and Path(artifact).is_file() and sha256_file(artifact) == old.get("artifact_sha256")
+        return same
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):  # none, unreadable, or of another layout
+        return False
 
 
 def read_manifest(path: str | Path, expect_stage: str | tuple[str, ...] | None = None) -> dict[str, Any]:

@@ -111,7 +111,10 @@ def remove_artifact(out: Path, owned: Iterable[str]) -> None:
 
 
 # stage -> the marker file in its PNG folder while a run writes it; it holds that run's key
-PNG_MARKERS = {"refine-psa": ".refine-psa.partial", "predict-seg": ".predict-seg.partial.json"}
+PNG_MARKERS = {
+    "refine-psa": ".refine-psa.partial", "predict-seg": ".predict-seg.partial.json",
+    "psa-labels": ".psa-labels.partial.json", "psa-walk": ".psa-walk.partial.json",
+}  # fmt: skip
 
 
 def resume_png_folder(out: Path, key: dict[str, Any], *, stage: str, force: bool, main: bool = True) -> set[str]:

@@ -31,6 +31,8 @@ from usage_cli.errors import ArtifactError
 
 ENCODING_TYPE = "usage-seeds"
 ENCODING_VERSION = "1.0.0"
+FILENAME = "seeds.h5"  # in gen-seeds' --out
+SUFFIXES = (".h5", ".hdf5")
 
 
 def _group_name(image_id: str) -> str:
@@ -44,6 +46,17 @@ def _image_id(group: str) -> str:
 def partial_path(path: str | Path) -> Path:
     p = Path(path)
     return p.with_name(p.name + ".partial")
+
+
+def rank_part(out: str | Path, rank: int) -> Path:
+    """The store one rank writes under torchrun, merged into ``out/seeds.h5`` by rank 0."""
+    return Path(out) / f"seeds.rank{rank}.h5"
+
+
+def is_seed_store(path: str | Path) -> bool:
+    """Whether ``path`` names a seed store, finished or not (a file, its ``.partial``, or a seeds suffix)."""
+    p = Path(path)
+    return p.suffix in SUFFIXES or p.is_file() or partial_path(p).exists()
 
 
 @dataclass(frozen=True)

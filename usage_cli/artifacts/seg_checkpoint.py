@@ -10,6 +10,7 @@ from usage_cli.artifacts.checkpoint import SEG_FORMAT, read_kind, save_checkpoin
 
 FORMAT = SEG_FORMAT
 VERSION = "1.0.0"
+FILENAME = "checkpoint.pt"  # in train-seg's --out
 
 
 def save_seg_checkpoint(

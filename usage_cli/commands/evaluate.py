@@ -7,10 +7,12 @@ from typing import Annotated
 
 import typer
 
-from usage_cli.commands._options import Classes, Dataset, Root, SplitFile
+from usage_cli.commands._options import Classes, Dataset, Root, SplitFile, runtime_options
 from usage_cli.config import ConfigFile, PrintConfig
+from usage_cli.runtime import DEFAULTS, Runtime
 
 
+@runtime_options("evaluate", workers="Worker processes for decoding and counting.", quiet="Print only the summary line.")
 def command(
     ctx: typer.Context,
     pred: Annotated[Path | None, typer.Option(help="Folder of label PNGs (<id>.png) or a seeds.h5 file. Required (here or in --config).")] = None,
@@ -25,8 +27,7 @@ def command(
     bg_threshold: Annotated[float | None, typer.Option(help="Seeds: one fixed background threshold (no tuning on ground truth).")] = None,
     bg_power: Annotated[float | None, typer.Option(help="Seeds: PSA/IRN background (1-max)^ALPHA instead of a threshold.")] = None,
     allow_missing: Annotated[bool, typer.Option(help="Count ids without prediction as all background.")] = False,
-    workers: Annotated[int, typer.Option(help="Worker processes for decoding and counting.")] = 2,
-    quiet: Annotated[bool, typer.Option(help="Print only the summary line.")] = False,
+    runtime: Runtime = DEFAULTS,
     config: ConfigFile = None,
     print_config: PrintConfig = False,
 ) -> None:
@@ -38,7 +39,7 @@ def command(
     cfg = EvaluateConfig(
         dataset=dataset, root=root, split=split, pred=pred, split_file=split_file, classes_file=classes,
         metrics=tuple(m.strip() for m in metric.split(",") if m.strip()), out=out, bg_thresholds=bg_thresholds,
-        bg_threshold=bg_threshold, bg_power=bg_power, allow_missing=allow_missing, workers=workers, quiet=quiet,
+        bg_threshold=bg_threshold, bg_power=bg_power, allow_missing=allow_missing, runtime=runtime,
     )  # fmt: skip
     cfg = apply_cli_config(ctx, cfg, config, print_config)
-    print_metrics(run(cfg), quiet=cfg.quiet)
+    print_metrics(run(cfg), quiet=cfg.runtime.quiet)

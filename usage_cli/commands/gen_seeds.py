@@ -7,20 +7,15 @@ from typing import Annotated
 
 import typer
 
-from usage_cli.commands._options import (
-    TIMEOUT_MIN,
-    Amp,
-    Classes,
-    Dataset,
-    Device,
-    Quiet,
-    Root,
-    SplitFile,
-    Timeout,
-)
+from usage_cli.commands._options import Classes, Dataset, Root, SplitFile, runtime_options
 from usage_cli.config import ConfigFile, PrintConfig
+from usage_cli.runtime import DEFAULTS, Runtime
 
 
+@runtime_options(
+    "gen-seeds", workers="Image-decoding worker processes.",
+    force="Recompute everything: ignore an unfinished run, replace a finished one of other options.",
+)  # fmt: skip
 def command(
     ctx: typer.Context,
     ckpt: Annotated[Path | None, typer.Option(help="checkpoint.pt written by `usage train-cls`. Required (here or in --config).")] = None,
@@ -38,14 +33,9 @@ def command(
     source: Annotated[str, typer.Option(help="cam | attn (class-to-patch attention x CAM, mct) | auto.")] = "auto",
     attn_budget_gb: Annotated[float, typer.Option(help="GPU: GiB of attention maps kept per forward (patch affinity, mct); larger batches are split.")] = 2.0,
     batch_size: Annotated[int, typer.Option(help="Images of one size batched together (on a GPU: per forward pass; the CPU runs one view at a time, faster there).")] = 8,
-    workers: Annotated[int, typer.Option(help="Image-decoding worker processes.")] = 2,
-    device: Device = "auto",
-    amp: Amp = None,
-    timeout: Timeout = TIMEOUT_MIN,
+    runtime: Runtime = DEFAULTS,
     overlays: Annotated[int, typer.Option(help="Write overlay PNGs for this many images.")] = 8,
     overlay_threshold: Annotated[float, typer.Option(help="Background threshold of the overlays' seed column.")] = 0.3,
-    force: Annotated[bool, typer.Option(help="Recompute everything: ignore an unfinished run, replace a finished one of other options.")] = False,
-    quiet: Quiet = False,
     config: ConfigFile = None,
     print_config: PrintConfig = False,
 ) -> None:
@@ -62,8 +52,7 @@ def command(
     cfg = GenSeedsConfig(
         ckpt=ckpt, dataset=dataset, root=root, split=split, out=out, split_file=split_file, classes_file=classes,
         scales=scale_list, flip=flip, refine=refine, normalise=normalise, affinity_layers=affinity_layers, source=source, attn_budget_gb=attn_budget_gb, batch_size=batch_size,
-        workers=workers, device=device, amp=amp, timeout=timeout, overlays=overlays, overlay_threshold=overlay_threshold,
-        force=force, quiet=quiet,
+        runtime=runtime, overlays=overlays, overlay_threshold=overlay_threshold,
     )  # fmt: skip
     cfg = apply_cli_config(ctx, cfg, config, print_config)
-    log(f"gen-seeds: wrote {run(cfg)}", cfg.quiet)
+    log(f"gen-seeds: wrote {run(cfg)}", cfg.runtime.quiet)

@@ -7,20 +7,12 @@ from typing import Annotated
 
 import typer
 
-from usage_cli.commands._options import (
-    TIMEOUT_MIN,
-    Amp,
-    Classes,
-    Dataset,
-    Device,
-    Quiet,
-    Root,
-    SplitFile,
-    Timeout,
-)
+from usage_cli.commands._options import Classes, Dataset, Root, SplitFile, runtime_options
 from usage_cli.config import ConfigFile, PrintConfig
+from usage_cli.runtime import DEFAULTS, Runtime
 
 
+@runtime_options("predict-seg", workers="CRF worker processes.")
 def command(
     ctx: typer.Context,
     ckpt: Annotated[Path | None, typer.Option(help="checkpoint.pt written by `usage train-seg`. Required (here or in --config).")] = None,
@@ -34,12 +26,7 @@ def command(
     flip: Annotated[bool, typer.Option(help="Also predict the mirrored image and fuse.")] = True,
     fuse: Annotated[str, typer.Option(help="Fuse view probabilities by mean or max.")] = "mean",
     crf: Annotated[bool, typer.Option(help="Dense-CRF post-processing (needs pydensecrf2).")] = False,
-    device: Device = "auto",
-    amp: Amp = None,
-    timeout: Timeout = TIMEOUT_MIN,
-    workers: Annotated[int, typer.Option(help="CRF worker processes.")] = 2,
-    force: Annotated[bool, typer.Option(help="Replace a finished or unfinished run of other options in OUT.")] = False,
-    quiet: Quiet = False,
+    runtime: Runtime = DEFAULTS,
     config: ConfigFile = None,
     print_config: PrintConfig = False,
 ) -> None:
@@ -56,8 +43,8 @@ def command(
         raise ConfigError(f"--scales: {e}") from e
     cfg = PredictSegConfig(
         ckpt=ckpt, root=root, out=out, dataset=dataset, split=split, split_file=split_file, classes_file=classes,
-        scales=scale_list, flip=flip, fuse=fuse, crf=crf, device=device, amp=amp, timeout=timeout, workers=workers, force=force, quiet=quiet,
+        scales=scale_list, flip=flip, fuse=fuse, crf=crf, runtime=runtime,
     )  # fmt: skip
     cfg = apply_cli_config(ctx, cfg, config, print_config)
     s = run(cfg)
-    log(f"predict-seg: {s['images']} label maps in {s['out']} ({s['skipped']} kept from an interrupted run)", cfg.quiet)
+    log(f"predict-seg: {s['images']} label maps in {s['out']} ({s['skipped']} kept from an interrupted run)", cfg.runtime.quiet)

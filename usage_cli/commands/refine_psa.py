@@ -8,22 +8,23 @@ from typing import Annotated
 import typer
 
 from usage_cli.commands._options import (
-    TIMEOUT_MIN,
-    Amp,
     Classes,
     Dataset,
-    Device,
-    Quiet,
     Root,
     SplitFile,
-    SyncBn,
-    Timeout,
     number_pair,
+    runtime_options,
 )
 from usage_cli.config import ConfigFile, PrintConfig
 from usage_cli.presets import REFINE_PSA, preset_help, refine_psa_preset_help
+from usage_cli.runtime import DEFAULTS, Runtime
 
 
+@runtime_options(
+    "refine-psa", workers="CRF and data-loading worker processes.",
+    resume="Continue AffinityNet training from <out>/affinity-train/last.pt.",
+    force="Replace a finished or unfinished run of other options in OUT (the masks; confident/ and affinity-train/ are kept while their own manifests match).",
+)  # fmt: skip
 def command(
     ctx: typer.Context,
     seeds: Annotated[Path | None, typer.Option(help="Seed store from `usage gen-seeds` (seeds.h5). Required (here or in --config).")] = None,
@@ -60,21 +61,13 @@ def command(
     img_size: Annotated[int, typer.Option(help="Transformer backbones: position-embedding grid size.")] = 224,
     walk: Annotated[str, typer.Option(help="Random walk: auto, dense (GPU) or local (low memory).")] = "auto",
     aff_out: Annotated[Path | None, typer.Option(help="Where to write the AffinityNet checkpoint (default <out>/affinity.pt).")] = None,
-    affinity: Annotated[Path | None, typer.Option(help="A trained AffinityNet (affinity.pt of an earlier run): skip label making and training, only walk --split.")] = None,
-    device: Device = "auto",
-    amp: Amp = None,
-    sync_bn: SyncBn = False,
-    timeout: Timeout = TIMEOUT_MIN,
-    workers: Annotated[int, typer.Option(help="CRF and data-loading worker processes.")] = 2,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-    resume: Annotated[bool, typer.Option(help="Continue AffinityNet training from <out>/affinity-train/last.pt.")] = False,
-    force: Annotated[bool, typer.Option(help="Replace a finished or unfinished run of other options in OUT (masks only; affinity.pt is reused by its own key).")] = False,
-    quiet: Quiet = False,
+    affinity: Annotated[Path | None, typer.Option(help="A trained AffinityNet (affinity.pt of an earlier run or of `usage train-aff`): skip label making and training, only walk --split.")] = None,
+    runtime: Runtime = DEFAULTS,
 ) -> None:
-    """Refine seeds into pseudo masks: confident CRF labels, AffinityNet, random walk."""
+    """Refine seeds into pseudo masks: psa-labels, train-aff and psa-walk in one run."""
+    from usage_cli.chains.refine_psa import RefinePsaConfig, resolve, run
     from usage_cli.config import apply_cli_config
     from usage_cli.progress import log
-    from usage_cli.stages.refine_psa import RefinePsaConfig, resolve, run
 
     cfg = RefinePsaConfig(
         seeds=seeds, dataset=dataset, root=root, split=split, out=out, split_file=split_file, classes_file=classes,
@@ -82,8 +75,8 @@ def command(
         bg_mode=bg_mode, bg_power=bg_power, bg_const=bg_const, radius=radius, backbone=backbone, pretrained=pretrained,
         weights=weights, epochs=epochs, batch_size=batch_size, crop=crop, lr=lr, weight_decay=weight_decay,
         head_lr_mult=head_lr_mult, scale=number_pair(scale, "--scale"), img_size=img_size, walk=walk, aff_out=aff_out, affinity=affinity,
-        device=device, amp=amp, sync_bn=sync_bn, timeout=timeout, workers=workers, seed=seed, resume=resume, force=force, quiet=quiet,
+        runtime=runtime,
     )  # fmt: skip
     cfg = apply_cli_config(ctx, cfg, config, print_config, resolve=resolve)
     res = run(cfg)
-    log(f"refine-psa: wrote {res['images']} masks to {res['out']} (affinity {res['affinity']})", cfg.quiet)
+    log(f"refine-psa: wrote {res['images']} masks to {res['out']} (affinity {res['affinity']})", cfg.runtime.quiet)

@@ -8,22 +8,19 @@ from typing import Annotated
 import typer
 
 from usage_cli.commands._options import (
-    TIMEOUT_MIN,
-    Amp,
     Classes,
     Dataset,
-    Device,
-    Quiet,
     Root,
     SplitFile,
-    SyncBn,
-    Timeout,
     number_pair,
+    runtime_options,
 )
 from usage_cli.config import ConfigFile, PrintConfig
 from usage_cli.presets import TRAIN_CLS, preset_help
+from usage_cli.runtime import DEFAULTS, Runtime
 
 
+@runtime_options("train-cls", workers="Data-loading worker processes per training process.", seed="Random seed.")
 def command(
     ctx: typer.Context,
     root: Root = None,
@@ -64,15 +61,7 @@ def command(
     aug: Annotated[str | None, typer.Option(help=preset_help("aug", "deit | psa | light | none."))] = None,
     output_stride: Annotated[int, typer.Option(help="CNN output stride (8, 16 or 32).")] = 16,
     tokens: Annotated[str | None, typer.Option(help="Transformer features: final-norm | last-block (default: final-norm with --pretrained/--weights, else last-block).")] = None,
-    device: Device = "auto",
-    amp: Amp = None,
-    sync_bn: SyncBn = False,
-    timeout: Timeout = TIMEOUT_MIN,
-    workers: Annotated[int | None, typer.Option(help="Data-loading worker processes per training process (default: 4 on a GPU, at most the CPUs per process; 0 on the CPU).", show_default=False)] = None,
-    seed: Annotated[int, typer.Option()] = 0,
-    resume: Annotated[bool, typer.Option(help="Continue from OUT/last.pt (--epochs may grow: the schedule is recomputed).")] = False,
-    force: Annotated[bool, typer.Option(help="Replace a finished or unfinished run of other options in OUT.")] = False,
-    quiet: Quiet = False,
+    runtime: Runtime = DEFAULTS,
 ) -> None:
     """Train the multi-label classifier whose activation maps become the seed areas."""
     from usage_cli.config import apply_cli_config
@@ -87,8 +76,7 @@ def command(
         teacher_drop_path=teacher_drop_path, student_drop_path=number_pair(student_drop_path, "--student-drop-path") if student_drop_path else None, student_dropout=number_pair(student_dropout, "--student-dropout") if student_dropout else None,
         status_momentum=status_momentum, seed_network=seed_network, epochs=epochs, batch_size=batch_size, img_size=img_size,
         lr=lr, optimizer=optimizer, weight_decay=weight_decay, schedule=schedule, warmup_epochs=warmup_epochs, aug=aug,
-        output_stride=output_stride, tokens=tokens, device=device, amp=amp,
-        sync_bn=sync_bn, timeout=timeout, workers=workers, seed=seed, resume=resume, force=force, quiet=quiet,
+        output_stride=output_stride, tokens=tokens, runtime=runtime,
     )  # fmt: skip
     cfg = apply_cli_config(ctx, cfg, config, print_config, resolve=lambda c: resolve(c, backbone_family(c.backbone)))
-    log(f"train-cls: wrote {run(cfg)}", cfg.quiet)
+    log(f"train-cls: wrote {run(cfg)}", cfg.runtime.quiet)

@@ -8,21 +8,18 @@ from typing import Annotated
 import typer
 
 from usage_cli.commands._options import (
-    TIMEOUT_MIN,
-    Amp,
     Classes,
     Dataset,
-    Device,
-    Quiet,
     Root,
     SplitFile,
-    SyncBn,
-    Timeout,
     number_pair,
+    runtime_options,
 )
 from usage_cli.config import ConfigFile, PrintConfig
+from usage_cli.runtime import DEFAULTS, Runtime
 
 
+@runtime_options("train-seg", workers="Data-loading worker processes.")
 def command(
     ctx: typer.Context,
     masks: Annotated[Path | None, typer.Option(help="Folder of pseudo-mask PNGs with a manifest (from `usage refine-psa`). Required (here or in --config).")] = None,
@@ -46,15 +43,7 @@ def command(
     head_lr_mult: Annotated[float, typer.Option(help="Learning-rate factor of the head.")] = 10.0,
     scale: Annotated[str, typer.Option(help="Random rescale range of the training crops, LOW:HIGH.")] = "0.7:1.3",
     img_size: Annotated[int, typer.Option(help="Transformer backbones: position-embedding grid size.")] = 224,
-    device: Device = "auto",
-    amp: Amp = None,
-    sync_bn: SyncBn = False,
-    timeout: Timeout = TIMEOUT_MIN,
-    workers: Annotated[int, typer.Option(help="Data-loading worker processes.")] = 2,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-    resume: Annotated[bool, typer.Option(help="Continue from <out>/last.pt (--epochs may grow: the schedule is recomputed).")] = False,
-    force: Annotated[bool, typer.Option(help="Replace a finished or unfinished run of other options in OUT.")] = False,
-    quiet: Quiet = False,
+    runtime: Runtime = DEFAULTS,
     config: ConfigFile = None,
     print_config: PrintConfig = False,
 ) -> None:
@@ -68,8 +57,7 @@ def command(
         backbone=backbone, pretrained=pretrained, weights=weights, output_stride=output_stride, img_size=img_size,
         aspp_channels=aspp_channels,
         epochs=epochs, batch_size=batch_size, crop=crop, lr=lr, optimizer=optimizer,
-        weight_decay=weight_decay, head_lr_mult=head_lr_mult, scale=number_pair(scale, "--scale"), device=device, amp=amp, sync_bn=sync_bn, timeout=timeout, workers=workers, seed=seed,
-        resume=resume, force=force, quiet=quiet,
+        weight_decay=weight_decay, head_lr_mult=head_lr_mult, scale=number_pair(scale, "--scale"), runtime=runtime,
     )  # fmt: skip
     cfg = apply_cli_config(ctx, cfg, config, print_config)
-    log(f"train-seg: wrote {run(cfg)}", cfg.quiet)
+    log(f"train-seg: wrote {run(cfg)}", cfg.runtime.quiet)

@@ -16,7 +16,14 @@ from PIL import Image
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-MEAN_PIXEL = tuple(int(round(m * 255)) for m in IMAGENET_MEAN)  # (124, 116, 104)
+
+
+def mean_pixel(mean) -> tuple[int, ...]:
+    """The uint8 colour that :func:`normalize` with ``mean`` maps to zero (the padding of a crop)."""
+    return tuple(int(round(m * 255)) for m in mean)
+
+
+MEAN_PIXEL = mean_pixel(IMAGENET_MEAN)  # (124, 116, 104)
 
 
 def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -85,10 +92,11 @@ def random_scale_crop_flip(
     return np.ascontiguousarray(image), [np.ascontiguousarray(lab) for lab in labels]
 
 
-def normalize(image: np.ndarray):
-    """HxWx3 uint8 -> 3xHxW float32 tensor, ImageNet mean/std normalised."""
+def normalize(image: np.ndarray, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+    """HxWx3 uint8 -> 3xHxW float32 tensor, normalised by ``mean`` / ``std`` (of 0..1 values): the
+    statistics the network's weights expect, which it records (``input_norm()`` of the networks)."""
 
     x = torch.from_numpy(np.require(image, np.uint8, ["C", "W"])).permute(2, 0, 1).float().div_(255.0)
-    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    mean = torch.tensor(mean).view(3, 1, 1)
+    std = torch.tensor(std).view(3, 1, 1)
     return (x - mean) / std

@@ -185,3 +185,11 @@ def load_cls_labels_json(path: Path, class_names: Sequence[str]) -> dict[str, tu
             raise DatasetError(f"{path}: the labels of '{image_id}' are {values!r}; expected a list of label values 1..{k}")
         out[str(image_id)] = tuple(sorted(set(values)))
     return out
+
+
+LABEL_FILES = ("cls_labels.npy", "cls_labels.json")  # in a dataset root, in the order the loaders prefer them
+
+
+def root_label_file(root: str | Path) -> Path | None:
+    """The image-level label file directly in ``root`` that a loader reads first (None when there is none)."""
+    return next((p for p in (Path(root) / n for n in LABEL_FILES) if p.exists()), None)

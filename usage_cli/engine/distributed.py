@@ -12,8 +12,10 @@ import torch
 import torch.distributed as dist
 
 from usage_cli.errors import ConfigError
+from usage_cli.runtime import DEFAULTS, Runtime
+from usage_cli.runtime import default_workers as runtime_default_workers
 
-DEFAULT_TIMEOUT_MIN = 60.0  # process-group timeout: rank 0's solo work (seed merge, checkpoints) fits in it
+DEFAULT_TIMEOUT_MIN = DEFAULTS.timeout  # process-group timeout: rank 0's solo work (seed merge, checkpoints) fits in it
 _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 
@@ -126,13 +128,13 @@ def enable_tf32(device: torch.device) -> None:
 
 
 def default_workers(device: str) -> int:
-    """Data-loading processes when none are asked for: on a GPU 4 per process (at most the CPUs per
-    process of this node), on the CPU 0, as before (the workers would compete with the model)."""
-    if not auto_device(device).startswith("cuda"):
-        return 0
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-    return max(1, min(4, cpus // max(per_node, 1) - 1))
+    """Worker processes when none are asked for (``runtime.default_workers``, with ``auto`` resolved)."""
+    return runtime_default_workers(gpu=auto_device(device).startswith("cuda"))
+
+
+def worker_count(runtime: Runtime) -> int:
+    """``--workers``, or :func:`default_workers` of ``--device`` when it is unset."""
+    return default_workers(runtime.device) if runtime.workers is None else runtime.workers
 
 
 def use_amp(amp: bool | None, device: torch.device | str) -> bool:

@@ -27,7 +27,7 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
 from usage_cli.artifacts.atomic import write_text_atomic
-from usage_cli.artifacts.checkpoint import LAST_FORMAT, load_checkpoint, save_checkpoint
+from usage_cli.artifacts.last_checkpoint import last_path, log_path, read_last, save_last
 from usage_cli.artifacts.manifest import config_hash
 from usage_cli.artifacts.outdir import differing
 from usage_cli.engine.distributed import (
@@ -38,14 +38,19 @@ from usage_cli.engine.distributed import (
     init_distributed,
     resolve_device,
     use_amp,
+    worker_count,
 )
 from usage_cli.engine.optim import build_optimizer, build_scheduler
 from usage_cli.errors import ConfigError
 from usage_cli.progress import log, make_progress
+from usage_cli.runtime import Runtime
 
 
 @dataclass(frozen=True)
 class LoopConfig:
+    """The loop's settings. A stage builds it with :func:`loop_config` from its run-time block; the
+    defaults of ``device`` and ``workers`` here serve a direct call (tests, benchmarks) on the CPU."""
+
     epochs: int
     batch_size: int
     lr: float
@@ -69,6 +74,15 @@ RUNTIME = ("workers", "quiet", "timeout")  # settings that do not change what is
 SYNC_EVERY = 50  # steps between host reads of the loss on a GPU (NaN check, progress text)
 
 
+def loop_config(runtime: Runtime, **training) -> LoopConfig:
+    """The one place a stage's run-time block becomes the loop's settings (``training``: epochs,
+    batch size, optimiser, schedule ...; ``--workers`` unset: by device)."""
+    return LoopConfig(
+        **training, workers=worker_count(runtime), device=runtime.device, amp=runtime.amp, sync_bn=runtime.sync_bn,
+        timeout=runtime.timeout, seed=runtime.seed, quiet=runtime.quiet,
+    )  # fmt: skip
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -87,29 +101,16 @@ def _to(batch, device):
     return batch.to(device, non_blocking=True) if torch.is_tensor(batch) else batch
 
 
-def _loader(train_set, cfg: LoopConfig, info: DistInfo, epoch: int, collate_fn, pin_memory: bool = False) -> DataLoader:
-    """One epoch's loader, shuffled by (seed, epoch); with no workers the main process loads, its
-    random streams reseeded by ``fit`` per epoch and rank. (With workers, see :func:`_epoch_loaders`.)"""
-    g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
-    sampler = DistributedSampler(train_set, info.world_size, info.rank, shuffle=True, seed=cfg.seed, drop_last=True) if info.enabled else None
-    if sampler is not None:
-        sampler.set_epoch(epoch)
-    return DataLoader(
-        train_set, batch_size=cfg.batch_size, shuffle=sampler is None, sampler=sampler, num_workers=cfg.workers,
-        drop_last=len(train_set) >= cfg.batch_size * info.world_size, generator=g, collate_fn=collate_fn,
-        worker_init_fn=_worker_init, persistent_workers=False, pin_memory=pin_memory,
-    )  # fmt: skip
-
-
 def epoch_seed(seed: int, epoch: int, rank: int) -> int:
     """The seed of one rank's data-loading streams in one epoch (each worker adds its id)."""
     return int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0])
 
 
 class _Keyed(torch.utils.data.Dataset):
-    """Items asked for as (epoch seed, index). A worker that meets a new epoch seed reseeds its random
-    streams with it plus its id: persistent workers then draw per (seed, epoch, rank, worker), so
-    ranks augment differently and a resumed run draws as an uninterrupted one."""
+    """Items asked for as (epoch seed, index). A worker process that meets a new epoch seed reseeds its
+    random streams with it plus its id: persistent workers then draw per (seed, epoch, rank, worker),
+    so ranks augment differently and a resumed run draws as an uninterrupted one. Without workers the
+    items draw from the main process's streams, which :func:`fit` seeds per epoch and rank."""
 
     def __init__(self, dataset):
         self.dataset, self._seed = dataset, None
@@ -119,9 +120,9 @@ class _Keyed(torch.utils.data.Dataset):
 
     def __getitem__(self, key):
         seed, i = key
-        if seed != self._seed:
-            worker = torch.utils.data.get_worker_info()
-            s = seed + (worker.id if worker is not None else 0)
+        worker = torch.utils.data.get_worker_info()
+        if worker is not None and seed != self._seed:
+            s = seed + worker.id
             random.seed(s)
             np.random.seed(s % 2**32)
             torch.manual_seed(s)
@@ -130,13 +131,18 @@ class _Keyed(torch.utils.data.Dataset):
 
 
 class _EpochBatches(torch.utils.data.Sampler):
-    """Batches of (epoch seed, index): this rank's share (DistributedSampler) or a permutation drawn
-    from (seed, epoch); call :meth:`set_epoch` before each epoch."""
+    """The one sampler of the loop: batches of (epoch seed, index), this rank's share (DistributedSampler)
+    or a permutation drawn from (seed, epoch); the last short batch is dropped when every process can
+    fill one. Call :meth:`set_epoch` before each epoch."""
 
     def __init__(self, train_set, cfg: LoopConfig, info: DistInfo):
         self.n, self.batch_size, self.seed, self.rank = len(train_set), cfg.batch_size, cfg.seed, info.rank
         self.drop_last = self.n >= cfg.batch_size * info.world_size
         self.dist = DistributedSampler(train_set, info.world_size, info.rank, shuffle=True, seed=cfg.seed, drop_last=True) if info.enabled else None
+        # without worker processes the permutation is the (seed, epoch) generator's second draw: the first
+        # was the base seed torch's DataLoader(shuffle=True) took from it, which drew these runs' order
+        # before the loop had one loader path; kept, so that they draw as before
+        self.skip = int(cfg.workers == 0)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -148,7 +154,10 @@ class _EpochBatches(torch.utils.data.Sampler):
         if self.dist is not None:
             order = list(self.dist)
         else:
-            order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)).tolist()
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            for _ in range(self.skip):
+                torch.empty((), dtype=torch.int64).random_(generator=g)
+            order = torch.randperm(self.n, generator=g).tolist()
         key = epoch_seed(self.seed, self.epoch, self.rank)
         for start in range(0, len(self) * self.batch_size, self.batch_size):
             yield [(key, i) for i in order[start:start + self.batch_size]]
@@ -159,15 +168,13 @@ class _EpochBatches(torch.utils.data.Sampler):
 
 
 def _epoch_loaders(train_set, cfg: LoopConfig, info: DistInfo, collate_fn, pin_memory: bool) -> Callable[[int], DataLoader]:
-    """``epoch -> loader``. Without workers a fresh loader per epoch (:func:`_loader`); with workers
-    one loader whose worker processes live across epochs (``persistent_workers``), its items keyed
-    by the epoch's seed."""
-    if cfg.workers == 0:
-        return lambda epoch: _loader(train_set, cfg, info, epoch, collate_fn, pin_memory)
+    """``epoch -> loader``: one loader for the whole run, its batches drawn per epoch by
+    :class:`_EpochBatches` and its items keyed by the epoch's seed; with workers, their processes live
+    across epochs (``persistent_workers``)."""
     batches = _EpochBatches(train_set, cfg, info)
     loader = DataLoader(
         _Keyed(train_set), batch_sampler=batches, num_workers=cfg.workers, collate_fn=collate_fn, worker_init_fn=_worker_init,
-        persistent_workers=True, pin_memory=pin_memory, generator=torch.Generator().manual_seed(cfg.seed),
+        persistent_workers=cfg.workers > 0, pin_memory=pin_memory, generator=torch.Generator().manual_seed(cfg.seed),
     )  # fmt: skip
 
     def for_epoch(epoch: int) -> DataLoader:
@@ -183,10 +190,10 @@ def check_resume(out_dir: Path, *, resume: bool, force: bool, epochs: int) -> No
     Without ``--resume`` or ``--force`` a ``last.pt`` of a run that stopped early is an error that
     says how to continue it; ``--resume`` with fewer epochs than already done is an error too. A
     finished run's ``last.pt`` is replaced (the stage's ``--force`` rules cover its artifact)."""
-    last = Path(out_dir) / "last.pt"
+    last = last_path(out_dir)
     if force or not last.exists():
         return
-    state = load_checkpoint(last)
+    state = read_last(last)
     done, total = int(state.get("epoch", -1)) + 1, state.get("epochs")
     if resume:
         if epochs < done:
@@ -200,7 +207,7 @@ def check_resume(out_dir: Path, *, resume: bool, force: bool, epochs: int) -> No
 
 
 def _resume(path: Path, run_key: dict, task, optimizer, scheduler, scaler) -> int:
-    ckpt = load_checkpoint(path)
+    ckpt = read_last(path)
     if ckpt.get("run_config_hash") != config_hash(run_key):
         old = ckpt.get("run_config", {})
         changed = sorted(set(differing(old.get("run", {}), run_key["run"]) + differing(old.get("loop", {}), run_key["loop"]))) if old else []
@@ -299,12 +306,12 @@ def fit(
     loop_key = {k: v for k, v in asdict(cfg).items() if k not in RUNTIME}
     schedule_free = {"epochs": None, "warmup_epochs": None}  # the schedule's length, recomputed on --resume
     run_key = {"loop": {**loop_key, **schedule_free}, "run": {**(run_config or {}), **schedule_free}}
-    last, log_path = out_dir / "last.pt", out_dir / "log.jsonl"
+    last, log_file = last_path(out_dir), log_path(out_dir)
     start = _resume(last, run_key, task, optimizer, scheduler, scaler) if resume and last.exists() else 0
     if resume and not last.exists() and info.is_main:
         log(f"[yellow]--resume: no {last}, starting from scratch[/]", cfg.quiet)
     if info.is_main:
-        _keep_log(log_path, start) if start else log_path.unlink(missing_ok=True)
+        _keep_log(log_file, start) if start else log_file.unlink(missing_ok=True)
     state = {"step": start * steps_per_epoch, "total": total}
     # 4. epochs
     with make_progress(cfg.quiet or not info.is_main) as progress:
@@ -323,7 +330,7 @@ def fit(
                 logs.update(evaluate(task, epoch))
             if info.is_main:
                 _save_last(last, task, optimizer, scheduler, scaler, epoch, cfg.epochs, run_key)
-                with open(log_path, "a") as f:
+                with open(log_file, "a") as f:
                     f.write(json.dumps({k: (round(v, 6) if isinstance(v, float) and math.isfinite(v) else v) for k, v in logs.items()}) + "\n")
     if info.enabled:
         torch.distributed.barrier()
@@ -341,12 +348,8 @@ def sync_batchnorm(task: torch.nn.Module, sync_bn: bool, info: DistInfo, device:
 
 
 def _save_last(path, task, optimizer, scheduler, scaler, epoch, epochs, run_key) -> None:
-    save_checkpoint(
-        path,
-        {
-            "format": LAST_FORMAT, "version": "1.0.0", "epoch": epoch, "epochs": epochs, "run_config_hash": config_hash(run_key),
-            "run_config": json.loads(json.dumps(run_key, default=str)),
-            "model": task.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict() if scaler.is_enabled() else {},
-        },
+    save_last(
+        path, epoch=epoch, epochs=epochs, run_key=json.loads(json.dumps(run_key, default=str)), run_key_hash=config_hash(run_key),
+        model=task.state_dict(), optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
+        scaler=scaler.state_dict() if scaler.is_enabled() else {},
     )  # fmt: skip

@@ -24,8 +24,15 @@ from torch import nn
 
 from usage_cli.artifacts.aff_checkpoint import read_aff_checkpoint
 from usage_cli.artifacts.checkpoint import restore_network
+from usage_cli.data.joint_transforms import IMAGENET_MEAN, IMAGENET_STD
 from usage_cli.errors import ConfigError
-from usage_cli.models.backbones import backbone_family, load_backbone_weights, timm_name
+from usage_cli.models.backbones import (
+    Stats,
+    backbone_family,
+    load_backbone_weights,
+    recorded_norm_stats,
+    timm_name,
+)
 
 # load_backbone_weights is backbones.py's (one loader for every dense network), offered here beside build_affinitynet
 __all__ = ["AffinityNet", "build_affinitynet", "load_affinitynet", "load_backbone_weights", "pad_to_multiple"]
@@ -87,6 +94,14 @@ class AffinityNet(nn.Module):
             out.append(y if y.shape[-2:] == size else F.interpolate(y, size=size, mode="bilinear", align_corners=False))
         return F.elu(self.mix(torch.cat(out, 1)))
 
+    def expected_norm(self) -> dict[str, list[float]]:
+        """The input mean / std to train with, which train-aff records in ``model_config``."""
+        return {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
+
+    def input_norm(self) -> Stats:
+        """The input mean / std the network was trained with (ImageNet's where it records none)."""
+        return recorded_norm_stats(self.model_config)
+
     def head_parameters(self) -> list[nn.Parameter]:
         """Layers trained from scratch (PSA: 10x learning rate)."""
         return list(self.proj.parameters()) + list(self.mix.parameters())
@@ -101,6 +116,12 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
     return F.pad(x, (0, (-w) % multiple, 0, (-h) % multiple))
 
 
+def check_crop(net: AffinityNet, crop: int) -> None:
+    """A training crop must be a multiple of the network's coarsest stride (its label grid must align)."""
+    if crop % net.pad_multiple:
+        raise ConfigError(f"--crop must be a multiple of {net.pad_multiple} for backbone {net.model_config['backbone']}, got {crop}")
+
+
 def build_affinitynet(model_config: dict[str, Any]) -> AffinityNet:
     if "backbone" not in model_config:
         raise ConfigError("affinity model config lacks 'backbone'")
@@ -110,5 +131,5 @@ def build_affinitynet(model_config: dict[str, Any]) -> AffinityNet:
 def load_affinitynet(path: str | Path, device: str = "cpu"):
     """The network of an ``affinity.pt`` (eval mode, on ``device``) and the checkpoint dict."""
     ckpt = read_aff_checkpoint(path)
-    net = restore_network(path, ckpt, build_affinitynet, "rerun `usage refine-psa`")
+    net = restore_network(path, ckpt, build_affinitynet, "retrain with `usage train-aff` (or `usage refine-psa`)")
     return net.to(device).eval(), ckpt

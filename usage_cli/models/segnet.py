@@ -21,8 +21,15 @@ from torch import nn
 
 from usage_cli.artifacts.checkpoint import restore_network
 from usage_cli.artifacts.seg_checkpoint import read_seg_checkpoint
+from usage_cli.data.joint_transforms import IMAGENET_MEAN, IMAGENET_STD
 from usage_cli.errors import ConfigError
-from usage_cli.models.backbones import backbone_family, load_backbone_weights, timm_name
+from usage_cli.models.backbones import (
+    Stats,
+    backbone_family,
+    load_backbone_weights,
+    recorded_norm_stats,
+    timm_name,
+)
 
 # load_backbone_weights is backbones.py's (one loader for every dense network), offered here beside build_segnet
 __all__ = ["ASPP", "CnnEncoder", "SegNet", "VitEncoder", "build_segnet", "load_backbone_weights", "load_segnet"]
@@ -138,6 +145,14 @@ class SegNet(nn.Module):
     @property
     def family(self) -> str:
         return self.encoder.family
+
+    def expected_norm(self) -> dict[str, list[float]]:
+        """The input mean / std to train with, which train-seg records in ``model_config``."""
+        return {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
+
+    def input_norm(self) -> Stats:
+        """The input mean / std the network was trained with (ImageNet's where it records none)."""
+        return recorded_norm_stats(self.model_config)
 
     def head_parameters(self) -> list[nn.Parameter]:
         """Parameters trained from scratch (10x learning rate)."""

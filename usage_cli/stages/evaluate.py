@@ -10,38 +10,31 @@ mIoU (at the chosen threshold) is kept for `usage report`'s worst-first gallery.
 
 from __future__ import annotations
 
-import json
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from usage_cli.artifacts.compat import check_class_names
-from usage_cli.artifacts.labels import read_label_png
+from usage_cli.artifacts.labels import folder_class_names, label_ids
 from usage_cli.artifacts.manifest import build_manifest, config_paths, run_config
 from usage_cli.artifacts.metrics_file import write_metrics
 from usage_cli.artifacts.outdir import check_writable_file
-from usage_cli.artifacts.seeds import SeedReader
+from usage_cli.artifacts.seeds import SeedReader, is_seed_store
 from usage_cli.data import DataSpec
-from usage_cli.data.io import read_mask
-from usage_cli.errors import ArtifactError, ConfigError
-from usage_cli.metrics.confusion import ConfusionMatrix, metrics_from_confusion
-from usage_cli.metrics.sweep import (
-    binned_counts,
-    confusions_from_counts,
-    fg_max_argmax,
-    parse_thresholds,
-    per_threshold_miou,
-    power_prediction,
-)
+from usage_cli.errors import ArtifactError, ConfigError, check_options
+from usage_cli.metrics.confusion import metrics_from_confusion
+from usage_cli.metrics.scoring import ScoreJob, score_chunk
+from usage_cli.metrics.sweep import confusions_from_counts, parse_thresholds
 from usage_cli.progress import make_progress
+from usage_cli.runtime import Runtime, config_drop, cpu_worker_count, runtime_checks, takes_runtime
 
 METRICS = ("miou", "fpr", "fnr")
 
 
+@takes_runtime("evaluate")
 @dataclass(frozen=True)
 class EvaluateConfig:
     root: Path
@@ -56,86 +49,7 @@ class EvaluateConfig:
     bg_threshold: float | None = None
     bg_power: float | None = None
     allow_missing: bool = False
-    workers: int = 2
-    quiet: bool = False
-
-
-@dataclass(frozen=True)
-class _Job:
-    """What a worker needs to score a chunk of images (picklable)."""
-
-    kind: str  # "png" | "seeds"
-    pred: str
-    items: tuple[tuple[str, str, str], ...]  # (id, gt mask path, image path)
-    n: int
-    thresholds: tuple[float, ...]
-    power: float | None
-    missing: frozenset[str]
-
-
-def _score_chunk(job: _Job) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
-    """Summed counts of one chunk: ([T+1, n, n] bins or [n, n] matrix, pred_ignored [n],
-    empty seeds [maps, present pairs, images with one], {id: the image's mIoU, per threshold in a sweep})."""
-    thr = np.asarray(job.thresholds)
-    sweep = job.kind == "seeds" and job.power is None
-    counts = np.zeros((len(thr) + 1, job.n, job.n) if sweep else (job.n, job.n), np.int64)
-    cm = ConfusionMatrix(job.n)
-    empty = np.zeros(3, np.int64)
-    per_image: dict[str, np.ndarray] = {}
-    reader = SeedReader(job.pred) if job.kind == "seeds" else None
-    try:
-        for image_id, mask_path, image_path in job.items:
-            gt = read_mask(mask_path, job.n - 1)
-            if image_id in job.missing:
-                pred = np.zeros_like(gt)
-            elif reader is None:
-                pred = read_label_png(Path(job.pred) / f"{image_id}.png")
-            else:
-                entry = reader.read(image_id)
-                if entry.cam.shape[1:] != gt.shape:
-                    _size_mismatch(f"{job.pred}: seeds of '{image_id}' are {entry.cam.shape[1:]} but its mask is {gt.shape}", mask_path, gt.shape, image_path)
-                n_empty = len(entry.empty_keys)
-                empty += (n_empty, len(entry.keys), n_empty > 0)
-                m, a = fg_max_argmax(entry.cam, entry.keys, gt.shape)
-                if sweep:
-                    c = binned_counts(m, a, gt, thr, job.n)
-                    counts += c
-                    per_image[image_id] = per_threshold_miou(c)
-                    continue
-                pred = power_prediction(m, a, job.power)
-            if pred.shape != gt.shape:
-                _size_mismatch(f"{Path(job.pred) / (image_id + '.png')}: prediction is {pred.shape[::-1]} but the mask is {gt.shape[::-1]}", mask_path, gt.shape, image_path)
-            if sweep:  # a missing id in a seed sweep: all background at every threshold
-                m0 = np.full(gt.shape, -np.inf, np.float32)
-                c = binned_counts(m0, np.zeros_like(gt, dtype=np.int64), gt, thr, job.n)
-                counts += c
-                per_image[image_id] = per_threshold_miou(c)
-                continue
-            one = ConfusionMatrix(job.n)
-            try:
-                one.update(pred, gt)
-            except ValueError as e:
-                raise ArtifactError(f"{Path(job.pred) / (image_id + '.png')}: {e}") from e
-            cm.merge(one)
-            per_image[image_id] = np.float64(metrics_from_confusion(one.mat, one.pred_ignored)["miou"])
-    finally:
-        if reader is not None:
-            reader.close()
-    return (counts if sweep else cm.mat), cm.pred_ignored, empty, per_image
-
-
-def _size_mismatch(message: str, mask_path: str, gt_hw: tuple, image_path: str) -> None:
-    """Blame the file whose size differs from the image's: the mask, else the prediction (``message``)."""
-
-    h, w = gt_hw
-    try:
-        with Image.open(image_path) as im:  # reads the header only
-            image_hw = (im.height, im.width)
-    except OSError:
-        image_hw = None
-    if image_hw is not None and image_hw != tuple(gt_hw):
-        raise ArtifactError(f"{mask_path}: ground-truth mask is {w}x{h} but its image {image_path} is {image_hw[1]}x{image_hw[0]}")
-    raise ArtifactError(f"{message} ({mask_path})")
+    runtime: Runtime = Runtime()  # workers, quiet
 
 
 def _class_names(pred: Path, kind: str) -> list[str] | None:
@@ -143,17 +57,13 @@ def _class_names(pred: Path, kind: str) -> list[str] | None:
     if kind == "seeds":
         with SeedReader(pred) as r:
             return r.attrs.get("class_names")
-    manifest = Path(pred) / "manifest.json"
-    try:
-        return json.loads(manifest.read_text()).get("class_names") if manifest.exists() else None
-    except (OSError, json.JSONDecodeError):
-        return None
+    return folder_class_names(pred)
 
 
 def _prediction_ids(pred: Path) -> tuple[str, set[str]]:
     if pred.is_dir():
-        return "png", {p.stem for p in pred.glob("*.png")}
-    if pred.suffix in (".h5", ".hdf5") or pred.exists() or pred.with_name(pred.name + ".partial").exists():
+        return "png", label_ids(pred)
+    if is_seed_store(pred):
         with SeedReader(pred) as r:
             return "seeds", set(r.ids())
     raise ArtifactError(f"{pred}: no such folder of label PNGs or seed file")
@@ -177,13 +87,13 @@ def _summary(mat: np.ndarray, pred_ignored: np.ndarray, names: tuple[str, ...]) 
 def _score_all(cfg: EvaluateConfig, kind: str, items: list, n: int, thresholds: np.ndarray, missing: list[str]):
     """Chunks of images scored in worker processes; their counts summed: (counts, pred_ignored,
     empty seeds, {id: the image's mIoU})."""
-    workers = max(1, min(cfg.workers, len(items)))
+    workers = max(1, min(cpu_worker_count(cfg.runtime), len(items)))
     chunks = [tuple(items[i::workers * 4]) for i in range(min(len(items), workers * 4))]
-    jobs = [_Job(kind, str(cfg.pred), c, n, tuple(thresholds.tolist()), cfg.bg_power, frozenset(missing)) for c in chunks]
+    jobs = [ScoreJob(kind, str(cfg.pred), c, n, tuple(thresholds.tolist()), cfg.bg_power, frozenset(missing)) for c in chunks]
     parts = []
-    with make_progress(cfg.quiet) as progress, (ProcessPoolExecutor(max_workers=workers) if workers > 1 else nullcontext()) as pool:
+    with make_progress(cfg.runtime.quiet) as progress, (ProcessPoolExecutor(max_workers=workers) if workers > 1 else nullcontext()) as pool:
         bar = progress.add_task(f"evaluate {cfg.split}", total=len(items), info="")
-        for job, part in zip(jobs, pool.map(_score_chunk, jobs) if pool else map(_score_chunk, jobs), strict=True):
+        for job, part in zip(jobs, pool.map(score_chunk, jobs) if pool else map(score_chunk, jobs), strict=True):
             parts.append(part)
             progress.update(bar, advance=len(job.items))
     per_image = {k: v for p in parts for k, v in p[3].items()}
@@ -192,6 +102,7 @@ def _score_all(cfg: EvaluateConfig, kind: str, items: list, n: int, thresholds: 
 
 def run(cfg: EvaluateConfig) -> dict:
     # 1. options, ground truth, predictions
+    check_options(runtime_checks(cfg.runtime))
     unknown = set(cfg.metrics) - set(METRICS)
     if unknown:
         raise ConfigError(f"unknown metric(s) {', '.join(sorted(unknown))}; choose from {', '.join(METRICS)}")
@@ -247,7 +158,7 @@ def run(cfg: EvaluateConfig) -> dict:
 def _manifest(cfg: EvaluateConfig) -> dict:
     """What made a metrics file: the options (no output path, workers, quiet) and the scored artifact,
     pinned like any stage input (a folder of PNGs made by hand, without a manifest, is not pinned)."""
-    config = run_config(cfg, ("out", "workers", "quiet"))
+    config = run_config(cfg, config_drop(cfg, ("out",)))
     return build_manifest("evaluate", config, inputs={"pred": cfg.pred}, paths=config_paths(cfg), unpinned_ok=True)
 
 

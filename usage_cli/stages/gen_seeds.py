@@ -27,26 +27,28 @@ from usage_cli.artifacts.manifest import (
     write_manifest,
 )
 from usage_cli.artifacts.outdir import claim_out
-from usage_cli.artifacts.seeds import SeedReader, SeedWriter
+from usage_cli.artifacts.seeds import FILENAME, SeedReader, SeedWriter, rank_part
 from usage_cli.data import DataSpec
 from usage_cli.data.io import read_image
 from usage_cli.engine.distributed import (
-    DEFAULT_TIMEOUT_MIN,
     barrier,
     enable_tf32,
     init_distributed,
     resolve_device,
     use_amp,
+    worker_count,
 )
 from usage_cli.errors import ConfigError, check_options
 from usage_cli.models.classifier import load_classifier
 from usage_cli.progress import log, make_progress
 from usage_cli.report.overlays import write_overlays
+from usage_cli.runtime import Runtime, config_drop, runtime_checks, takes_runtime
 
-# options that do not change the seeds: left out of the config (and its hash)
-RUNTIME = ("out", "force", "quiet", "workers", "batch_size", "device", "overlays", "timeout")
+# options that do not change the seeds: left out of the config (and its hash), with the run-time ones
+NOT_IN_CONFIG = ("out", "batch_size", "overlays")
 
 
+@takes_runtime("gen-seeds")
 @dataclass(frozen=True)
 class GenSeedsConfig:
     ckpt: Path
@@ -64,14 +66,9 @@ class GenSeedsConfig:
     attn_budget_gb: float = 2.0  # attention kept per forward (patch affinity, mct); larger batches are split
     source: str = "auto"  # auto | cam | attn (mct: class-to-patch attention x CAM)
     batch_size: int = 8
-    workers: int = 2
-    device: str = "auto"
-    amp: bool | None = None  # bfloat16 autocast; None: on for CUDA, off on the CPU
-    timeout: float = DEFAULT_TIMEOUT_MIN  # process-group timeout (minutes) under torchrun
+    runtime: Runtime = Runtime()  # amp: bfloat16 autocast; workers: image decoding
     overlays: int = 8
     overlay_threshold: float = 0.3
-    force: bool = False
-    quiet: bool = False
 
 
 class _Images(torch.utils.data.Dataset):
@@ -89,12 +86,12 @@ class _Images(torch.utils.data.Dataset):
 def check(cfg: GenSeedsConfig) -> None:
     """Every option in its range, before the classifier is loaded."""
     check_options([
+        *runtime_checks(cfg.runtime),
         (len(cfg.scales) > 0 and all(s > 0 for s in cfg.scales), f"--scales must list positive numbers, got {','.join(map(str, cfg.scales)) or 'none'}"),
         (cfg.normalise in NORMALISE, f"--normalise must be one of {', '.join(NORMALISE)}, got {cfg.normalise!r}"),
         (cfg.affinity_layers >= 1, f"--affinity-layers must be at least 1, got {cfg.affinity_layers}"),
         (cfg.attn_budget_gb > 0, f"the attention budget must be positive, got {cfg.attn_budget_gb}"),
         (cfg.batch_size >= 1, f"--batch-size must be at least 1, got {cfg.batch_size}"),
-        (cfg.workers >= 0, f"--workers must not be negative, got {cfg.workers}"),
         (cfg.overlays >= 0, f"--overlays must not be negative, got {cfg.overlays}"),
         (0 <= cfg.overlay_threshold <= 1, f"--overlay-threshold must lie in [0, 1] (seed maps are in [0, 1]), got {cfg.overlay_threshold}"),
     ])
@@ -103,33 +100,34 @@ def check(cfg: GenSeedsConfig) -> None:
 def run(cfg: GenSeedsConfig) -> Path:
     # 1. classifier, data, config
     check(cfg)
-    info = init_distributed(cfg.device, cfg.timeout)  # checks --device first
-    device = resolve_device(cfg.device, info)
+    rt = cfg.runtime
+    info = init_distributed(rt.device, rt.timeout)  # checks --device first
+    device = resolve_device(rt.device, info)
     enable_tf32(device)
     net, ckpt = load_classifier(cfg.ckpt, device)
     refine, source = resolve_options(net, cfg.refine, cfg.source, cfg.affinity_layers)
     infer = CamInference(
         scales=tuple(cfg.scales), flip=cfg.flip, refine=refine, source=source, affinity_layers=cfg.affinity_layers,
-        attn_budget_gb=cfg.attn_budget_gb, amp=use_amp(cfg.amp, device), normalise=cfg.normalise,
+        attn_budget_gb=cfg.attn_budget_gb, amp=use_amp(rt.amp, device), normalise=cfg.normalise,
     )  # fmt: skip
     ds = DataSpec.of(cfg).load()
     if ds.meta.num_classes != net.num_classes:
         raise ConfigError(f"{cfg.ckpt}: classifier has {net.num_classes} classes but dataset '{cfg.root}' has {ds.meta.num_classes}")
     check_class_names(cfg.ckpt, ckpt.get("class_names"), ds.meta.class_names, "train the classifier on this dataset, or pass its --classes")
     ckpt_sha = sha256_file(cfg.ckpt)
-    config = {**run_config(cfg, RUNTIME), "refine": refine, "source": source, "amp": infer.amp, "checkpoint_sha256": ckpt_sha}
-    claim_out(cfg.out, "gen-seeds", config, ("seeds.h5", "overlays"), force=cfg.force)
+    config = {**run_config(cfg, config_drop(cfg, NOT_IN_CONFIG)), "refine": refine, "source": source, "amp": infer.amp, "checkpoint_sha256": ckpt_sha}
+    claim_out(cfg.out, "gen-seeds", config, (FILENAME, "overlays"), force=rt.force)
     attrs = {"config": config, "config_hash": config_hash(config), "num_classes": ds.meta.num_classes, "class_names": list(ds.meta.class_names), "stride": 1}
     # 2. this rank's ids, skipping finished ones
-    final = cfg.out / "seeds.h5"
-    part = final if not info.enabled else cfg.out / f"seeds.rank{info.rank}.h5"
+    final = cfg.out / FILENAME
+    part = final if not info.enabled else rank_part(cfg.out, info.rank)
     records = list(ds.records)[info.rank :: info.world_size]
-    writer = SeedWriter(part, attrs, resume=not cfg.force)
+    writer = SeedWriter(part, attrs, resume=not rt.force)
     try:
         done = writer.done_ids()
         todo = [r for r in records if r.id not in done]
         if done and info.is_main:
-            log(f"gen-seeds: resuming, {len(done)} images already done", cfg.quiet)
+            log(f"gen-seeds: resuming, {len(done)} images already done", rt.quiet)
         _generate(net, todo, cfg, infer, writer, seed_maps, device)
         writer.commit()
     finally:
@@ -137,7 +135,7 @@ def run(cfg: GenSeedsConfig) -> Path:
     # 3. merge ranks, overlays, empty seeds (counted from the finished store), manifest
     barrier()
     if info.enabled and info.is_main:
-        _merge([cfg.out / f"seeds.rank{r}.h5" for r in range(info.world_size)], final, attrs)
+        _merge([rank_part(cfg.out, r) for r in range(info.world_size)], final, attrs)
     barrier()
     if info.is_main:
         if cfg.overlays:
@@ -145,13 +143,13 @@ def run(cfg: GenSeedsConfig) -> Path:
         empty = count_empty_seeds(final)
         if empty["empty_seeds"]:
             log(_empty_warning(empty))  # shown even with --quiet: empty seeds never pass silently
-        extra = {"num_images": len(ds), "seed_network": ckpt.get("seed_network"), "seeds": "seeds.h5", **empty}
+        extra = {"num_images": len(ds), "seed_network": ckpt.get("seed_network"), "seeds": FILENAME, **empty}
         write_manifest(cfg.out, build_manifest("gen-seeds", config, inputs={"checkpoint": cfg.ckpt}, extra=extra, paths=config_paths(cfg)))
     return final
 
 
 def _generate(net, todo, cfg, infer: CamInference, writer, seed_maps, device) -> None:
-    loader = torch.utils.data.DataLoader(_Images(todo), batch_size=None, num_workers=cfg.workers if todo else 0)
+    loader = torch.utils.data.DataLoader(_Images(todo), batch_size=None, num_workers=worker_count(cfg.runtime) if todo else 0)
     pending: dict[tuple[int, int], list] = {}
 
     def flush(key):
@@ -162,7 +160,7 @@ def _generate(net, todo, cfg, infer: CamInference, writer, seed_maps, device) ->
             writer.write(image_id, keys, cam, tuple(im.shape[:2]))
         writer.flush()
 
-    with make_progress(cfg.quiet) as progress:
+    with make_progress(cfg.runtime.quiet) as progress:
         bar = progress.add_task("gen-seeds", total=len(todo), info="")
         for image_id, im, keys in loader:
             key = tuple(im.shape[:2])

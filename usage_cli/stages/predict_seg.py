@@ -19,6 +19,7 @@ from usage_cli.algorithms.crf import crf_map
 from usage_cli.algorithms.seg_infer import crf_refine, fuse_views, to_label
 from usage_cli.artifacts import labels  # write_label_png through the module: a test interrupts it
 from usage_cli.artifacts.compat import check_class_names
+from usage_cli.artifacts.labels import FOLDER_VERSION, label_path
 from usage_cli.artifacts.manifest import (
     build_manifest,
     config_hash,
@@ -36,15 +37,22 @@ from usage_cli.artifacts.outdir import (
 from usage_cli.data import DataSpec
 from usage_cli.data.io import read_image
 from usage_cli.data.joint_transforms import normalize
-from usage_cli.engine.distributed import barrier, init_distributed, resolve_device, use_amp
+from usage_cli.engine.distributed import (
+    barrier,
+    init_distributed,
+    resolve_device,
+    use_amp,
+    worker_count,
+)
 from usage_cli.errors import ConfigError, check_options
 from usage_cli.models.segnet import load_segnet
 from usage_cli.progress import make_progress
+from usage_cli.runtime import Runtime, config_drop, runtime_checks, takes_runtime
 
-RUNTIME = ("device", "workers", "quiet", "force", "timeout")  # not in the config (hash)
 CHUNK = 16  # images whose probabilities are held at once for the CRF workers
 
 
+@takes_runtime("predict-seg")
 @dataclass(frozen=True)
 class PredictSegConfig:
     ckpt: Path
@@ -58,19 +66,14 @@ class PredictSegConfig:
     flip: bool = True
     fuse: str = "mean"
     crf: bool = False
-    device: str = "auto"
-    amp: bool | None = None  # float16 autocast; None: on for CUDA, off on the CPU
-    timeout: float = 60.0  # process-group timeout (minutes) under torchrun
-    workers: int = 2
-    force: bool = False
-    quiet: bool = False
+    runtime: Runtime = Runtime()  # amp: float16 autocast; workers: the CRF's
 
 
 def check(cfg: PredictSegConfig) -> None:
     check_options([
+        *runtime_checks(cfg.runtime),
         (cfg.fuse in ("mean", "max"), f"--fuse must be mean or max, got {cfg.fuse}"),
         (len(cfg.scales) > 0 and all(s > 0 for s in cfg.scales), f"--scales must list positive numbers, got {','.join(map(str, cfg.scales)) or 'none'}"),
-        (cfg.workers >= 0, f"--workers must not be negative, got {cfg.workers}"),
     ])
 
 
@@ -83,8 +86,9 @@ def run(cfg: PredictSegConfig) -> dict:
     """Predict every id of the split; returns a summary {"images", "skipped", "out"}."""
 
     check(cfg)
-    info = init_distributed(cfg.device, cfg.timeout)  # checks --device first
-    device = str(resolve_device(cfg.device, info))
+    rt = cfg.runtime
+    info = init_distributed(rt.device, rt.timeout)  # checks --device first
+    device = str(resolve_device(rt.device, info))
     net, ckpt = load_segnet(cfg.ckpt, device)
     ds = DataSpec.of(cfg).load()
     if net.model_config["num_classes"] != ds.meta.num_classes + 1:
@@ -92,19 +96,19 @@ def run(cfg: PredictSegConfig) -> dict:
             f"{cfg.ckpt}: network predicts {net.model_config['num_classes']} labels, dataset {cfg.dataset} has {ds.meta.num_classes + 1}"
         )
     check_class_names(cfg.ckpt, ckpt.get("class_names"), ds.meta.class_names, "train the network on this dataset, or pass its --classes")
-    config = run_config(cfg, RUNTIME)
-    out = claim_out(cfg.out, "predict-seg", config, ("*.png",), force=cfg.force)
+    config = run_config(cfg, config_drop(cfg))
+    out = claim_out(cfg.out, "predict-seg", config, ("*.png",), force=rt.force)
     key = {"config_hash": config_hash(config), "checkpoint_sha256": sha256_file(cfg.ckpt)}
-    done = resume_png_folder(out, key, stage="predict-seg", force=cfg.force, main=info.is_main)
+    done = resume_png_folder(out, key, stage="predict-seg", force=rt.force, main=info.is_main)
     barrier()  # every rank has read the marker before rank 0 replaces it
     if info.is_main:
         start_png_folder(out, key, stage="predict-seg")
     todo = [r for r in ds.records if r.id not in done]
-    _predict_all(net, todo[info.rank :: info.world_size], cfg, device, out, quiet=cfg.quiet or not info.is_main)
+    _predict_all(net, todo[info.rank :: info.world_size], cfg, device, out, quiet=rt.quiet or not info.is_main)
     barrier()  # every rank's PNGs are on disk
     if info.is_main:
         manifest = build_manifest(
-            "predict-seg", config, inputs={"checkpoint": cfg.ckpt}, format_version="1.0.0",
+            "predict-seg", config, inputs={"checkpoint": cfg.ckpt}, format_version=FOLDER_VERSION,
             extra={"images": len(ds), "class_names": list(ckpt["class_names"]), "train_config": ckpt.get("train_config", {})},
             paths=config_paths(cfg),
         )  # fmt: skip
@@ -115,22 +119,22 @@ def run(cfg: PredictSegConfig) -> dict:
 
 
 def _predict_all(net, records, cfg: PredictSegConfig, device: str, out: Path, quiet: bool) -> None:
-    amp = use_amp(cfg.amp, device)
+    amp, workers = use_amp(cfg.runtime.amp, device), worker_count(cfg.runtime)
     with make_progress(quiet) as progress:
         bar = progress.add_task(f"predict-seg {cfg.split}", total=len(records), info="")
         for start in range(0, len(records), CHUNK):
             chunk, pending = records[start:start + CHUNK], []
             for rec in chunk:
                 image = read_image(rec.image_path)
-                x = normalize(image)[None].to(device)
+                x = normalize(image, *net.input_norm())[None].to(device)
                 with torch.inference_mode(), torch.autocast(device_type=torch.device(device).type, enabled=amp):
                     probs = fuse_views(net, x, cfg.scales, cfg.flip, cfg.fuse)
                 if cfg.crf:
                     pending.append((image, probs.float().cpu().numpy()))
                 else:
-                    labels.write_label_png(out / f"{rec.id}.png", to_label(probs))
+                    labels.write_label_png(label_path(out, rec.id), to_label(probs))
                     progress.update(bar, advance=1)
             if pending:
-                for rec, label in zip(chunk, crf_map(_crf_label, pending, cfg.workers), strict=True):
-                    labels.write_label_png(out / f"{rec.id}.png", label)
+                for rec, label in zip(chunk, crf_map(_crf_label, pending, workers), strict=True):
+                    labels.write_label_png(label_path(out, rec.id), label)
                     progress.update(bar, advance=1)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from usage_cli.artifacts.manifest import (
@@ -10,22 +10,24 @@ from usage_cli.artifacts.manifest import (
     build_manifest,
     config_paths,
     read_manifest,
+    run_config,
     write_manifest,
 )
 from usage_cli.artifacts.outdir import check_writable_folder
 from usage_cli.data.synth import CLASSES, MAX_CLASSES, generate
 from usage_cli.errors import ConfigError
+from usage_cli.runtime import Runtime, config_drop, takes_runtime
 
 
+@takes_runtime("synth")
 @dataclass(frozen=True)
 class SynthConfig:
     out: Path
     train: int = 96
     val: int = 32
     size: int = 128
-    seed: int = 0
+    runtime: Runtime = Runtime()  # seed (the dataset's), force
     classes: int = len(CLASSES)
-    force: bool = False
 
 
 def run(cfg: SynthConfig) -> dict:
@@ -36,16 +38,16 @@ def run(cfg: SynthConfig) -> dict:
         raise ConfigError(f"--classes must be in 2..{MAX_CLASSES} (got {cfg.classes})")
     if not 32 <= cfg.size <= 2048:
         raise ConfigError(f"--size must be in 32..2048 (got {cfg.size})")
-    config = {k: v for k, v in asdict(cfg).items() if k not in ("out", "force")}
+    config = run_config(cfg, config_drop(cfg, ("out",)))
     check_writable_folder(cfg.out)
     # 2. an existing dataset with the same config is reused; another config needs --force
-    if (cfg.out / MANIFEST_NAME).exists() and not cfg.force:
+    if (cfg.out / MANIFEST_NAME).exists() and not cfg.runtime.force:
         old = read_manifest(cfg.out, expect_stage="synth")
         if {"classes": len(CLASSES), **old["config"]} == config:  # datasets made before --classes had the default set
             return old["stats"]
         raise ConfigError(f"{cfg.out}: holds a synth dataset made with {old['config']}; pass --force to overwrite")
     (cfg.out / MANIFEST_NAME).unlink(missing_ok=True)
     # 3. generate, then publish the manifest last (a folder without it is unfinished)
-    stats = generate(cfg.out, cfg.train, cfg.val, cfg.size, cfg.seed, cfg.classes)
+    stats = generate(cfg.out, cfg.train, cfg.val, cfg.size, cfg.runtime.seed, cfg.classes)
     write_manifest(cfg.out, build_manifest("synth", config, extra={"stats": stats}, paths=config_paths(cfg)))
     return stats

@@ -5,39 +5,44 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import torch
-
-from usage_cli.artifacts.cls_checkpoint import save_cls_checkpoint
-from usage_cli.artifacts.manifest import build_manifest, config_paths, run_config, write_manifest
+from usage_cli.artifacts import cls_checkpoint, last_checkpoint
+from usage_cli.artifacts.manifest import (
+    MANIFEST_NAME,
+    build_manifest,
+    config_paths,
+    run_config,
+    write_manifest,
+)
 from usage_cli.artifacts.outdir import claim_out
 from usage_cli.data import DataSpec
+from usage_cli.data.labels_io import root_label_file
 from usage_cli.data.torchdata import ClassificationSet
 from usage_cli.data.transforms import RECIPES, build_transform
 from usage_cli.engine import loop as engine_loop  # fit through the module: tests wrap it
-from usage_cli.engine.distributed import (
-    DEFAULT_TIMEOUT_MIN,
-    all_reduce_sum,
-    check_device,
-    current_info,
-    default_workers,
-    is_main_process,
-    world_size,
-)
-from usage_cli.engine.loop import LoopConfig, check_resume, seed_everything
+from usage_cli.engine.distributed import check_device, is_main_process, worker_count, world_size
+from usage_cli.engine.loop import check_resume, seed_everything
 from usage_cli.engine.optim import backbone_head_groups
 from usage_cli.errors import ConfigError, DatasetError, check_options
-from usage_cli.metrics.multilabel import multilabel_metrics
 from usage_cli.models.backbones import TOKENS, backbone_family
 from usage_cli.models.classifier import build_classifier
 from usage_cli.models.mappings import MAPPINGS
-from usage_cli.presets import TRAIN_CLS
+from usage_cli.presets import TRAIN_CLS, deit_lr
 from usage_cli.progress import log
-from usage_cli.tasks.classification import REGULARISERS, ClassificationTask, ClsTaskConfig
+from usage_cli.runtime import Runtime, config_drop, runtime_checks, takes_runtime
+from usage_cli.tasks.classification import (
+    REGULARISERS,
+    ClassificationTask,
+    ClsTaskConfig,
+    val_evaluator,
+)
 
 PRESETS = TRAIN_CLS  # usage_cli/presets.py: per backbone family, shown in --help
-RUNTIME = ("resume", "force", "quiet", "workers", "out", "timeout")  # not in the run's config (hash)
+# train-cls's manifest config has held --device since its first version: kept, so that its runs still
+# resume and rerun without --force (the other stages leave the device out)
+ALSO_IN_CONFIG = ("device",)
 
 
+@takes_runtime("train-cls")
 @dataclass(frozen=True)
 class TrainClsConfig:
     root: Path
@@ -77,15 +82,7 @@ class TrainClsConfig:
     aug: str | None = None
     output_stride: int = 16
     tokens: str | None = None  # transformers: final-norm | last-block; None = by --pretrained / --weights
-    device: str = "auto"
-    amp: bool | None = None  # None: on for CUDA (float16 + loss scaling), off on the CPU
-    sync_bn: bool = False
-    timeout: float = DEFAULT_TIMEOUT_MIN  # process-group timeout (minutes) under torchrun
-    workers: int | None = None  # None: by device (engine.distributed.default_workers)
-    seed: int = 0
-    resume: bool = False
-    force: bool = False
-    quiet: bool = False
+    runtime: Runtime = Runtime()
 
 
 def resolve(cfg: TrainClsConfig, family: str) -> TrainClsConfig:
@@ -97,9 +94,9 @@ def resolve(cfg: TrainClsConfig, family: str) -> TrainClsConfig:
     if cfg.pretrained is None:  # a preset that does not say: ImageNet weights only from --weights
         cfg = replace(cfg, pretrained=cfg.weights is not None)
     if cfg.lr is None:  # DeiT / MCTformer: 5e-4 x global batch / 512 (--batch-size is per process)
-        cfg = replace(cfg, lr=5e-4 * cfg.batch_size * world_size() / 512)
-    if cfg.workers is None:
-        cfg = replace(cfg, workers=default_workers(cfg.device))
+        cfg = replace(cfg, lr=deit_lr(cfg.batch_size, world_size()))
+    if cfg.runtime.workers is None:
+        cfg = replace(cfg, runtime=replace(cfg.runtime, workers=worker_count(cfg.runtime)))
     if cfg.seed_network is None:
         cfg = replace(cfg, seed_network="teacher" if cfg.reg == "aa" else "student")
     if cfg.tokens is None:  # MCTformer's final-norm tokens for ImageNet weights; from scratch they stall
@@ -109,21 +106,22 @@ def resolve(cfg: TrainClsConfig, family: str) -> TrainClsConfig:
 
 def run(cfg: TrainClsConfig) -> Path:
     # 1. the resolved config, checked, and the output folder, before any work; then the data
-    check_device(cfg.device)
+    check_device(cfg.runtime.device)
     family = backbone_family(cfg.backbone)  # also checks the name
     cfg = resolve(cfg, family)
     check(cfg)
     if cfg.reg not in REGULARISERS:
         raise ConfigError(f"unknown regulariser '{cfg.reg}'; choose from {', '.join(REGULARISERS)}")
-    config = run_config(cfg, RUNTIME)  # what defines the run (manifest, resume check)
-    owned = ("checkpoint.pt",) if cfg.resume else ("checkpoint.pt", "last.pt", "log.jsonl")
-    claim_out(cfg.out, "train-cls", config, owned, force=cfg.force, ignore=("epochs", "warmup_epochs") if cfg.resume else ())
-    check_resume(cfg.out, resume=cfg.resume, force=cfg.force, epochs=cfg.epochs)
+    rt = cfg.runtime
+    config = run_config(cfg, config_drop(cfg, ("out",), keep=ALSO_IN_CONFIG))  # what defines the run (manifest, resume check)
+    owned = (cls_checkpoint.FILENAME,) + (() if rt.resume else last_checkpoint.FILES)
+    claim_out(cfg.out, "train-cls", config, owned, force=rt.force, ignore=("epochs", "warmup_epochs") if rt.resume else ())
+    check_resume(cfg.out, resume=rt.resume, force=rt.force, epochs=cfg.epochs)
     ds = DataSpec.of(cfg).load()
     if not any(r.labels for r in ds.records):
         raise DatasetError(f"{cfg.root}: split '{cfg.split}' has no image with a positive class label; nothing to learn")
     # 2. model and task
-    seed_everything(cfg.seed)
+    seed_everything(rt.seed)
     model_config = {
         "backbone": cfg.backbone, "num_classes": ds.meta.num_classes, "mapping": cfg.mapping, "tau1": cfg.tau1,
         "bg_const": cfg.bg_const, "img_size": cfg.img_size, "output_stride": cfg.output_stride, "tokens": cfg.tokens,
@@ -143,16 +141,15 @@ def run(cfg: TrainClsConfig) -> Path:
     # 3. train
     aug = "light" if cfg.reg == "oaa" else cfg.aug
     train_set = ClassificationSet(ds.records, ds.meta.num_classes, build_transform(aug, cfg.img_size, *_norm_stats(student)))
-    loop = LoopConfig(
-        epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, optimizer=cfg.optimizer, weight_decay=cfg.weight_decay,
-        schedule=cfg.schedule, warmup_epochs=cfg.warmup_epochs, workers=cfg.workers, device=cfg.device, amp=cfg.amp,
-        sync_bn=cfg.sync_bn, timeout=cfg.timeout, seed=cfg.seed, quiet=cfg.quiet,
+    loop = engine_loop.loop_config(
+        rt, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, optimizer=cfg.optimizer, weight_decay=cfg.weight_decay,
+        schedule=cfg.schedule, warmup_epochs=cfg.warmup_epochs,
     )  # fmt: skip
     evaluate = _val_evaluator(cfg, ds.meta.num_classes, student) if cfg.val_split else None
-    engine_loop.fit(task, train_set, loop, cfg.out, resume=cfg.resume, run_config=config, evaluate=evaluate)
+    engine_loop.fit(task, train_set, loop, cfg.out, resume=rt.resume, run_config=config, evaluate=evaluate)
 
     if not is_main_process():  # only rank 0 publishes
-        return cfg.out / "checkpoint.pt"
+        return cfg.out / cls_checkpoint.FILENAME
     return _publish(cfg, task, model_config, ds, config)
 
 
@@ -161,6 +158,7 @@ def check(cfg: TrainClsConfig) -> None:
 
     rates = (cfg.teacher_drop_path, *cfg.student_drop_path, *cfg.student_dropout)
     check_options([
+        *runtime_checks(cfg.runtime),
         (cfg.epochs >= 1, f"--epochs must be at least 1, got {cfg.epochs}"),
         (cfg.batch_size >= 1, f"--batch-size must be at least 1, got {cfg.batch_size}"),
         (cfg.img_size >= 16, f"--img-size must be at least 16, got {cfg.img_size}"),
@@ -171,7 +169,6 @@ def check(cfg: TrainClsConfig) -> None:
         (cfg.lam >= 0, f"--lam must not be negative, got {cfg.lam}"),
         (0 <= cfg.ema < 1 and 0 <= cfg.status_momentum < 1, f"--ema and --status-momentum must lie in [0, 1), got {cfg.ema} / {cfg.status_momentum}"),
         (all(0 <= r < 1 for r in rates), f"drop-path and dropout rates must lie in [0, 1), got {rates}"),
-        (cfg.workers >= 0, f"--workers must not be negative, got {cfg.workers}"),
         (cfg.mapping in MAPPINGS, f"--mapping must be one of {', '.join(MAPPINGS)}, got {cfg.mapping!r}"),
         (cfg.optimizer in ("adamw", "sgd"), f"--optimizer must be adamw or sgd, got {cfg.optimizer!r}"),
         (cfg.schedule in ("cosine", "poly"), f"--schedule must be cosine or poly, got {cfg.schedule!r}"),
@@ -181,7 +178,6 @@ def check(cfg: TrainClsConfig) -> None:
         (cfg.seed_network in ("teacher", "student"), f"--seed-network must be teacher or student, got {cfg.seed_network!r}"),
         (cfg.output_stride in (8, 16, 32), f"--output-stride must be 8, 16 or 32, got {cfg.output_stride}"),
         (cfg.tokens in TOKENS, f"--tokens must be one of {', '.join(TOKENS)}, got {cfg.tokens!r}"),
-        (not (cfg.resume and cfg.force), "--resume continues a run and --force starts it over: pass one of them"),
     ])
 
 
@@ -191,58 +187,31 @@ def _norm_stats(model) -> tuple[tuple[float, ...], tuple[float, ...]]:
 
 
 def _val_evaluator(cfg: TrainClsConfig, num_classes: int, student):
-    """Per-epoch mAP and F1 (threshold 0.5) of the multi-label classifier on the val split."""
+    """Per-epoch mAP and F1 on the val split (``tasks.classification.val_evaluator``); None without it."""
     try:
         val = DataSpec.of(cfg).load(cfg.val_split)
     except DatasetError as e:
-        log(f"[yellow]no validation metrics: {e}[/]", cfg.quiet)
+        log(f"[yellow]no validation metrics: {e}[/]", cfg.runtime.quiet)
         return None
-
     val_set = ClassificationSet(val.records, num_classes, build_transform("none", cfg.img_size, *_norm_stats(student)))
-
-    @torch.no_grad()
-    def evaluate(task, epoch: int) -> dict:
-        """Run by every rank on its share of the val images (every world_size-th); scores and labels
-        are summed over the ranks into one table, so no rank waits while another works alone."""
-
-        info = current_info()
-        net = task.seed_network(cfg.seed_network)
-        was = net.training
-        net.eval()
-        device = next(net.parameters()).device
-        mine = list(range(info.rank, len(val_set), info.world_size))
-        loader = torch.utils.data.DataLoader(
-            torch.utils.data.Subset(val_set, mine), batch_size=cfg.batch_size, num_workers=cfg.workers, pin_memory=device.type == "cuda"
-        )
-        rows = []
-        for batch in loader:
-            scores = torch.sigmoid(net(batch["image"].to(device, non_blocking=True))["logits"].float())
-            rows.append(torch.cat([scores, batch["label"].to(device, scores.dtype)], 1))
-        net.train(was)
-        table = torch.zeros(len(val_set), 2 * num_classes, device=device)
-        if rows:
-            table[torch.as_tensor(mine, device=device)] = torch.cat(rows)
-        table = all_reduce_sum(table).cpu().numpy()
-        return {f"val_{k}": v for k, v in multilabel_metrics(table[:, :num_classes], table[:, num_classes:]).items()}
-
-    return evaluate
+    return val_evaluator(val_set, num_classes, cfg.seed_network, cfg.batch_size, cfg.runtime.workers)
 
 
 def _publish(cfg: TrainClsConfig, task, model_config: dict, ds, config: dict) -> Path:
     net = task.seed_network(cfg.seed_network)
-    path = save_cls_checkpoint(
-        cfg.out / "checkpoint.pt", model=net.state_dict(), model_config=model_config, class_names=list(ds.meta.class_names),
+    path = cls_checkpoint.save_cls_checkpoint(
+        cfg.out / cls_checkpoint.FILENAME, model=net.state_dict(), model_config=model_config, class_names=list(ds.meta.class_names),
         seed_network=cfg.seed_network, dataset={"name": cfg.dataset, "root": str(cfg.root), "split": cfg.split},
         train_config=config,
     )  # fmt: skip
     inputs = {"split_file": cfg.split_file} if cfg.split_file else {}
-    root = Path(cfg.root)
-    labels = [p for p in (root / "cls_labels.npy", root / "cls_labels.json") if p.exists()]
-    if labels:  # the one the dataset loader reads
-        inputs["cls_labels"] = labels[0]
-    if (root / "manifest.json").exists():
-        inputs["manifest"] = root / "manifest.json"
-    write_manifest(cfg.out, build_manifest("train-cls", config, inputs=inputs, extra={"seed_network": cfg.seed_network, "num_images": len(ds), "checkpoint": "checkpoint.pt"}, paths=config_paths(cfg)))
+    labels = root_label_file(cfg.root)
+    if labels is not None:  # the one the dataset loader reads
+        inputs["cls_labels"] = labels
+    if (Path(cfg.root) / MANIFEST_NAME).exists():
+        inputs["manifest"] = Path(cfg.root) / MANIFEST_NAME
+    extra = {"seed_network": cfg.seed_network, "num_images": len(ds), "checkpoint": cls_checkpoint.FILENAME}
+    write_manifest(cfg.out, build_manifest("train-cls", config, inputs=inputs, extra=extra, paths=config_paths(cfg)))
     return path
 
 

@@ -1,7 +1,7 @@
 """`usage train-seg`: a DeepLab-style network trained on pseudo masks (label PNGs).
 
-Input: a folder of ``<id>.png`` label maps with a manifest of a label-producing stage
-(``refine-psa``, or ``predict-seg`` for self-training). Output ``<out>/checkpoint.pt`` (format
+Input: a label-PNG folder (``<id>.png`` label maps with a manifest) of a label-producing stage
+(``refine-psa`` / ``psa-walk``, or ``predict-seg`` for self-training). Output ``<out>/checkpoint.pt`` (format
 ``usage-seg-checkpoint``) + ``manifest.json`` pinning the masks' manifest; ``<out>/last.pt`` and
 ``log.jsonl`` come from the shared loop (``--resume`` continues from ``last.pt``).
 """
@@ -13,12 +13,12 @@ from pathlib import Path
 
 import torch
 
-from usage_cli.artifacts import seg_checkpoint
+from usage_cli.artifacts import last_checkpoint, seg_checkpoint
 from usage_cli.artifacts.compat import check_class_names
+from usage_cli.artifacts.labels import read_label_folder
 from usage_cli.artifacts.manifest import (
     build_manifest,
     config_paths,
-    read_manifest,
     run_config,
     sha256_file,
     write_manifest,
@@ -26,15 +26,16 @@ from usage_cli.artifacts.manifest import (
 from usage_cli.artifacts.outdir import claim_out
 from usage_cli.data import DataSpec
 from usage_cli.engine.distributed import check_device, is_main_process
-from usage_cli.engine.loop import LoopConfig, check_resume, fit
+from usage_cli.engine.loop import check_resume, fit, loop_config
 from usage_cli.errors import ArtifactError, ConfigError, check_options
 from usage_cli.models.segnet import build_segnet, load_backbone_weights
+from usage_cli.runtime import Runtime, config_drop, runtime_checks, takes_runtime
 from usage_cli.tasks.segmentation import PseudoMaskDataset, SegmentationTask
 
-MASK_STAGES = ("refine-psa", "predict-seg")
-RUNTIME = ("device", "workers", "quiet", "resume", "force", "timeout")  # not in the run's config (hash)
+MASK_STAGES = ("refine-psa", "psa-walk", "predict-seg")
 
 
+@takes_runtime("train-seg")
 @dataclass(frozen=True)
 class TrainSegConfig:
     masks: Path
@@ -58,15 +59,7 @@ class TrainSegConfig:
     lr: float = 0.007
     weight_decay: float = 1e-4
     head_lr_mult: float = 10.0
-    device: str = "auto"
-    amp: bool | None = None  # None: on for CUDA (float16 + loss scaling), off on the CPU
-    sync_bn: bool = False  # SyncBatchNorm under torchrun (CUDA)
-    timeout: float = 60.0  # process-group timeout (minutes) under torchrun
-    workers: int = 2
-    seed: int = 0
-    resume: bool = False
-    force: bool = False
-    quiet: bool = False
+    runtime: Runtime = Runtime()
 
 
 def _check(cfg: TrainSegConfig) -> None:
@@ -79,13 +72,12 @@ def _check(cfg: TrainSegConfig) -> None:
     if cfg.weights is not None and not Path(cfg.weights).exists():
         raise ConfigError(f"{cfg.weights}: --weights file not found")
     check_options([
+        *runtime_checks(cfg.runtime),
         (cfg.lr > 0 and cfg.head_lr_mult > 0, f"--lr must be positive, got {cfg.lr}"),
         (cfg.weight_decay >= 0, f"--weight-decay must not be negative, got {cfg.weight_decay}"),
         (cfg.optimizer in ("sgd", "adamw"), f"--optimizer must be sgd or adamw, got {cfg.optimizer!r}"),
         (cfg.output_stride in (8, 16, 32), f"--output-stride must be 8, 16 or 32, got {cfg.output_stride}"),
         (cfg.aspp_channels >= 1 and cfg.img_size >= 16, "--aspp-channels must be positive and --img-size at least 16"),
-        (cfg.workers >= 0, f"--workers must not be negative, got {cfg.workers}"),
-        (not (cfg.resume and cfg.force), "--resume continues a run and --force starts it over: pass one of them"),
     ])
 
 
@@ -93,37 +85,34 @@ def run(cfg: TrainSegConfig) -> Path:
     """Train; returns the path of the written checkpoint."""
 
     _check(cfg)
-    check_device(cfg.device)
+    rt = cfg.runtime
+    check_device(rt.device)
     # 1. inputs: the masks' manifest, the split, one mask per id; the output folder
     if not Path(cfg.masks).is_dir():
         raise ArtifactError(f"{cfg.masks}: --masks folder not found; run `usage refine-psa --out {cfg.masks}` first")
-    masks = read_manifest(cfg.masks, expect_stage=MASK_STAGES)
+    masks = read_label_folder(cfg.masks, MASK_STAGES)
     ds = DataSpec.of(cfg).load()
     check_class_names(cfg.masks, masks.get("class_names"), ds.meta.class_names, "make the masks from this dataset, or pass its --classes")
-    config = run_config(cfg, RUNTIME)  # what defines the run (manifest, resume check)
-    owned = ("checkpoint.pt",) if cfg.resume else ("checkpoint.pt", "last.pt", "log.jsonl")
-    claim_out(cfg.out, "train-seg", config, owned, force=cfg.force, ignore=("epochs", "warmup_epochs") if cfg.resume else ())
-    check_resume(cfg.out, resume=cfg.resume, force=cfg.force, epochs=cfg.epochs)
-    train_set = PseudoMaskDataset(ds.records, cfg.masks, ds.meta.num_classes, crop=cfg.crop, scale=cfg.scale)
+    config = run_config(cfg, config_drop(cfg))  # what defines the run (manifest, resume check)
+    owned = (seg_checkpoint.FILENAME,) + (() if rt.resume else last_checkpoint.FILES)
+    claim_out(cfg.out, "train-seg", config, owned, force=rt.force, ignore=("epochs", "warmup_epochs") if rt.resume else ())
+    check_resume(cfg.out, resume=rt.resume, force=rt.force, epochs=cfg.epochs)
     # 2. network
     model_config = {
         "backbone": cfg.backbone, "num_classes": ds.meta.num_classes + 1, "output_stride": cfg.output_stride,
         "aspp_channels": cfg.aspp_channels, "img_size": cfg.img_size,
     }  # fmt: skip
 
-    torch.manual_seed(cfg.seed)  # the head's initialisation is part of the run
+    torch.manual_seed(rt.seed)  # the head's initialisation is part of the run
     net = build_segnet(model_config)
     source = load_backbone_weights(net, pretrained=cfg.pretrained, weights=str(cfg.weights) if cfg.weights else None)
+    net.model_config.update(net.expected_norm())  # the input normalisation it trains with, for predict-seg
+    train_set = PseudoMaskDataset(ds.records, cfg.masks, ds.meta.num_classes, crop=cfg.crop, scale=cfg.scale, norm=net.input_norm())
     # 3. the shared loop (poly schedule, AMP on CUDA, DDP under torchrun, last.pt)
-    loop = LoopConfig(
-        epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, optimizer=cfg.optimizer,
-        weight_decay=cfg.weight_decay, schedule="poly", workers=cfg.workers, device=cfg.device, amp=cfg.amp,
-        sync_bn=cfg.sync_bn, timeout=cfg.timeout,
-        seed=cfg.seed, quiet=cfg.quiet,
-    )  # fmt: skip
-    task = fit(SegmentationTask(net, cfg.head_lr_mult), train_set, loop, cfg.out, resume=cfg.resume, run_config=config)
+    loop = loop_config(rt, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, optimizer=cfg.optimizer, weight_decay=cfg.weight_decay, schedule="poly")
+    task = fit(SegmentationTask(net, cfg.head_lr_mult), train_set, loop, cfg.out, resume=rt.resume, run_config=config)
     # 4. final artifact (rank 0 only)
-    out = Path(cfg.out) / "checkpoint.pt"
+    out = Path(cfg.out) / seg_checkpoint.FILENAME
     if is_main_process():
         _write_outputs(cfg, task.net, ds, config, source, out)
     return out

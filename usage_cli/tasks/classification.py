@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from usage_cli.engine.distributed import all_reduce_max, all_reduce_sum
+from usage_cli.engine.distributed import all_reduce_max, all_reduce_sum, current_info
 from usage_cli.engine.ema import ema_momentum, ema_update
 from usage_cli.losses.generation import classification_loss
 from usage_cli.losses.regularization import (
@@ -28,6 +28,7 @@ from usage_cli.losses.regularization import (
     oaa_update,
 )
 from usage_cli.metrics.activation import aa_agreement, map_diagnostics
+from usage_cli.metrics.multilabel import multilabel_metrics
 from usage_cli.models.adjust import set_adjustment, stochastic_eval
 from usage_cli.models.classifier import Classifier
 
@@ -163,3 +164,34 @@ class ClassificationTask(nn.Module):
             self.oaa_acc = state["oaa_acc"].to(next(self.student.parameters()).device)
         if self.teacher is not None:
             set_adjustment(self.student, *self.student_rates())
+
+
+def val_evaluator(val_set, num_classes: int, seed_network: str, batch_size: int, workers: int):
+    """``evaluate(task, epoch)`` for the loop: the mAP and F1 (threshold 0.5) of the multi-label
+    classifier on ``val_set`` (items ``{"image", "label"}``). Run by every rank on its share of the
+    images (every world_size-th); scores and labels are summed over the ranks into one table, so no
+    rank waits while another works alone."""
+
+    @torch.no_grad()
+    def evaluate(task, epoch: int) -> dict:
+        info = current_info()
+        net = task.seed_network(seed_network)
+        was = net.training
+        net.eval()
+        device = next(net.parameters()).device
+        mine = list(range(info.rank, len(val_set), info.world_size))
+        loader = torch.utils.data.DataLoader(
+            torch.utils.data.Subset(val_set, mine), batch_size=batch_size, num_workers=workers, pin_memory=device.type == "cuda"
+        )
+        rows = []
+        for batch in loader:
+            scores = torch.sigmoid(net(batch["image"].to(device, non_blocking=True))["logits"].float())
+            rows.append(torch.cat([scores, batch["label"].to(device, scores.dtype)], 1))
+        net.train(was)
+        table = torch.zeros(len(val_set), 2 * num_classes, device=device)
+        if rows:
+            table[torch.as_tensor(mine, device=device)] = torch.cat(rows)
+        table = all_reduce_sum(table).cpu().numpy()
+        return {f"val_{k}": v for k, v in multilabel_metrics(table[:, :num_classes], table[:, num_classes:]).items()}
+
+    return evaluate

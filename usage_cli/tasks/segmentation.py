@@ -15,9 +15,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from usage_cli.artifacts.labels import read_label_png
+from usage_cli.artifacts.labels import label_path, read_label_png
 from usage_cli.data.io import read_image
-from usage_cli.data.joint_transforms import normalize, random_scale_crop_flip
+from usage_cli.data.joint_transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    mean_pixel,
+    normalize,
+    random_scale_crop_flip,
+)
 from usage_cli.data.records import IGNORE_INDEX, Record
 from usage_cli.engine.optim import backbone_head_groups
 from usage_cli.errors import ArtifactError
@@ -25,7 +31,7 @@ from usage_cli.errors import ArtifactError
 
 def mask_paths(records: Sequence[Record], masks: Path) -> list[Path]:
     """``<masks>/<id>.png`` for every record; a missing one is an error naming it."""
-    paths = [Path(masks) / f"{r.id}.png" for r in records]
+    paths = [label_path(masks, r.id) for r in records]
     missing = [p for p in paths if not p.exists()]
     if missing:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
@@ -37,7 +43,8 @@ def mask_paths(records: Sequence[Record], masks: Path) -> list[Path]:
 
 
 class PseudoMaskDataset(torch.utils.data.Dataset):
-    """(image, pseudo mask) pairs, augmented; items are {"image": 3xSxS float, "label": SxS int64}."""
+    """(image, pseudo mask) pairs, augmented; items are {"image": 3xSxS float, "label": SxS int64}, the
+    image normalised by ``norm`` (mean, std: what the network expects), crops padded with its mean."""
 
     def __init__(
         self,
@@ -48,11 +55,12 @@ class PseudoMaskDataset(torch.utils.data.Dataset):
         crop: int,
         scale: tuple[float, float] = (0.7, 1.3),
         flip: bool = True,
+        norm: tuple = (IMAGENET_MEAN, IMAGENET_STD),
     ):
         self.records = list(records)
         self.paths = mask_paths(self.records, masks)
         self.num_classes = num_classes
-        self.crop, self.scale, self.flip = crop, scale, flip
+        self.crop, self.scale, self.flip, self.norm = crop, scale, flip, norm
 
     def __len__(self) -> int:
         return len(self.records)
@@ -71,8 +79,8 @@ class PseudoMaskDataset(torch.utils.data.Dataset):
         image, mask = self.load(i)
         # torch's generator is seeded by the loop (and per worker), so numpy draws follow it
         rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, ())))
-        image, (mask,) = random_scale_crop_flip(image, [mask], crop=self.crop, scale=self.scale, flip=self.flip, rng=rng)
-        return {"image": normalize(image), "label": torch.from_numpy(mask.astype(np.int64))}
+        image, (mask,) = random_scale_crop_flip(image, [mask], crop=self.crop, scale=self.scale, flip=self.flip, rng=rng, image_fill=mean_pixel(self.norm[0]))
+        return {"image": normalize(image, *self.norm), "label": torch.from_numpy(mask.astype(np.int64))}
 
 
 def seg_loss(logits: torch.Tensor, label: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:

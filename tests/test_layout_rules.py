@@ -1,0 +1,166 @@
+"""One home per kind of change, checked on the source and the configs: formats live in artifacts/ (no
+file-name, suffix or version literal in stages/, chains/ or engine/), the run-time options are one
+block with one default each that every stage config nests, and a stage file stays orchestration."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import inspect
+import re
+from pathlib import Path
+
+import pytest
+
+PKG = Path(__file__).resolve().parents[1] / "usage_cli"
+# a file name or suffix of an on-disk format, or a version string
+FORMAT_LITERAL = re.compile(r"\.(json|jsonl|pt|pth|h5|hdf5|partial)\b|\b\d+\.\d+\.\d+\b")
+
+
+def _format_literals(path: Path) -> list[tuple[int, str]]:
+    """(line, text) of the string constants of ``path`` that spell a format (docstrings are prose: skipped)."""
+    tree = ast.parse(path.read_text())
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.body and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)
+    }  # fmt: skip
+    return sorted(
+        (node.lineno, node.value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings and FORMAT_LITERAL.search(node.value)
+    )
+
+
+def _sources(*packages: str) -> list[Path]:
+    return sorted(p for pkg in packages for p in (PKG / pkg).rglob("*.py") if "__pycache__" not in p.parts)
+
+
+@pytest.mark.parametrize("path", _sources("stages", "chains", "engine"), ids=lambda p: str(p.relative_to(PKG)))
+def test_no_format_literal_outside_artifacts(path):
+    """A file name (``checkpoint.pt``, ``manifest.json``), a suffix (``.h5``, ``.partial``) or a version
+    (``1.0.0``) is a format's knowledge: it belongs to its module in artifacts/."""
+    found = [f"{path.relative_to(PKG)}:{line}: {text!r}" for line, text in _format_literals(path)]
+    assert not found, "spell it through artifacts/: " + "; ".join(found)
+
+
+def test_the_format_rule_catches_what_it_should(tmp_path):
+    """The check itself: literals in code are found (f-string parts too), docstrings and other text are not."""
+    src = tmp_path / "m.py"
+    src.write_text(
+        '"""Writes ``seeds.h5`` and ``manifest.json`` (docs may name files)."""\n'
+        'A = "checkpoint.pt"\n'
+        'def f(out, r):\n'
+        '    """last.pt of 1.0.0"""\n'
+        '    return out / f"seeds.rank{r}.h5", {"version": "1.0.0"}, "x.partial", "0.00:0.95:0.01", "log.jsonl"\n'
+    )
+    assert [text for _, text in _format_literals(src)] == ["checkpoint.pt", ".h5", "1.0.0", "log.jsonl", "x.partial"]
+
+
+# ---------------------------------------------------------------- the run-time block
+
+
+def _stage_configs() -> dict[str, type]:
+    from usage_cli.chains.refine_psa import RefinePsaConfig
+    from usage_cli.stages import (
+        evaluate,
+        gen_seeds,
+        predict_seg,
+        psa_labels,
+        psa_walk,
+        synth,
+        train_aff,
+        train_cls,
+        train_seg,
+    )
+
+    return {
+        "synth": synth.SynthConfig, "train-cls": train_cls.TrainClsConfig, "gen-seeds": gen_seeds.GenSeedsConfig,
+        "refine-psa": RefinePsaConfig, "psa-labels": psa_labels.PsaLabelsConfig, "train-aff": train_aff.TrainAffConfig,
+        "psa-walk": psa_walk.PsaWalkConfig, "train-seg": train_seg.TrainSegConfig, "predict-seg": predict_seg.PredictSegConfig,
+        "evaluate": evaluate.EvaluateConfig,
+    }  # fmt: skip
+
+
+def test_every_stage_config_nests_the_runtime_block_and_declares_no_runtime_option_itself():
+    from usage_cli.commands import COMMANDS
+    from usage_cli.runtime import FIELDS, OPTIONS, Runtime
+
+    configs = _stage_configs()
+    assert set(configs) == set(OPTIONS) and set(COMMANDS) - set(OPTIONS) == {"report"}  # report takes none of them
+    for stage, cls in configs.items():
+        names = {f.name for f in dataclasses.fields(cls)}
+        assert "runtime" in names and cls.__dataclass_fields__["runtime"].default == Runtime(), stage
+        assert not names & set(FIELDS), f"{stage} declares {sorted(names & set(FIELDS))} itself"
+        assert cls.RUNTIME_OPTIONS == OPTIONS[stage]
+        # its command shows exactly those flags, with the block's defaults
+        params = inspect.signature(COMMANDS[stage]).parameters
+        assert [n for n in params if n in FIELDS] == list(OPTIONS[stage]), stage
+        assert all(params[n].default == getattr(Runtime(), n) for n in OPTIONS[stage]), stage
+
+
+def test_one_default_per_runtime_option():
+    """The block's defaults are the only ones: no stage config, command or the loop's settings spell
+    their own (the loop's device and workers excepted: it runs on the CPU in-process when called directly)."""
+    from usage_cli.engine.loop import LoopConfig
+    from usage_cli.runtime import DEFAULTS, FIELDS
+
+    assert dataclasses.asdict(DEFAULTS) == {
+        "device": "auto", "amp": None, "sync_bn": False, "timeout": 60.0, "workers": None, "seed": 0,
+        "resume": False, "force": False, "quiet": False,
+    }  # fmt: skip
+    loop = {f.name: f.default for f in dataclasses.fields(LoopConfig)}
+    assert all(loop[n] == getattr(DEFAULTS, n) for n in FIELDS if n in loop and n not in ("device", "workers"))
+    for stage, cls in _stage_configs().items():
+        assert not {f.name for f in dataclasses.fields(cls)} & set(FIELDS), stage
+
+
+def test_runtime_options_pass_flat_and_stay_out_of_the_config_but_those_that_define_a_run():
+    from usage_cli.artifacts.manifest import run_config
+    from usage_cli.runtime import config_drop
+    from usage_cli.stages.predict_seg import PredictSegConfig
+    from usage_cli.stages.train_seg import TrainSegConfig
+
+    cfg = TrainSegConfig(masks=Path("m"), root=Path("r"), out=Path("o"), device="cpu", seed=3, quiet=True)
+    assert (cfg.runtime.device, cfg.runtime.seed, cfg.runtime.quiet) == ("cpu", 3, True)
+    config = run_config(cfg, config_drop(cfg))
+    assert (config["amp"], config["sync_bn"], config["seed"]) == (None, False, 3) and "device" not in config and "quiet" not in config
+    with pytest.raises(TypeError, match="seed"):
+        PredictSegConfig(ckpt=Path("c"), root=Path("r"), out=Path("o"), seed=1)  # predict-seg takes no --seed
+    assert "seed" not in run_config(PredictSegConfig(ckpt=Path("c"), root=Path("r"), out=Path("o")))
+
+
+def test_runtime_keys_are_flat_in_a_config_file(tmp_path):
+    """--config / --print-config keep the run-time keys flat, as before the block was nested."""
+    import yaml
+    from typer.testing import CliRunner
+
+    from usage_cli.cli import app
+
+    (tmp_path / "c.yaml").write_text("masks: m\nroot: r\nout: o\ndevice: cpu\nworkers: 3\nseed: 7\n")
+    r = CliRunner().invoke(app, ["train-seg", "--config", str(tmp_path / "c.yaml"), "--seed", "5", "--print-config"])
+    assert r.exit_code == 0, r.output
+    printed = yaml.safe_load(r.stdout)
+    assert (printed["device"], printed["workers"], printed["seed"]) == ("cpu", 3, 5) and "runtime" not in printed
+    (tmp_path / "bad.yaml").write_text("ckpt: c\nroot: r\nout: o\nseed: 1\n")
+    r = CliRunner().invoke(app, ["predict-seg", "--config", str(tmp_path / "bad.yaml"), "--print-config"])
+    assert r.exit_code == 2 and "unknown option(s) seed" in r.output
+
+
+def test_a_runtime_block_turns_into_the_loops_settings_in_one_place():
+    from usage_cli.engine.loop import loop_config
+    from usage_cli.runtime import Runtime
+
+    loop = loop_config(Runtime(device="cpu", amp=True, sync_bn=True, timeout=5.0, seed=4, quiet=True), epochs=2, batch_size=3, lr=0.1)
+    assert (loop.device, loop.amp, loop.sync_bn, loop.timeout, loop.seed, loop.quiet) == ("cpu", True, True, 5.0, 4, True)
+    assert loop.workers == 0  # unset: by device, none on the CPU
+    assert loop_config(Runtime(device="cpu", workers=2), epochs=1, batch_size=1, lr=0.1).workers == 2
+
+
+# ---------------------------------------------------------------- stage files stay orchestration
+
+
+@pytest.mark.parametrize("path", _sources("stages", "chains"), ids=lambda p: str(p.relative_to(PKG)))
+def test_stage_files_stay_short(path):
+    assert len(path.read_text().splitlines()) <= 225, f"{path.name}: move the work down to the layer that owns it"

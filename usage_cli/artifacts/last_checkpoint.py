@@ -1,0 +1,39 @@
+"""The training loop's folder: ``last.pt`` (the resume state after each epoch, format ``usage-last``) and
+``log.jsonl`` (one JSON line an epoch). ``engine/loop.py`` writes both; a stage's ``--resume`` reads
+``last.pt`` back through :func:`read_last`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from usage_cli.artifacts.checkpoint import LAST_FORMAT, read_kind, save_checkpoint
+
+FORMAT = LAST_FORMAT
+VERSION = "1.0.0"
+LAST = "last.pt"
+LOG = "log.jsonl"
+FILES = (LAST, LOG)  # what a training run owns in its folder besides its artifact
+
+
+def last_path(out_dir: str | Path) -> Path:
+    return Path(out_dir) / LAST
+
+
+def log_path(out_dir: str | Path) -> Path:
+    return Path(out_dir) / LOG
+
+
+def save_last(path: str | Path, *, epoch: int, epochs: int, run_key: dict[str, Any], run_key_hash: str, **state: Any) -> Path:
+    """Write the state after ``epoch`` (of ``epochs``): ``state`` holds ``model``, ``optimizer``,
+    ``scheduler`` and ``scaler``; ``run_key`` (what the run was started with, plain JSON) and its hash
+    decide whether ``--resume`` may continue it."""
+    return save_checkpoint(path, {
+        "format": FORMAT, "version": VERSION, "epoch": epoch, "epochs": epochs, "run_config_hash": run_key_hash,
+        "run_config": run_key, **state,
+    })  # fmt: skip
+
+
+def read_last(path: str | Path) -> dict[str, Any]:
+    """The resume state; a file of another kind or major version is a one-line error."""
+    return read_kind(path, FORMAT, VERSION, "usage resume state (last.pt)", "pass --force to start the run over")

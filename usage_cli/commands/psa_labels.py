@@ -1,0 +1,45 @@
+"""``usage psa-labels``: seeds -> confident labels (PSA step 1, dense CRF), a label-PNG folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from usage_cli.commands._options import Classes, Dataset, Root, SplitFile, runtime_options
+from usage_cli.config import ConfigFile, PrintConfig
+from usage_cli.presets import REFINE_PSA, preset_help, refine_psa_preset_help
+from usage_cli.runtime import DEFAULTS, Runtime
+
+
+@runtime_options("psa-labels", workers="CRF worker processes.")
+def command(
+    ctx: typer.Context,
+    seeds: Annotated[Path | None, typer.Option(help="Seed store from `usage gen-seeds` (seeds.h5). Required (here or in --config).")] = None,
+    root: Root = None,
+    out: Annotated[Path | None, typer.Option(help="Output folder: <id>.png confident labels, manifest.json. Required (here or in --config).")] = None,
+    dataset: Dataset = "voc",
+    split: Annotated[str, typer.Option(help="Split to label (the one AffinityNet trains on).")] = "train_aug",
+    split_file: SplitFile = None,
+    classes: Classes = None,
+    preset: Annotated[str, typer.Option(help=refine_psa_preset_help())] = "mctformer",
+    crf_la: Annotated[float | None, typer.Option(help=preset_help("crf_la", "Low background power for confident foreground.", REFINE_PSA))] = None,
+    crf_ha: Annotated[float | None, typer.Option(help=preset_help("crf_ha", "High background power for confident background.", REFINE_PSA))] = None,
+    crf: Annotated[bool, typer.Option(help="Dense CRF on the confident labels.")] = True,
+    runtime: Runtime = DEFAULTS,
+    config: ConfigFile = None,
+    print_config: PrintConfig = False,
+) -> None:
+    """Confident labels from seeds (PSA step 1): a low and a high background power, each refined by a dense CRF."""
+    from usage_cli.config import apply_cli_config
+    from usage_cli.progress import log
+    from usage_cli.stages.psa_labels import PsaLabelsConfig, resolve, run
+
+    cfg = PsaLabelsConfig(
+        seeds=seeds, root=root, out=out, dataset=dataset, split=split, split_file=split_file, classes_file=classes,
+        preset=preset, crf_la=crf_la, crf_ha=crf_ha, crf=crf, runtime=runtime,
+    )  # fmt: skip
+    cfg = apply_cli_config(ctx, cfg, config, print_config, resolve=resolve)
+    res = run(cfg)
+    log(f"psa-labels: wrote {res['images']} confident labels to {res['out']}", cfg.runtime.quiet)

@@ -1,0 +1,113 @@
+"""The run-time options of every stage, as one frozen dataclass nested in each stage config.
+
+:class:`Runtime` holds how a stage runs — device, mixed precision, SyncBatchNorm, the torchrun
+timeout, worker processes, the random seed, ``--resume`` / ``--force`` and ``--quiet`` — with one
+default each. A stage takes the subset listed in :data:`OPTIONS` (its command shows exactly those
+flags, ``commands/_options.py:runtime_options``), its config nests them as ``cfg.runtime``, and
+``engine.loop.loop_config`` turns them into the training loop's settings.
+
+Which of them enter a stage's manifest ``config`` (and so its hash, which ``--force``, reruns and
+``--resume`` compare): :data:`IN_CONFIG`, the ones that change what a run computes. Torch-free, so
+that ``usage --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Runtime:
+    device: str = "auto"  # auto: CUDA when PyTorch sees a GPU, else the CPU
+    amp: bool | None = None  # None: on for CUDA (float16 + loss scaling), off on the CPU
+    sync_bn: bool = False  # SyncBatchNorm under torchrun (CUDA)
+    timeout: float = 60.0  # process-group timeout (minutes) under torchrun
+    workers: int | None = None  # None: by device (engine.distributed.default_workers)
+    seed: int = 0
+    resume: bool = False
+    force: bool = False
+    quiet: bool = False
+
+
+FIELDS = tuple(f.name for f in dataclasses.fields(Runtime))
+DEFAULTS = Runtime()
+
+# run-time options that change what a run computes: in the manifest's config (when the stage takes them)
+IN_CONFIG = ("amp", "sync_bn", "seed")
+
+# stage -> the run-time options it takes (its command's flags, in this order)
+OPTIONS: dict[str, tuple[str, ...]] = {
+    "synth": ("seed", "force"),
+    "train-cls": FIELDS,
+    "gen-seeds": ("device", "amp", "timeout", "workers", "force", "quiet"),
+    "refine-psa": FIELDS,
+    "psa-labels": ("timeout", "workers", "force", "quiet"),
+    "train-aff": FIELDS,
+    "psa-walk": ("device", "amp", "timeout", "force", "quiet"),
+    "train-seg": FIELDS,
+    "predict-seg": ("device", "amp", "timeout", "workers", "force", "quiet"),
+    "evaluate": ("workers", "quiet"),
+}
+
+
+def takes_runtime(stage: str):
+    """Class decorator of a stage config (a frozen dataclass with a ``runtime: Runtime`` field): the
+    config records ``OPTIONS[stage]`` as ``RUNTIME_OPTIONS``, and its constructor also takes those
+    options flat (``TrainSegConfig(masks=..., device="cpu", quiet=True)``), folding them into
+    ``runtime``; another run-time option is a TypeError, as any unknown argument."""
+    options = OPTIONS[stage]
+
+    def decorate(cls):
+        init = cls.__init__
+
+        def __init__(self, *args, **kwargs):
+            flat = {k: kwargs.pop(k) for k in list(kwargs) if k in FIELDS}
+            foreign = sorted(set(flat) - set(options))
+            if foreign:
+                raise TypeError(f"{cls.__name__} takes no run-time option {', '.join(foreign)} (it takes {', '.join(options)})")
+            if flat:
+                kwargs["runtime"] = dataclasses.replace(kwargs.get("runtime") or Runtime(), **flat)
+            init(self, *args, **kwargs)
+
+        __init__.__doc__ = init.__doc__
+        cls.__init__ = __init__
+        cls.RUNTIME_OPTIONS = options
+        cls.STAGE = stage
+        return cls
+
+    return decorate
+
+
+def config_drop(cfg: Any, also: tuple[str, ...] = (), keep: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """The names ``artifacts.manifest.run_config`` leaves out of ``cfg``'s manifest config: ``also`` (the
+    stage's own, such as ``out``) and the run-time options it takes but :data:`IN_CONFIG` (plus ``keep``)
+    does not list."""
+    return tuple(also) + tuple(n for n in cfg.RUNTIME_OPTIONS if n not in IN_CONFIG and n not in keep)
+
+
+def runtime_checks(runtime: Runtime) -> list[tuple[bool, str]]:
+    """The run-time options' ranges, as ``errors.check_options`` rows (each stage checks them first)."""
+    return [
+        (runtime.workers is None or runtime.workers >= 0, f"--workers must not be negative, got {runtime.workers}"),
+        (runtime.timeout > 0, f"--timeout must be positive, got {runtime.timeout}"),
+        (not (runtime.resume and runtime.force), "--resume continues a run and --force starts it over: pass one of them"),
+    ]
+
+
+def default_workers(gpu: bool) -> int:
+    """Worker processes when ``--workers`` is unset: on a GPU 4 per process (at most the CPUs per process
+    of this node, less one), on the CPU 0: the work stays in the stage's own process (loader workers
+    would compete with the model)."""
+    if not gpu:
+        return 0
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return max(1, min(4, cpus // max(per_node, 1) - 1))
+
+
+def cpu_worker_count(runtime: Runtime) -> int:
+    """``--workers`` of a stage whose workers do CPU work only and which has no ``--device`` (evaluate)."""
+    return default_workers(gpu=False) if runtime.workers is None else runtime.workers

@@ -1,0 +1,144 @@
+"""`usage train-aff`: AffinityNet (PSA step 2) trained on a folder of confident labels.
+
+Input: the label-PNG folder of ``usage psa-labels`` (its manifest pins the seeds it came from).
+Output: ``affinity.pt`` (format ``usage-aff-checkpoint``; ``<out>/affinity.pt`` or ``--aff-out``) and
+``<out>/manifest.json`` pinning the labels and the checkpoint's sha256; ``<out>/last.pt`` and
+``log.jsonl`` come from the shared loop (``--resume`` continues from ``last.pt``). The labels are only
+read, so a retraining (other settings, more epochs) never redoes the CRF.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from usage_cli.algorithms.affinity import search_offsets
+from usage_cli.artifacts import aff_checkpoint, last_checkpoint
+from usage_cli.artifacts.compat import check_class_names
+from usage_cli.artifacts.labels import label_ids, read_label_folder
+from usage_cli.artifacts.manifest import (
+    build_manifest,
+    config_paths,
+    run_config,
+    sha256_file,
+    up_to_date,
+    write_manifest,
+)
+from usage_cli.artifacts.outdir import claim_out
+from usage_cli.data import DataSpec
+from usage_cli.engine.distributed import barrier, check_device, is_main_process
+from usage_cli.engine.loop import check_resume, fit, loop_config
+from usage_cli.errors import ArtifactError, check_options
+from usage_cli.models.affinitynet import build_affinitynet, check_crop, load_backbone_weights
+from usage_cli.runtime import Runtime, config_drop, runtime_checks, takes_runtime
+from usage_cli.tasks.affinity import AffinityTask, ConfidentLabelSet
+
+STAGE = "train-aff"
+LABEL_STAGES = ("psa-labels",)
+
+
+@takes_runtime(STAGE)
+@dataclass(frozen=True)
+class TrainAffConfig:
+    labels: Path
+    root: Path
+    out: Path
+    dataset: str = "voc"
+    split: str = "train_aug"
+    split_file: Path | None = None
+    classes_file: Path | None = None
+    radius: int = 5
+    backbone: str = "resnet50"
+    pretrained: bool = True  # both refine-psa presets start AffinityNet from ImageNet weights
+    weights: Path | None = None
+    img_size: int = 224
+    epochs: int = 5
+    batch_size: int = 8
+    crop: int = 448
+    scale: tuple[float, float] = (0.7, 1.3)
+    lr: float = 0.01
+    weight_decay: float = 5e-4
+    head_lr_mult: float = 10.0
+    aff_out: Path | None = None  # default <out>/affinity.pt
+    runtime: Runtime = Runtime()
+
+
+def check(cfg: TrainAffConfig) -> None:
+    """Every option in its range and the network buildable (backbone, crop, weights), before any work."""
+    check_options([
+        *runtime_checks(cfg.runtime),
+        (2 <= cfg.radius <= 16, f"--radius must be in 2..16, got {cfg.radius}"),
+        (cfg.epochs >= 1 and cfg.batch_size >= 1, "--epochs and --batch-size must be positive"),
+        (cfg.crop >= 16, f"--crop must be at least 16, got {cfg.crop}"),
+        (cfg.img_size >= 16, f"--img-size must be at least 16, got {cfg.img_size}"),
+        (cfg.lr > 0 and cfg.head_lr_mult > 0, f"--lr must be positive, got {cfg.lr}"),
+        (cfg.weight_decay >= 0, f"--weight-decay must not be negative, got {cfg.weight_decay}"),
+        (0 < cfg.scale[0] <= cfg.scale[1], f"scale range must be 0 < low <= high, got {cfg.scale}"),
+        (cfg.weights is None or Path(cfg.weights).exists(), f"{cfg.weights}: --weights file not found"),
+    ])
+    check_device(cfg.runtime.device)
+    net = build_affinitynet(model_config(cfg))  # cheap: a bad backbone or crop fails now, not after the CRF
+    check_crop(net, cfg.crop)
+    if cfg.weights is not None or cfg.pretrained:  # also: ImageNet weights that cannot be had offline
+        load_backbone_weights(net, pretrained=cfg.pretrained, weights=str(cfg.weights) if cfg.weights else None)
+
+
+def model_config(cfg: TrainAffConfig) -> dict:
+    return {"backbone": cfg.backbone, "img_size": cfg.img_size, "radius": cfg.radius}
+
+
+def affinity_path(cfg: TrainAffConfig) -> Path:
+    return Path(cfg.aff_out) if cfg.aff_out else Path(cfg.out) / aff_checkpoint.FILENAME
+
+
+def manifest_config(cfg: TrainAffConfig) -> dict:
+    """What defines the training: the manifest's config (and the resume key of ``last.pt``)."""
+    return run_config(cfg, config_drop(cfg, ("out", "aff_out")))
+
+
+def is_done(cfg: TrainAffConfig) -> bool:
+    """Whether ``cfg.out`` holds this training, finished, on the same labels, and its ``affinity.pt``
+    is still the published one (a chain skips it)."""
+    return up_to_date(cfg.out, STAGE, manifest_config(cfg), {"labels": cfg.labels}, artifact=affinity_path(cfg))
+
+
+def run(cfg: TrainAffConfig) -> Path:
+    """Train; returns the path of the written ``affinity.pt``."""
+    # 1. options and network, the labels (finished, of this dataset, covering the split), the output folder
+    check(cfg)
+    rt = cfg.runtime
+    manifest = read_label_folder(cfg.labels, LABEL_STAGES)
+    ds = DataSpec.of(cfg).load()
+    check_class_names(cfg.labels, manifest.get("class_names"), ds.meta.class_names, "make the labels from this dataset, or pass its --classes")
+    missing = [r.id for r in ds.records if r.id not in label_ids(cfg.labels)]
+    if missing:
+        raise ArtifactError(f"{cfg.labels}: no confident label for {len(missing)} of {len(ds)} ids of split '{ds.split}' (first: {missing[0]}); run `usage psa-labels --split {ds.split}`")
+    config, aff_path = manifest_config(cfg), affinity_path(cfg)
+    owned = ((aff_path.name,) if aff_path.parent == Path(cfg.out) else ()) + (() if rt.resume else last_checkpoint.FILES)
+    claim_out(cfg.out, STAGE, config, owned, force=rt.force, ignore=("epochs",) if rt.resume else ())
+    check_resume(cfg.out, resume=rt.resume, force=rt.force, epochs=cfg.epochs)
+    # 2. network and data
+    torch.manual_seed(rt.seed)  # the new layers' initialisation is part of the run
+    net = build_affinitynet(model_config(cfg))
+    source = load_backbone_weights(net, pretrained=cfg.pretrained, weights=str(cfg.weights) if cfg.weights else None)
+    net.model_config.update(net.expected_norm())  # the input normalisation it trains with, for the walk
+    train_set = ConfidentLabelSet(ds.records, cfg.labels, ds.meta.num_classes, crop=cfg.crop, stride=net.stride, scale=cfg.scale, norm=net.input_norm())
+    # 3. the shared loop (SGD, poly schedule, new layers at --head-lr-mult; AMP on CUDA, DDP under torchrun)
+    loop = loop_config(rt, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, optimizer="sgd", weight_decay=cfg.weight_decay, schedule="poly")
+    task = AffinityTask(net, search_offsets(cfg.radius), cfg.head_lr_mult)
+    task = fit(task, train_set, loop, cfg.out, resume=rt.resume, run_config=config)
+    # 4. the checkpoint and the manifest (rank 0)
+    if is_main_process():
+        aff_checkpoint.save_aff_checkpoint(
+            aff_path, model={k: v.detach().cpu() for k, v in task.net.state_dict().items()}, model_config=task.net.model_config,
+            class_names=list(ds.meta.class_names), train_config=config, weights_source=source,
+        )  # fmt: skip
+        manifest = build_manifest(
+            STAGE, config, inputs={"labels": cfg.labels}, format_version=aff_checkpoint.VERSION,
+            extra={"artifact": str(aff_path), "artifact_sha256": sha256_file(aff_path), "weights_source": source}, paths=config_paths(cfg),
+        )  # fmt: skip
+        write_manifest(cfg.out, manifest)
+    barrier()  # the checkpoint is on disk before any rank walks with it
+    return aff_path
