@@ -164,3 +164,38 @@ def test_a_runtime_block_turns_into_the_loops_settings_in_one_place():
 @pytest.mark.parametrize("path", _sources("stages", "chains"), ids=lambda p: str(p.relative_to(PKG)))
 def test_stage_files_stay_short(path):
     assert len(path.read_text().splitlines()) <= 225, f"{path.name}: move the work down to the layer that owns it"
+
+
+# ---------------------------------------------------------------- one dense backbone
+
+TIMM_INTERNALS = re.compile(r"\b(patch_embed|embed_dim|feature_info|num_features|forward_intermediates|forward_features|create_model)\b")
+TIMM_OWNERS = {"models/backbones.py", "models/vit.py", "models/weights.py"}  # the wrapper, the attention forward, weight files
+
+
+@pytest.mark.parametrize("path", _sources("models", "stages", "chains", "tasks", "algorithms", "engine"), ids=lambda p: str(p.relative_to(PKG)))
+def test_only_the_dense_backbone_reads_timm_internals(path):
+    rel = str(path.relative_to(PKG))
+    if rel in TIMM_OWNERS:
+        return
+    code = "\n".join(ln for ln in path.read_text().splitlines() if not ln.lstrip().startswith("#"))
+    assert not TIMM_INTERNALS.findall(code), f"{rel} reads timm internals; ask models/backbones.py:DenseBackbone"
+
+
+@pytest.mark.parametrize(
+    "name,levels,output_stride,strides,channels",
+    [("resnet18", (1, -1), 8, [4, 8], [64, 512]), ("resnet18", (-3, -2, -1), None, [8, 16, 32], [128, 256, 512]),
+     ("resnet18", None, 16, [16], [512]), ("deit_t", (-3, -2, -1), None, [16, 16, 16], [192, 192, 192]), ("deit_t", None, None, [16], [192])],
+)  # fmt: skip
+def test_the_dense_backbone_gives_nchw_maps_their_strides_and_its_statistics(name, levels, output_stride, strides, channels):
+    import torch
+
+    from usage_cli.data.joint_transforms import IMAGENET_MEAN, IMAGENET_STD
+    from usage_cli.models.backbones import DenseBackbone
+
+    bb = DenseBackbone(name, levels=levels, output_stride=output_stride, img_size=64).eval()
+    with torch.no_grad():
+        feats = bb(torch.randn(2, 3, 64, 96))
+    assert (bb.strides, bb.channels, bb.stride, bb.out_dim) == (strides, channels, strides[-1], channels[-1])
+    assert [tuple(f.shape) for f in feats] == [(2, c, 64 // s, 96 // s) for s, c in zip(strides, channels, strict=True)]
+    assert bb.norm_stats() == (IMAGENET_MEAN, IMAGENET_STD)
+    assert DenseBackbone("efficientnet_lite0", levels=(-1,)).norm_stats() == ((0.5,) * 3, (0.5,) * 3)  # the Lite weights' own

@@ -93,7 +93,8 @@ def test_segnet_shapes_per_backbone_family(backbone, os_, feat):
     net.eval()
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
-        low, high = net.encoder(x)
+        feats = net.encoder(x)  # the dense backbone's levels: stride-4 and deepest for a CNN, the patch grid for a ViT
+        low, high = feats if len(feats) == 2 else (None, feats[0])
         out = net(torch.randn(1, 3, 50, 70))  # odd size: the logits still come back at the input size
     assert tuple(high.shape[-2:]) == (feat, feat)
     assert net.encoder.stride == 64 // feat

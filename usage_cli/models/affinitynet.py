@@ -17,7 +17,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import timm
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -27,66 +26,45 @@ from usage_cli.artifacts.checkpoint import restore_network
 from usage_cli.data.joint_transforms import IMAGENET_MEAN, IMAGENET_STD
 from usage_cli.errors import ConfigError
 from usage_cli.models.backbones import (
+    DenseBackbone,
     Stats,
-    backbone_family,
     load_backbone_weights,
     recorded_norm_stats,
-    timm_name,
 )
 
 # load_backbone_weights is backbones.py's (one loader for every dense network), offered here beside build_affinitynet
-__all__ = ["AffinityNet", "build_affinitynet", "load_affinitynet", "load_backbone_weights", "pad_to_multiple"]
+__all__ = ["AffinityNet", "build_affinitynet", "check_crop", "load_affinitynet", "load_backbone_weights", "pad_to_multiple"]
 
+LEVELS = (-3, -2, -1)  # a CNN's last three stages, a transformer's last three blocks
 PROJ_DIMS = (64, 128, 256)
 OUT_DIM = 448
 
-class AffinityNet(nn.Module):
+
+class AffinityNet(DenseBackbone):
     """``forward(x)`` -> B x 448 x ceil(H/stride) x ceil(W/stride) affinity features.
 
-    Inputs should be padded to a multiple of :attr:`pad_multiple` (see :func:`pad_to_multiple`).
+    The network is its dense backbone (the last three levels, the timm model kept as ``body``) plus
+    PSA's projection layers, as PSA's AffinityNet extends its ResNet38; its checkpoint keys are the
+    backbone's ``body.*`` beside ``proj.*`` and ``mix.*``. ``stride`` is its output grid's (the finest
+    level's); inputs should be padded to a multiple of :attr:`pad_multiple`, the coarsest level's (see
+    :func:`pad_to_multiple`).
     """
 
     weights_part = "affinity backbone"  # named by a pretrained-weights error (backbones.load_backbone_weights)
 
     def __init__(self, model_config: dict[str, Any]):
-        super().__init__()
+        super().__init__(model_config["backbone"], levels=LEVELS, img_size=int(model_config.get("img_size", 224)), attr="body")
         self.model_config = dict(model_config)
-        resolved = timm_name(model_config["backbone"])
-        self.family = backbone_family(resolved)
-        if self.family == "cnn":
-            try:
-                self.body = timm.create_model(resolved, pretrained=False, features_only=True, out_indices=(-3, -2, -1))
-            except (TypeError, RuntimeError, AssertionError) as e:
-                raise ConfigError(f"backbone '{resolved}' cannot give multi-level features ({e})") from e
-            dims = self.body.feature_info.channels()
-            reductions = self.body.feature_info.reduction()
-            self.stride, self.pad_multiple = reductions[0], reductions[-1]
-        else:
-            img_size = int(model_config.get("img_size", 224))
-            self.body = timm.create_model(resolved, pretrained=False, num_classes=0, img_size=img_size, dynamic_img_size=True)
-            dims = [self.body.embed_dim] * 3
-            self.stride = self.pad_multiple = int(self.body.patch_embed.patch_size[0])
-            # forward_intermediates(intermediates_only=True) never reaches the final norm or the pooling
-            # head: frozen, so DDP (find_unused_parameters=False) meets no parameter without a gradient.
-            # Kept in the model, so checkpoints and weight files keep their keys
-            for name in ("norm", "fc_norm", "attn_pool", "head"):
-                if isinstance(getattr(self.body, name, None), nn.Module):
-                    getattr(self.body, name).requires_grad_(False)
-        self.proj = nn.ModuleList(nn.Conv2d(d, p, 1, bias=False) for d, p in zip(dims, PROJ_DIMS, strict=True))
+        self.stride, self.pad_multiple = self.strides[0], self.strides[-1]
+        self.proj = nn.ModuleList(nn.Conv2d(d, p, 1, bias=False) for d, p in zip(self.channels, PROJ_DIMS, strict=True))
         self.mix = nn.Conv2d(sum(PROJ_DIMS), OUT_DIM, 1, bias=False)
         for conv in self.proj:
             nn.init.kaiming_normal_(conv.weight)
         nn.init.xavier_uniform_(self.mix.weight, gain=4)  # PSA's f9 initialisation
 
-    def levels(self, x: torch.Tensor) -> list[torch.Tensor]:
-        if self.family == "cnn":
-            # channels-last: many times faster on CPU for tf_efficientnet's padded depthwise convs
-            return list(self.body(x.contiguous(memory_format=torch.channels_last)))
-        return list(self.body.forward_intermediates(x, indices=3, output_fmt="NCHW", intermediates_only=True))
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # 1. three backbone levels; 2. project each (ELU) onto the finest grid; 3. mix (ELU)
-        feats = self.levels(x)
+        feats = super().forward(x)
         size = feats[0].shape[-2:]
         out = []
         for f, conv in zip(feats, self.proj, strict=True):

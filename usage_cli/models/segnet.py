@@ -5,6 +5,8 @@
 * Transformer backbones (deit_t, deit_s, any timm ViT) give a stride-16 grid of patch tokens
   (prefix tokens dropped; position embeddings resized for any input size); no low-level feature.
 
+Both come from ``models/backbones.py:DenseBackbone`` (the encoder; its timm model is kept as ``body``).
+
 The whole network is described by a plain ``model_config`` dict, stored in the checkpoint, so
 :func:`build_segnet` rebuilds it for inference without the training options.
 """
@@ -14,7 +16,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import timm
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -24,59 +25,15 @@ from usage_cli.artifacts.seg_checkpoint import read_seg_checkpoint
 from usage_cli.data.joint_transforms import IMAGENET_MEAN, IMAGENET_STD
 from usage_cli.errors import ConfigError
 from usage_cli.models.backbones import (
+    DenseBackbone,
     Stats,
     backbone_family,
     load_backbone_weights,
     recorded_norm_stats,
-    timm_name,
 )
 
 # load_backbone_weights is backbones.py's (one loader for every dense network), offered here beside build_segnet
-__all__ = ["ASPP", "CnnEncoder", "SegNet", "VitEncoder", "build_segnet", "load_backbone_weights", "load_segnet"]
-
-
-class CnnEncoder(nn.Module):
-    """timm ``features_only`` CNN: returns (stride-4 feature, deepest feature at the output stride)."""
-
-    family = "cnn"
-
-    def __init__(self, resolved: str, output_stride: int):
-        super().__init__()
-        try:
-            self.body = timm.create_model(
-                resolved, pretrained=False, features_only=True, out_indices=(1, -1), output_stride=output_stride
-            )
-        except (TypeError, RuntimeError, AssertionError) as e:
-            raise ConfigError(f"backbone '{resolved}' cannot give dense features at output stride {output_stride} ({e})") from e
-        self.low_dim, self.out_dim = self.body.feature_info.channels()
-        self.stride = self.body.feature_info.reduction()[-1]
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
-        low, high = self.body(x)
-        return low, high
-
-
-class VitEncoder(nn.Module):
-    """timm ViT patch tokens as a B x D x H/16 x W/16 map; any input size (position embeddings resized)."""
-
-    family = "transformer"
-    low_dim = 0
-
-    def __init__(self, resolved: str, img_size: int):
-        super().__init__()
-        self.body = timm.create_model(resolved, pretrained=False, num_classes=0, img_size=img_size, dynamic_img_size=True)
-        self.out_dim = self.body.embed_dim
-        self.stride = self.body.patch_embed.patch_size[0]
-        self.num_prefix_tokens = self.body.num_prefix_tokens
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
-        # 1. pad to a multiple of the patch size (bottom/right); 2. tokens; 3. drop prefix, fold to a grid
-        h, w = x.shape[-2:]
-        s = self.stride
-        x = F.pad(x, (0, (-w) % s, 0, (-h) % s))
-        tokens = self.body.forward_features(x)[:, self.num_prefix_tokens:]
-        gh, gw = x.shape[-2] // s, x.shape[-1] // s
-        return None, tokens.transpose(1, 2).reshape(x.shape[0], -1, gh, gw)
+__all__ = ["ASPP", "SegNet", "build_segnet", "load_backbone_weights", "load_segnet"]
 
 
 def _conv_bn_relu(cin: int, cout: int, k: int = 1, dilation: int = 1) -> nn.Sequential:
@@ -120,19 +77,21 @@ class SegNet(nn.Module):
     def __init__(self, model_config: dict[str, Any]):
         super().__init__()
         self.model_config = dict(model_config)
-        resolved = timm_name(model_config["backbone"])
         os_ = int(model_config.get("output_stride", 16))
         if os_ not in (8, 16):
             raise ConfigError(f"output stride must be 8 or 16, got {os_}")
-        if backbone_family(resolved) == "transformer":
-            self.encoder = VitEncoder(resolved, int(model_config.get("img_size", 224)))
-        else:
-            self.encoder = CnnEncoder(resolved, os_)
+        # a CNN's stride-4 stage for the decoder and its deepest (dilated to the output stride); a
+        # transformer's final patch tokens (stride 16, no finer level), its input padded to the patch size
+        levels = (1, -1) if backbone_family(model_config["backbone"]) == "cnn" else None
+        self.encoder = DenseBackbone(
+            model_config["backbone"], levels=levels, output_stride=os_, img_size=int(model_config.get("img_size", 224)), pad=True, attr="body"
+        )  # fmt: skip
         ch = int(model_config.get("aspp_channels", 256))
         base = (6, 12, 18)
         rates = tuple(r * 16 // self.encoder.stride for r in base)
         self.aspp = ASPP(self.encoder.out_dim, ch, rates)
-        self.low_proj = _conv_bn_relu(self.encoder.low_dim, 48, 1) if self.encoder.low_dim else None
+        low_dim = self.encoder.channels[0] if levels else 0
+        self.low_proj = _conv_bn_relu(low_dim, 48, 1) if low_dim else None
         fuse_in = ch + (48 if self.low_proj is not None else 0)
         self.decoder = nn.Sequential(_sep_conv_bn_relu(fuse_in, ch), _sep_conv_bn_relu(ch, ch))
         self.classifier = nn.Conv2d(ch, int(model_config["num_classes"]), 1)
@@ -164,7 +123,8 @@ class SegNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = x.shape[-2:]
         # channels-last: up to 15x faster on CPU for tf_efficientnet's padded depthwise convs
-        low, high = self.encoder(x.contiguous(memory_format=torch.channels_last))
+        feats = self.encoder(x.contiguous(memory_format=torch.channels_last))
+        low, high = feats if len(feats) == 2 else (None, feats[0])
         y = self.aspp(high)
         if self.low_proj is not None and low is not None:
             y = F.interpolate(y, size=low.shape[-2:], mode="bilinear", align_corners=False)
