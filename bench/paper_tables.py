@@ -218,12 +218,7 @@ def summarize(rows: list[Row], runs: list[dict]) -> list[dict]:
 
 # ---------------------------------------------------------------------------------------- settings
 def family_of(backbone: str) -> str:
-    """"transformer" or "cnn"; known names without importing timm, others through usage_cli."""
-    b = backbone.lower()
-    if b.startswith(("deit", "vit")):
-        return "transformer"
-    if b.startswith(("efficientnet", "resnet", "wide_resnet", "resnext", "mobilenet", "regnet")):
-        return "cnn"
+    """"transformer" or "cnn": the package's rule (usage_cli.models.backbones.backbone_family)."""
     from usage_cli.models.backbones import backbone_family
 
     return backbone_family(backbone)
@@ -247,8 +242,10 @@ def resolve_settings(args, family: str) -> dict:
         if v is not None:
             base[k] = v
             overridden.append(k)
-    if base["lr"] is None:  # the preset's rule (DeiT / MCTformer): 5e-4 x batch / 512
-        base["lr"] = 5e-4 * base["batch_size"] / 512
+    if base["lr"] is None:  # the preset's rule (DeiT / MCTformer), as train-cls applies it (one process)
+        from usage_cli.presets import deit_lr
+
+        base["lr"] = deit_lr(base["batch_size"])
     if args.scales is not None:
         scales = args.scales
         overridden.append("scales")
