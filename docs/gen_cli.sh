@@ -22,11 +22,17 @@ error) and `--print-config` (the fully resolved config, presets filled in, as YA
 is run or written; `gen-seeds`' `auto` values depend on the checkpoint and are resolved when it
 runs, into its manifest). Required options such as `--root` may come from the file.
 
+Run-time options: `--device`, `--amp/--no-amp`, `--sync-bn`, `--timeout`, `--workers`, `--seed`,
+`--resume`, `--force` and `--quiet` are one block (`usage_cli/runtime.py`) with one default each;
+every command shows those it takes, and in a `--config` file they are keys beside the others.
+`--workers` unset is by device: 4 per process on a GPU (at most the CPUs per process), none on the
+CPU (the work stays in the command's own process).
+
 EOF
   echo '```'
   COLUMNS=110 NO_COLOR=1 TERM=dumb $U --help
   echo '```'
-  for c in synth train-cls gen-seeds refine-psa train-seg predict-seg evaluate report; do
+  for c in synth train-cls gen-seeds refine-psa psa-labels train-aff psa-walk train-seg predict-seg evaluate report; do
     echo
     echo "## usage $c"
     echo
