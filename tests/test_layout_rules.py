@@ -199,3 +199,20 @@ def test_the_dense_backbone_gives_nchw_maps_their_strides_and_its_statistics(nam
     assert [tuple(f.shape) for f in feats] == [(2, c, 64 // s, 96 // s) for s, c in zip(strides, channels, strict=True)]
     assert bb.norm_stats() == (IMAGENET_MEAN, IMAGENET_STD)
     assert DenseBackbone("efficientnet_lite0", levels=(-1,)).norm_stats() == ((0.5,) * 3, (0.5,) * 3)  # the Lite weights' own
+
+
+@pytest.mark.parametrize("net", ["affinitynet", "segnet"])
+def test_dense_networks_train_with_the_statistics_their_weights_expect_and_old_checkpoints_read_as_imagenet(net):
+    from usage_cli.data.joint_transforms import IMAGENET_MEAN, IMAGENET_STD
+    from usage_cli.models.affinitynet import build_affinitynet
+    from usage_cli.models.segnet import build_segnet
+
+    def build(backbone):
+        return build_affinitynet({"backbone": backbone}) if net == "affinitynet" else build_segnet({"backbone": backbone, "num_classes": 3, "aspp_channels": 8})
+
+    lite, resnet = build("efficientnet_lite0"), build("resnet18")
+    assert lite.expected_norm() == {"mean": [0.5] * 3, "std": [0.5] * 3}  # timm's config of the Lite weights
+    assert resnet.expected_norm() == {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
+    assert lite.input_norm() == (IMAGENET_MEAN, IMAGENET_STD)  # a config without them: a checkpoint of before, ImageNet's
+    lite.model_config.update(lite.expected_norm())  # what train-aff / train-seg record
+    assert lite.input_norm() == ((0.5,) * 3, (0.5,) * 3)

@@ -355,3 +355,14 @@ def test_cli_of_the_three_steps(synth_root, seeds, tmp_path):
     r = CliRunner().invoke(app, ["train-aff", "--labels", str(tmp_path / "c"), "--root", str(synth_root), "--out", str(tmp_path / "b"), "--crop", "60",
                                  "--backbone", "efficientnet_lite0", "--split", "train"])  # fmt: skip
     assert r.exit_code == 2 and "--crop must be a multiple of 32" in r.output
+
+
+def test_affinity_checkpoint_records_the_statistics_of_its_weights(refined):
+    """efficientnet_lite0's weights expect mean = std = 0.5: AffinityNet trains with them, records
+    them, and the walk reads them back from the checkpoint."""
+    from usage_cli.models.affinitynet import load_affinitynet
+
+    cfg, _ = refined
+    ckpt = torch.load(Path(cfg.out) / "affinity.pt", weights_only=True)
+    assert (ckpt["model_config"]["mean"], ckpt["model_config"]["std"]) == ([0.5] * 3, [0.5] * 3)
+    assert load_affinitynet(Path(cfg.out) / "affinity.pt")[0].input_norm() == ((0.5,) * 3, (0.5,) * 3)

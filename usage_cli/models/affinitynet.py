@@ -23,7 +23,6 @@ from torch import nn
 
 from usage_cli.artifacts.aff_checkpoint import read_aff_checkpoint
 from usage_cli.artifacts.checkpoint import restore_network
-from usage_cli.data.joint_transforms import IMAGENET_MEAN, IMAGENET_STD
 from usage_cli.errors import ConfigError
 from usage_cli.models.backbones import (
     DenseBackbone,
@@ -73,8 +72,10 @@ class AffinityNet(DenseBackbone):
         return F.elu(self.mix(torch.cat(out, 1)))
 
     def expected_norm(self) -> dict[str, list[float]]:
-        """The input mean / std to train with, which train-aff records in ``model_config``."""
-        return {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
+        """The input mean / std to train with, which train-aff records in ``model_config``: what the
+        backbone's weights expect (0.5 / 0.5 for the EfficientNet-Lite ones)."""
+        mean, std = self.norm_stats()
+        return {"mean": list(mean), "std": list(std)}
 
     def input_norm(self) -> Stats:
         """The input mean / std the network was trained with (ImageNet's where it records none)."""

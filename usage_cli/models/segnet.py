@@ -22,7 +22,6 @@ from torch import nn
 
 from usage_cli.artifacts.checkpoint import restore_network
 from usage_cli.artifacts.seg_checkpoint import read_seg_checkpoint
-from usage_cli.data.joint_transforms import IMAGENET_MEAN, IMAGENET_STD
 from usage_cli.errors import ConfigError
 from usage_cli.models.backbones import (
     DenseBackbone,
@@ -106,8 +105,10 @@ class SegNet(nn.Module):
         return self.encoder.family
 
     def expected_norm(self) -> dict[str, list[float]]:
-        """The input mean / std to train with, which train-seg records in ``model_config``."""
-        return {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
+        """The input mean / std to train with, which train-seg records in ``model_config``: what the
+        encoder's weights expect (0.5 / 0.5 for the EfficientNet-Lite ones)."""
+        mean, std = self.encoder.norm_stats()
+        return {"mean": list(mean), "std": list(std)}
 
     def input_norm(self) -> Stats:
         """The input mean / std the network was trained with (ImageNet's where it records none)."""
