@@ -57,7 +57,8 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
 
 
 def merge_config(cfg: C, data: dict[str, Any], given: set[str] | frozenset[str] = frozenset(), source: str = "config") -> C:
-    """``cfg`` with the values of ``data`` (type-checked) for every field not in ``given``."""
+    """``cfg`` with the values of ``data`` for every field not in ``given``. Every value is type-checked,
+    also those a flag overrides: a bad value in the file is an error, never silently ignored."""
     names = [f.name for f in dataclasses.fields(cfg)]
     unknown = sorted(set(data) - set(names))
     if unknown:
@@ -65,7 +66,8 @@ def merge_config(cfg: C, data: dict[str, Any], given: set[str] | frozenset[str] 
         hint = f" (did you mean {', '.join(sorted(near))}?)" if near else "; the keys are those --print-config prints"
         raise ConfigError(f"{source}: unknown option(s) {', '.join(unknown)}{hint}")
     hints = typing.get_type_hints(type(cfg))
-    return dataclasses.replace(cfg, **{k: _coerce(k, v, hints[k], source) for k, v in data.items() if k not in given})
+    values = {k: _coerce(k, v, hints[k], source) for k, v in data.items()}
+    return dataclasses.replace(cfg, **{k: v for k, v in values.items() if k not in given})
 
 
 def given_options(ctx: typer.Context, cfg) -> set[str]:
