@@ -11,7 +11,9 @@ Layout::
 
 The file is built under ``<name>.partial`` and renamed to its final name only when every image
 is written (``complete`` = True), so an interrupted run never leaves a file that reads as
-complete. The partial file is resumable: groups without ``done`` are rewritten.
+complete. The partial file is resumable: groups without ``done`` are rewritten; one of another config
+or data set (root attribute ``data``, compared by its fingerprint) is refused, and one HDF5 cannot
+open is discarded with a warning.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import numpy as np
 
 from usage_cli import __version__
 from usage_cli.errors import ArtifactError
+from usage_cli.progress import log
 
 ENCODING_TYPE = "usage-seeds"
 ENCODING_VERSION = "1.0.0"
@@ -60,6 +63,23 @@ class SeedEntry:
         return self.keys[~positive.any(axis=(1, 2))]
 
 
+def _reason(e: OSError) -> str:
+    """The first line of an HDF5 error, without its C call stack."""
+    return str(e).splitlines()[0] if str(e) else type(e).__name__
+
+
+def _fingerprint(value: Any) -> Any:
+    """An attribute as compared on resume: the ``data`` JSON by its fingerprint, anything else as is."""
+    if isinstance(value, bytes):
+        value = value.decode()
+    if isinstance(value, str) and value.startswith("{"):
+        try:
+            return json.loads(value).get("fingerprint", value)
+        except (json.JSONDecodeError, AttributeError):
+            return value
+    return value
+
+
 def _check_version(path: Path, attrs: Any) -> None:
     etype = attrs.get("encoding-type")
     version = str(attrs.get("encoding-version", "?"))
@@ -88,16 +108,19 @@ class SeedWriter:
         if resume and self.partial.exists():
             try:
                 f = h5py.File(self.partial, "a")
-            except OSError:
-                self.partial.unlink()  # corrupt partial file: not trusted, start over
+            except OSError as e:  # corrupt partial file (a run killed while HDF5 wrote it): not trusted, start over
+                log(f"[yellow]warning: {self.partial}: the unfinished seed store here is unreadable ({_reason(e)}); "
+                    f"it is discarded and every image is computed again[/]")  # fmt: skip
+                self.partial.unlink()
             else:
-                old = f.attrs.get("config_hash")
-                if old is not None and "config_hash" in attrs and old != attrs["config_hash"]:
-                    f.close()
-                    raise ArtifactError(
-                        f"{self.partial}: an unfinished run with another config is here; "
-                        f"rerun with the same options or pass --force to start over"
-                    )
+                for key, what in (("config_hash", "another config"), ("data", "another data set")):
+                    old = f.attrs.get(key)
+                    if old is not None and key in attrs and _fingerprint(old) != _fingerprint(attrs[key]):
+                        f.close()
+                        raise ArtifactError(
+                            f"{self.partial}: an unfinished run with {what} is here; "
+                            f"rerun with the same options or pass --force to start over"
+                        )
                 self._file = f
         elif self.partial.exists():
             self.partial.unlink()
