@@ -25,6 +25,7 @@ def command(
     bg_threshold: Annotated[float | None, typer.Option(help="Seeds: one fixed background threshold (no tuning on ground truth).")] = None,
     bg_power: Annotated[float | None, typer.Option(help="Seeds: PSA/IRN background (1-max)^ALPHA instead of a threshold.")] = None,
     allow_missing: Annotated[bool, typer.Option(help="Count ids without prediction as all background.")] = False,
+    force: Annotated[bool, typer.Option(help="Score a prediction made from another data set than the one given (same ids, other images or labels); the metrics record it.")] = False,
     workers: Annotated[int, typer.Option(help="Worker processes for decoding and counting.")] = 2,
     quiet: Annotated[bool, typer.Option(help="Print only the summary line.")] = False,
     config: ConfigFile = None,
@@ -38,7 +39,7 @@ def command(
     cfg = EvaluateConfig(
         dataset=dataset, root=root, split=split, pred=pred, split_file=split_file, classes_file=classes,
         metrics=tuple(m.strip() for m in metric.split(",") if m.strip()), out=out, bg_thresholds=bg_thresholds,
-        bg_threshold=bg_threshold, bg_power=bg_power, allow_missing=allow_missing, workers=workers, quiet=quiet,
+        bg_threshold=bg_threshold, bg_power=bg_power, allow_missing=allow_missing, force=force, workers=workers, quiet=quiet,
     )  # fmt: skip
     cfg = apply_cli_config(ctx, cfg, config, print_config)
     print_metrics(run(cfg), quiet=cfg.quiet)

@@ -68,7 +68,7 @@ def command(
     workers: Annotated[int, typer.Option(help="CRF and data-loading worker processes.")] = 2,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     resume: Annotated[bool, typer.Option(help="Continue AffinityNet training from <out>/affinity-train/last.pt.")] = False,
-    force: Annotated[bool, typer.Option(help="Replace a finished or unfinished run of other options in OUT (masks only; affinity.pt is reused by its own key).")] = False,
+    force: Annotated[bool, typer.Option(help="Replace a finished or unfinished run of other options in OUT (masks only; affinity.pt is reused by its own key); also refine seeds made from another data set than the one given (recorded in the manifest).")] = False,
     quiet: Quiet = False,
 ) -> None:
     """Refine seeds into pseudo masks: confident CRF labels, AffinityNet, random walk."""

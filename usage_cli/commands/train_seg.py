@@ -53,7 +53,7 @@ def command(
     workers: Annotated[int, typer.Option(help="Data-loading worker processes.")] = 2,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     resume: Annotated[bool, typer.Option(help="Continue from <out>/last.pt (--epochs may grow: the schedule is recomputed).")] = False,
-    force: Annotated[bool, typer.Option(help="Replace a finished or unfinished run of other options in OUT.")] = False,
+    force: Annotated[bool, typer.Option(help="Replace a finished or unfinished run of other options in OUT; also train on masks made from another data set than the one given (recorded in the manifest).")] = False,
     quiet: Quiet = False,
     config: ConfigFile = None,
     print_config: PrintConfig = False,

@@ -23,9 +23,10 @@ from usage_cli.artifacts.compat import check_class_names
 from usage_cli.artifacts.labels import read_label_png
 from usage_cli.artifacts.manifest import build_manifest, config_paths, run_config
 from usage_cli.artifacts.metrics_file import write_metrics
-from usage_cli.artifacts.outdir import check_writable_file
+from usage_cli.artifacts.outdir import check_replaceable_file
 from usage_cli.artifacts.seeds import SeedReader
 from usage_cli.data import DataSpec
+from usage_cli.data.identity import check_pairing, identity, recorded_data
 from usage_cli.data.io import read_mask
 from usage_cli.errors import ArtifactError, ConfigError
 from usage_cli.metrics.confusion import ConfusionMatrix, metrics_from_confusion
@@ -56,6 +57,7 @@ class EvaluateConfig:
     bg_threshold: float | None = None
     bg_power: float | None = None
     allow_missing: bool = False
+    force: bool = False  # score a prediction made from another data set than the one given (recorded in the output)
     workers: int = 2
     quiet: bool = False
 
@@ -150,6 +152,23 @@ def _class_names(pred: Path, kind: str) -> list[str] | None:
         return None
 
 
+def _recorded_data(pred: Path, kind: str) -> dict | None:
+    """The data set a seed store (its attributes) or a label folder (its manifest) records it was made from."""
+    if kind == "seeds":
+        with SeedReader(pred) as r:
+            return recorded_data(r.attrs)
+    manifest = Path(pred) / "manifest.json"
+    try:
+        return recorded_data(json.loads(manifest.read_text())) if manifest.exists() else None
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def is_metrics_file(doc) -> bool:
+    """A ``metrics.json`` usage evaluate wrote (the only file ``--out`` replaces)."""
+    return isinstance(doc, dict) and isinstance(doc.get("manifest"), dict) and doc["manifest"].get("stage") == "evaluate"
+
+
 def _prediction_ids(pred: Path) -> tuple[str, set[str]]:
     if pred.is_dir():
         return "png", {p.stem for p in pred.glob("*.png")}
@@ -198,13 +217,15 @@ def run(cfg: EvaluateConfig) -> dict:
     if cfg.bg_threshold is not None and cfg.bg_power is not None:
         raise ConfigError("give either --bg-threshold or --bg-power, not both")
     if cfg.out is not None:
-        check_writable_file(cfg.out)
+        check_replaceable_file(cfg.out, is_metrics_file, "a usage metrics file")
     ds = DataSpec.of(cfg).load(require_images=False)
     no_mask = [r.id for r in ds.records if r.mask_path is None]
     if no_mask:
         raise ArtifactError(f"{cfg.root}: no ground-truth mask for {len(no_mask)} id(s) of '{cfg.split}' (first: {no_mask[0]})")
     kind, have = _prediction_ids(cfg.pred)
     check_class_names(cfg.pred, _class_names(cfg.pred, kind), ds.meta.class_names, "score it on the dataset it was made for, or pass its --classes")
+    data = identity(ds, cfg.split_file, check_images=False)  # evaluate reads no image
+    pairing = check_pairing(cfg.pred, _recorded_data(cfg.pred, kind), ds, force=cfg.force, ids=have, use="score it", known=data["fingerprint"])
     missing = sorted({r.id for r in ds.records} - have)
     if missing and not cfg.allow_missing:
         raise ArtifactError(f"{cfg.pred}: no prediction for {len(missing)} of {len(ds)} ids of '{cfg.split}' (first: {missing[0]}); pass --allow-missing to count them as background")
@@ -219,6 +240,7 @@ def run(cfg: EvaluateConfig) -> dict:
     # 3. pick the threshold (seeds), summarise
     result = {"dataset": cfg.dataset, "split": cfg.split, "pred": str(cfg.pred), "num_images": len(items), "num_missing": len(missing)}
     result.update(root=str(cfg.root), split_file=_opt_str(cfg.split_file), classes_file=_opt_str(cfg.classes_file))
+    result.update(data=data, **({"pairing": pairing} if pairing is not None else {}))
     if kind == "seeds" and mode != "power":
         mats = confusions_from_counts(total)
         ms = [metrics_from_confusion(m) for m in mats]

@@ -26,9 +26,10 @@ from usage_cli.artifacts.manifest import (
     sha256_file,
     write_manifest,
 )
-from usage_cli.artifacts.outdir import claim_out
+from usage_cli.artifacts.outdir import claim_out, holds_out_lock, owned_files
 from usage_cli.artifacts.seeds import SeedReader, SeedWriter
 from usage_cli.data import DataSpec
+from usage_cli.data.identity import identity
 from usage_cli.data.io import read_image
 from usage_cli.engine.distributed import (
     DEFAULT_TIMEOUT_MIN,
@@ -45,6 +46,7 @@ from usage_cli.report.overlays import write_overlays
 
 # options that do not change the seeds: left out of the config (and its hash)
 RUNTIME = ("out", "force", "quiet", "workers", "batch_size", "device", "overlays", "timeout")
+OWNED = ("seeds.h5", "overlays")  # what a run writes into --out (its manifest lists them)
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,7 @@ def check(cfg: GenSeedsConfig) -> None:
     ])
 
 
+@holds_out_lock
 def run(cfg: GenSeedsConfig) -> Path:
     # 1. classifier, data, config
     check(cfg)
@@ -118,8 +121,10 @@ def run(cfg: GenSeedsConfig) -> Path:
     check_class_names(cfg.ckpt, ckpt.get("class_names"), ds.meta.class_names, "train the classifier on this dataset, or pass its --classes")
     ckpt_sha = sha256_file(cfg.ckpt)
     config = {**run_config(cfg, RUNTIME), "refine": refine, "source": source, "amp": infer.amp, "checkpoint_sha256": ckpt_sha}
-    claim_out(cfg.out, "gen-seeds", config, ("seeds.h5", "overlays"), force=cfg.force)
-    attrs = {"config": config, "config_hash": config_hash(config), "num_classes": ds.meta.num_classes, "class_names": list(ds.meta.class_names), "stride": 1}
+    data = identity(ds, cfg.split_file)  # reads every image header: an unreadable one fails before any work
+    claim_out(cfg.out, "gen-seeds", config, OWNED, force=cfg.force)
+    attrs = {"config": config, "config_hash": config_hash(config), "num_classes": ds.meta.num_classes, "class_names": list(ds.meta.class_names), "stride": 1,
+             "data": data}  # fmt: skip
     # 2. this rank's ids, skipping finished ones
     final = cfg.out / "seeds.h5"
     part = final if not info.enabled else cfg.out / f"seeds.rank{info.rank}.h5"
@@ -129,8 +134,14 @@ def run(cfg: GenSeedsConfig) -> Path:
         done = writer.done_ids()
         todo = [r for r in records if r.id not in done]
         if done and info.is_main:
-            log(f"gen-seeds: resuming, {len(done)} images already done", cfg.quiet)
-        _generate(net, todo, cfg, infer, writer, seed_maps, device)
+            log(f"gen-seeds: resuming {writer.partial}: {len(records) - len(todo)} of {len(records)} images done, {len(todo)} to compute", cfg.quiet)
+        try:
+            _generate(net, todo, cfg, infer, writer, seed_maps, device)
+        except KeyboardInterrupt:  # said even with --quiet: what is kept, and that the batches in flight are not
+            log(f"gen-seeds: interrupted; {len(writer.done_ids() & {r.id for r in records})} of {len(records)} images are saved "
+                f"({writer.partial.name}), the batches in flight (up to --batch-size {cfg.batch_size} images per image size) are "
+                f"not: rerun the same command to resume")  # fmt: skip
+            raise
         writer.commit()
     finally:
         writer.close()
@@ -146,7 +157,8 @@ def run(cfg: GenSeedsConfig) -> Path:
         if empty["empty_seeds"]:
             log(_empty_warning(empty))  # shown even with --quiet: empty seeds never pass silently
         extra = {"num_images": len(ds), "seed_network": ckpt.get("seed_network"), "seeds": "seeds.h5", **empty}
-        write_manifest(cfg.out, build_manifest("gen-seeds", config, inputs={"checkpoint": cfg.ckpt}, extra=extra, paths=config_paths(cfg)))
+        write_manifest(cfg.out, build_manifest("gen-seeds", config, inputs={"checkpoint": cfg.ckpt}, extra=extra, paths=config_paths(cfg),
+                                               data=data, files=owned_files(cfg.out, OWNED)))  # fmt: skip
     return final
 
 

@@ -44,11 +44,14 @@ from usage_cli.artifacts.manifest import (
 from usage_cli.artifacts.outdir import (
     claim_out,
     finish_png_folder,
+    holds_out_lock,
+    owned_files,
     resume_png_folder,
     start_png_folder,
 )
 from usage_cli.artifacts.seeds import SeedReader
 from usage_cli.data import DataSpec
+from usage_cli.data.identity import check_pairing, identity, recorded_data
 from usage_cli.data.io import read_image
 from usage_cli.data.joint_transforms import normalize
 from usage_cli.engine.distributed import (
@@ -157,6 +160,7 @@ TRAIN_KEYS = LABEL_KEYS + (
 )  # fmt: skip
 
 
+@holds_out_lock
 def run(cfg: RefinePsaConfig) -> dict:
     """Run the three steps; returns {"images", "out", "affinity", "trained"}."""
 
@@ -173,8 +177,10 @@ def run(cfg: RefinePsaConfig) -> dict:
         infer_ds = train_ds
     else:
         infer_ds = DataSpec.of(cfg).load(cfg.infer_split or cfg.split, cfg.infer_split_file)
+    data = identity(infer_ds, cfg.infer_split_file if infer_ds is not train_ds else cfg.split_file)  # reads the image headers
     with SeedReader(cfg.seeds) as reader:  # a missing or incomplete store is an error naming gen-seeds
         seeds_sha = sha256_file(cfg.seeds)
+        pairing = check_seed_pairing(reader, cfg, train_ds, infer_ds)  # before the per-image checks: it names the cause
         check_seeds(reader, cfg.seeds, infer_ds)
         if cfg.affinity is not None:  # 2-3. a trained AffinityNet (refine_split loads it first): nothing to learn
             aff_path, trained = Path(cfg.affinity), False
@@ -194,8 +200,9 @@ def run(cfg: RefinePsaConfig) -> dict:
             "refine-psa", config, inputs={"seeds": cfg.seeds, **({"affinity": aff_path} if cfg.affinity else {})},
             format_version=aff_checkpoint.VERSION,
             extra={"images": len(infer_ds), "split": infer_ds.split, "class_names": list(infer_ds.meta.class_names),
-                   "affinity": str(aff_path), "affinity_sha256": key["affinity_sha256"], "affinity_trained_now": trained},
-            paths=config_paths(cfg),
+                   "affinity": str(aff_path), "affinity_sha256": key["affinity_sha256"], "affinity_trained_now": trained,
+                   **({"pairing": pairing} if pairing and pairing["forced"] else {})},
+            paths=config_paths(cfg), data=data, files=owned_files(out, ("*.png", "affinity.pt", "affinity-train")),
         )  # fmt: skip
         write_manifest(out, manifest)
         finish_png_folder(out, stage="refine-psa")
@@ -239,6 +246,17 @@ def check_seeds(reader, path: Path, ds) -> None:
                 f"{path}: the seeds of {r.id} are for classes {extra} its image labels do not list ({list(r.labels)}); "
                 f"the seeds were made with other labels — rerun `usage gen-seeds` with this dataset's labels"
             )
+
+
+def check_seed_pairing(reader, cfg: RefinePsaConfig, train_ds, infer_ds) -> dict | None:
+    """The seeds were made from the data set given (their recorded fingerprint, compared on the split
+    that holds all their ids); ``--force`` uses them anyway. What the manifest records about it."""
+    recorded, ids = recorded_data(reader.attrs), reader.ids()
+    for ds in ([train_ds] if cfg.affinity is None and train_ds is not infer_ds else []) + [infer_ds]:
+        pairing = check_pairing(cfg.seeds, recorded, ds, force=cfg.force, ids=ids, use="refine them")
+        if pairing is not None:
+            return pairing
+    return None
 
 
 def _confident_job(job: tuple) -> None:

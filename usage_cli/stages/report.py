@@ -18,9 +18,10 @@ from rich.table import Table
 
 from usage_cli import __version__
 from usage_cli.artifacts.atomic import atomic_dir, write_text_atomic
-from usage_cli.artifacts.outdir import check_writable_file
+from usage_cli.artifacts.manifest import build_manifest, write_manifest
+from usage_cli.artifacts.outdir import check_replaceable_file, check_replaceable_folder, owned_files
 from usage_cli.data.records import voc_palette
-from usage_cli.errors import ArtifactError, ConfigError
+from usage_cli.errors import ArtifactError
 from usage_cli.report import gallery  # render_gallery through the module: a test makes it fail
 from usage_cli.report.figures import (
     class_bars_figure,
@@ -31,7 +32,7 @@ from usage_cli.report.figures import (
     threshold_figure,
 )
 from usage_cli.report.gallery import pick_ids
-from usage_cli.report.inputs import Entry, load_entries, open_datasets
+from usage_cli.report.inputs import Entry, check_datasets, load_entries, open_datasets
 from usage_cli.report.page import FigureRef, render_page
 
 
@@ -42,6 +43,7 @@ class ReportConfig:
     html: Path | None = None  # write the page into this folder
     gallery: int = 24  # images per split in the gallery (0: none)
     ids: tuple[str, ...] = ()  # show these images instead
+    force: bool = False  # draw artifacts over a data set other than the one they were made from
 
 
 @dataclass
@@ -91,8 +93,9 @@ def run(cfg: ReportConfig) -> list[dict]:
     if cfg.html is not None:
         require_matplotlib()  # before any work: say which extra to install
     if cfg.out is not None:
-        check_writable_file(cfg.out)
+        check_replaceable_file(cfg.out, is_rows_file, "a usage report table")
     entries = load_entries(cfg.metrics)
+    plan = plan_html(entries, cfg) if cfg.html is not None else None  # its refusals come before any output
     rows = [_row(e.name, e.metrics) for e in entries if e.metrics is not None]
     console = Console()
     if rows:
@@ -102,21 +105,29 @@ def run(cfg: ReportConfig) -> list[dict]:
     if cfg.out is not None:
         write_text_atomic(cfg.out, json.dumps(rows, indent=2) + "\n")
     if cfg.html is not None:
-        report = write_html(entries, rows, cfg)
+        report = write_html(entries, rows, cfg, plan)
         console.print(f"report: {report.index}", highlight=False, soft_wrap=True)
     return rows
 
 
-def write_html(entries: list[Entry], rows: list[dict], cfg: ReportConfig) -> HtmlReport:
-    """Figures, gallery and page of ``entries`` into the folder ``cfg.html`` (replaced atomically)."""
-
-    # 1. where it goes, which splits, which datasets, which images
-    out = Path(cfg.html)
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "index.html").exists())):
-        raise ConfigError(f"--html {out}: exists and is not a report folder (no index.html); choose a new or empty folder")
+def plan_html(entries: list[Entry], cfg: ReportConfig) -> tuple[dict, dict, list[str]]:
+    """Where the page goes (a new folder, or one holding only an earlier report's files, which its
+    manifest lists), its splits and their datasets, each entry made from the one it is drawn over:
+    (entries by split, datasets by split, notes for the page)."""
+    check_replaceable_folder(Path(cfg.html), "report", "--html")
     splits = list(dict.fromkeys(e.split for e in entries))
     by_split = {s: [e for e in entries if e.split == s] for s in splits}
     datasets, notes = open_datasets(by_split)
+    notes += check_datasets(by_split, datasets, cfg.force)
+    return by_split, datasets, notes
+
+
+def write_html(entries: list[Entry], rows: list[dict], cfg: ReportConfig, plan: tuple | None = None) -> HtmlReport:
+    """Figures, gallery and page of ``entries`` into the folder ``cfg.html`` (replaced atomically)."""
+
+    # 1. where it goes, which splits, which datasets (:func:`plan_html`, unless given), which images
+    out = Path(cfg.html)
+    by_split, datasets, notes = plan or plan_html(entries, cfg)
     picks = pick_ids(by_split, datasets, cfg.gallery, cfg.ids)
     report = HtmlReport(index=out / "index.html")
     try:
@@ -128,9 +139,16 @@ def write_html(entries: list[Entry], rows: list[dict], cfg: ReportConfig) -> Htm
             palette = next(iter(datasets.values())).meta.palette if datasets else tuple(voc_palette())
             html = _page(cfg, entries, rows, curves, bars, report.galleries, palette, notes, __version__)
             (tmp / "index.html").write_text(html, encoding="utf-8")
+            config = {"metrics": [str(p) for p in cfg.metrics], "gallery": cfg.gallery, "ids": list(cfg.ids), "force": cfg.force}
+            write_manifest(tmp, build_manifest("report", config, files=owned_files(tmp, ("*",))))  # what a rerun may replace
     except OSError as e:  # reading errors are UsageErrors already: this is the output folder
         raise ArtifactError(f"--html {out}: cannot write the report there ({e})") from e
     return report
+
+
+def is_rows_file(doc) -> bool:
+    """A table ``usage report --out`` wrote (the only file ``--out`` replaces): a list of metric rows."""
+    return isinstance(doc, list) and all(isinstance(r, dict) and {"name", "miou"} <= r.keys() for r in doc)
 
 
 def _figures(by_split: dict[str, list[Entry]], tmp: Path, report: HtmlReport):

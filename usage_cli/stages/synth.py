@@ -12,7 +12,7 @@ from usage_cli.artifacts.manifest import (
     read_manifest,
     write_manifest,
 )
-from usage_cli.artifacts.outdir import check_writable_folder
+from usage_cli.artifacts.outdir import check_writable_folder, holds_out_lock, lock_out
 from usage_cli.data.synth import CLASSES, MAX_CLASSES, generate
 from usage_cli.errors import ConfigError
 
@@ -28,6 +28,7 @@ class SynthConfig:
     force: bool = False
 
 
+@holds_out_lock
 def run(cfg: SynthConfig) -> dict:
     # 1. validate
     if cfg.train < 1 or cfg.val < 0:
@@ -38,6 +39,7 @@ def run(cfg: SynthConfig) -> dict:
         raise ConfigError(f"--size must be in 32..2048 (got {cfg.size})")
     config = {k: v for k, v in asdict(cfg).items() if k not in ("out", "force")}
     check_writable_folder(cfg.out)
+    lock_out(cfg.out, "synth")  # one writer per folder
     # 2. an existing dataset with the same config is reused; another config needs --force
     if (cfg.out / MANIFEST_NAME).exists() and not cfg.force:
         old = read_manifest(cfg.out, expect_stage="synth")

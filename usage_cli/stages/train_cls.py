@@ -9,8 +9,9 @@ import torch
 
 from usage_cli.artifacts.cls_checkpoint import save_cls_checkpoint
 from usage_cli.artifacts.manifest import build_manifest, config_paths, run_config, write_manifest
-from usage_cli.artifacts.outdir import claim_out
+from usage_cli.artifacts.outdir import claim_out, holds_out_lock, owned_files
 from usage_cli.data import DataSpec
+from usage_cli.data.identity import identity
 from usage_cli.data.torchdata import ClassificationSet
 from usage_cli.data.transforms import RECIPES, build_transform
 from usage_cli.engine import loop as engine_loop  # fit through the module: tests wrap it
@@ -36,6 +37,7 @@ from usage_cli.tasks.classification import REGULARISERS, ClassificationTask, Cls
 
 PRESETS = TRAIN_CLS  # usage_cli/presets.py: per backbone family, shown in --help
 RUNTIME = ("resume", "force", "quiet", "workers", "out", "timeout")  # not in the run's config (hash)
+OWNED = ("checkpoint.pt", "last.pt", "log.jsonl")  # what a run writes into --out (its manifest lists them)
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,7 @@ def resolve(cfg: TrainClsConfig, family: str) -> TrainClsConfig:
     return replace(cfg, warmup_epochs=min(cfg.warmup_epochs, cfg.epochs / 4))
 
 
+@holds_out_lock
 def run(cfg: TrainClsConfig) -> Path:
     # 1. the resolved config, checked, and the output folder, before any work; then the data
     check_device(cfg.device)
@@ -116,12 +119,13 @@ def run(cfg: TrainClsConfig) -> Path:
     if cfg.reg not in REGULARISERS:
         raise ConfigError(f"unknown regulariser '{cfg.reg}'; choose from {', '.join(REGULARISERS)}")
     config = run_config(cfg, RUNTIME)  # what defines the run (manifest, resume check)
-    owned = ("checkpoint.pt",) if cfg.resume else ("checkpoint.pt", "last.pt", "log.jsonl")
+    owned = ("checkpoint.pt",) if cfg.resume else OWNED
     claim_out(cfg.out, "train-cls", config, owned, force=cfg.force, ignore=("epochs", "warmup_epochs") if cfg.resume else ())
     check_resume(cfg.out, resume=cfg.resume, force=cfg.force, epochs=cfg.epochs)
     ds = DataSpec.of(cfg).load()
     if not any(r.labels for r in ds.records):
         raise DatasetError(f"{cfg.root}: split '{cfg.split}' has no image with a positive class label; nothing to learn")
+    data = identity(ds, cfg.split_file)  # reads every image header: an unreadable one fails before training
     # 2. model and task
     seed_everything(cfg.seed)
     model_config = {
@@ -153,7 +157,7 @@ def run(cfg: TrainClsConfig) -> Path:
 
     if not is_main_process():  # only rank 0 publishes
         return cfg.out / "checkpoint.pt"
-    return _publish(cfg, task, model_config, ds, config)
+    return _publish(cfg, task, model_config, ds, config, data)
 
 
 def check(cfg: TrainClsConfig) -> None:
@@ -228,7 +232,7 @@ def _val_evaluator(cfg: TrainClsConfig, num_classes: int, student):
     return evaluate
 
 
-def _publish(cfg: TrainClsConfig, task, model_config: dict, ds, config: dict) -> Path:
+def _publish(cfg: TrainClsConfig, task, model_config: dict, ds, config: dict, data: dict) -> Path:
     net = task.seed_network(cfg.seed_network)
     path = save_cls_checkpoint(
         cfg.out / "checkpoint.pt", model=net.state_dict(), model_config=model_config, class_names=list(ds.meta.class_names),
@@ -242,7 +246,9 @@ def _publish(cfg: TrainClsConfig, task, model_config: dict, ds, config: dict) ->
         inputs["cls_labels"] = labels[0]
     if (root / "manifest.json").exists():
         inputs["manifest"] = root / "manifest.json"
-    write_manifest(cfg.out, build_manifest("train-cls", config, inputs=inputs, extra={"seed_network": cfg.seed_network, "num_images": len(ds), "checkpoint": "checkpoint.pt"}, paths=config_paths(cfg)))
+    extra = {"seed_network": cfg.seed_network, "num_images": len(ds), "checkpoint": "checkpoint.pt"}
+    write_manifest(cfg.out, build_manifest("train-cls", config, inputs=inputs, extra=extra, paths=config_paths(cfg), data=data,
+                                           files=owned_files(cfg.out, OWNED)))  # fmt: skip
     return path
 
 
