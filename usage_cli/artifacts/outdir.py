@@ -287,11 +287,13 @@ def remove_artifact(out: Path, owned: Iterable[str], listed: Iterable[str] | Non
 
 
 def _remove_empty_dirs(folder: Path) -> None:
-    for d in sorted((q for q in folder.rglob("*") if q.is_dir()), key=lambda q: len(q.parts), reverse=True):
-        if not any(d.iterdir()):
-            d.rmdir()
-    if folder.is_dir() and not any(folder.iterdir()):
-        folder.rmdir()
+    """``folder`` and the folders below it that are left empty (another rank may remove them too)."""
+    for d in sorted((q for q in folder.rglob("*") if q.is_dir()), key=lambda q: len(q.parts), reverse=True) + [folder]:
+        try:
+            if not any(d.iterdir()):
+                d.rmdir()
+        except OSError:  # removed meanwhile, or not empty after all
+            continue
 
 
 def check_replaceable_folder(out: Path, stage: str, option: str) -> None:

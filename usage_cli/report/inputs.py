@@ -262,23 +262,24 @@ def check_datasets(by_split: dict[str, list[Entry]], datasets: dict[str, Dataset
     notes = []
     for split, ds in datasets.items():
         for e in by_split[split]:
-            recorded = recorded_data(e.metrics) or recorded_data(e.manifest)
-            pairing = check_pairing(e.metrics_path or e.artifact or e.name, recorded, ds, force=force, ids=_ids(e), use="show it")
+            if recorded_data(e.metrics) is not None:  # the scored split: the metrics' ids
+                recorded, ids = recorded_data(e.metrics), set(e.metrics.get("per_image") or ()) or None
+            else:  # the split the artifact was made from: the artifact's ids
+                recorded, ids = recorded_data(e.manifest), _artifact_ids(e.artifact)
+            pairing = check_pairing(e.metrics_path or e.artifact or e.name, recorded, ds, force=force, ids=ids, use="show it")
             if pairing is not None and pairing["forced"]:
                 notes.append(f"{split}: {e.name} was made from {recorded.get('root')} split '{recorded.get('split')}', not from the data set shown (--force)")
     return notes
 
 
-def _ids(e: Entry) -> set[str] | None:
-    """The image ids an entry covers: those its metrics scored, else those of its artifact."""
-    if e.metrics is not None and isinstance(e.metrics.get("per_image"), dict):
-        return set(e.metrics["per_image"])
-    if e.artifact is None:
+def _artifact_ids(artifact: Path | None) -> set[str] | None:
+    """The image ids of a seed store or a folder of label PNGs."""
+    if artifact is None:
         return None
-    if e.artifact.is_dir():
-        return {p.stem for p in e.artifact.glob("*.png")}
+    if artifact.is_dir():
+        return {p.stem for p in artifact.glob("*.png")}
     try:
-        with SeedReader(e.artifact) as r:
+        with SeedReader(artifact) as r:
             return set(r.ids())
     except UsageError:
         return None

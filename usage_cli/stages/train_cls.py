@@ -232,7 +232,7 @@ def _val_evaluator(cfg: TrainClsConfig, num_classes: int, student):
     return evaluate
 
 
-def _publish(cfg: TrainClsConfig, task, model_config: dict, ds, config: dict, data: dict) -> Path:
+def _publish(cfg: TrainClsConfig, task, model_config: dict, ds, config: dict, data: dict | None = None) -> Path:
     net = task.seed_network(cfg.seed_network)
     path = save_cls_checkpoint(
         cfg.out / "checkpoint.pt", model=net.state_dict(), model_config=model_config, class_names=list(ds.meta.class_names),
