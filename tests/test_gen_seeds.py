@@ -58,6 +58,22 @@ def test_seed_maps_keep_present_classes_normalised():
     assert seed_maps(torch.full((2, 2, 2), -1.0), [2]).max() == 0  # no activation stays 0
 
 
+def test_normalisations_golden():
+    fused = torch.tensor([[[1.0, 2.0, 3.0]], [[-4.0, -2.0, -1.0]]])
+    # minmax: [min, max] -> [0, 1] per class
+    torch.testing.assert_close(seed_maps(fused, [1], "minmax"), torch.tensor([[[0.0, 0.5, 1.0]]]), atol=1e-4, rtol=0)
+    # max on an all-negative class: an empty seed; raw-minmax keeps its relatively strongest place
+    assert seed_maps(fused, [2], "max").max() == 0
+    torch.testing.assert_close(seed_maps(fused, [2], "raw-minmax"), torch.tensor([[[0.0, 2 / 3, 1.0]]]), atol=1e-4, rtol=0)
+    assert seed_maps(torch.ones(1, 2, 2), [1], "minmax").max() == 0  # a constant map: nothing stands out
+    with pytest.raises(ValueError, match="unknown normalisation"):
+        seed_maps(fused, [1], "softmax")
+    # raw-minmax fuses the views as they are (no ReLU): a negative view lowers the sum
+    views = [torch.tensor([[[1.0, 0.0]]]), torch.tensor([[[-3.0, 0.0]]])]
+    assert fuse_views(views, [False, False], (1, 2), relu=False)[0, 0, 0] == -2.0
+    assert fuse_views(views, [False, False], (1, 2))[0, 0, 0] == 1.0
+
+
 def test_identity_affinity_leaves_cams_unchanged():
     cams = torch.rand(2, 3, 4, 5)
     eye = torch.eye(20).expand(2, 20, 20)

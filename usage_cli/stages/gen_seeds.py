@@ -17,6 +17,7 @@ import torch
 
 from usage_cli.algorithms.cam_infer import CamInference, resolve_options, views_to_maps
 from usage_cli.algorithms.fuse import NORMALISE, seed_maps
+from usage_cli.algorithms.thresholds import BINS, METHODS, fg_histogram, threshold_from_histogram
 from usage_cli.artifacts.compat import check_class_names
 from usage_cli.artifacts.manifest import (
     build_manifest,
@@ -43,6 +44,8 @@ from usage_cli.models.classifier import load_classifier
 from usage_cli.progress import log, make_progress
 from usage_cli.report.overlays import write_overlays
 
+AUTO_RULE = "otsu"  # what --bg-threshold auto means (chosen by bench/chain.py, docs/results.md)
+
 # options that do not change the seeds: left out of the config (and its hash)
 RUNTIME = ("out", "force", "quiet", "workers", "batch_size", "device", "overlays", "timeout")
 
@@ -60,6 +63,7 @@ class GenSeedsConfig:
     flip: bool = True
     refine: str = "auto"  # auto | patch-affinity | none
     normalise: str = "max"  # max | minmax | raw-minmax (algorithms/fuse.py)
+    bg_threshold: str = "auto"  # the seeds' foreground/background cut without ground truth: auto | otsu | mean | a number
     affinity_layers: int = 12
     attn_budget_gb: float = 2.0  # attention kept per forward (patch affinity, mct); larger batches are split
     source: str = "auto"  # auto | cam | attn (mct: class-to-patch attention x CAM)
@@ -69,7 +73,7 @@ class GenSeedsConfig:
     amp: bool | None = None  # bfloat16 autocast; None: on for CUDA, off on the CPU
     timeout: float = DEFAULT_TIMEOUT_MIN  # process-group timeout (minutes) under torchrun
     overlays: int = 8
-    overlay_threshold: float = 0.3
+    overlay_threshold: float | None = None  # None: the store's bg_threshold
     force: bool = False
     quiet: bool = False
 
@@ -96,7 +100,8 @@ def check(cfg: GenSeedsConfig) -> None:
         (cfg.batch_size >= 1, f"--batch-size must be at least 1, got {cfg.batch_size}"),
         (cfg.workers >= 0, f"--workers must not be negative, got {cfg.workers}"),
         (cfg.overlays >= 0, f"--overlays must not be negative, got {cfg.overlays}"),
-        (0 <= cfg.overlay_threshold <= 1, f"--overlay-threshold must lie in [0, 1] (seed maps are in [0, 1]), got {cfg.overlay_threshold}"),
+        (cfg.overlay_threshold is None or 0 <= cfg.overlay_threshold <= 1, f"--overlay-threshold must lie in [0, 1] (seed maps are in [0, 1]), got {cfg.overlay_threshold}"),
+        (_rule_ok(cfg.bg_threshold), f"--bg-threshold must be auto, {', '.join(METHODS)} or a number in [0, 1], got {cfg.bg_threshold!r}"),
     ])
 
 
@@ -131,21 +136,24 @@ def run(cfg: GenSeedsConfig) -> Path:
         if done and info.is_main:
             log(f"gen-seeds: resuming, {len(done)} images already done", cfg.quiet)
         _generate(net, todo, cfg, infer, writer, seed_maps, device)
-        writer.commit()
+        stats = _seal(writer, cfg.bg_threshold) if not info.enabled else None
+        writer.commit(stats and stats["attrs"])
     finally:
         writer.close()
-    # 3. merge ranks, overlays, empty seeds (counted from the finished store), manifest
+    # 3. merge ranks (sealed there), overlays at the store's threshold, manifest
     barrier()
     if info.enabled and info.is_main:
-        _merge([cfg.out / f"seeds.rank{r}.h5" for r in range(info.world_size)], final, attrs)
+        stats = _merge([cfg.out / f"seeds.rank{r}.h5" for r in range(info.world_size)], final, attrs, cfg.bg_threshold)
     barrier()
     if info.is_main:
+        empty, thr = stats["empty"], stats["attrs"]
         if cfg.overlays:
-            write_overlays(final, ds, cfg.out / "overlays", cfg.overlays, cfg.overlay_threshold)
-        empty = count_empty_seeds(final)
+            overlay_t = thr["bg_threshold"] if cfg.overlay_threshold is None else cfg.overlay_threshold
+            write_overlays(final, ds, cfg.out / "overlays", cfg.overlays, overlay_t)
         if empty["empty_seeds"]:
             log(_empty_warning(empty))  # shown even with --quiet: empty seeds never pass silently
-        extra = {"num_images": len(ds), "seed_network": ckpt.get("seed_network"), "seeds": "seeds.h5", **empty}
+        log(f"gen-seeds: background threshold {thr['bg_threshold']:.2f} ({thr['bg_threshold_rule']}), no ground truth used", cfg.quiet)
+        extra = {"num_images": len(ds), "seed_network": ckpt.get("seed_network"), "seeds": "seeds.h5", **empty, **thr}
         write_manifest(cfg.out, build_manifest("gen-seeds", config, inputs={"checkpoint": cfg.ckpt}, extra=extra, paths=config_paths(cfg)))
     return final
 
@@ -177,17 +185,39 @@ def _generate(net, todo, cfg, infer: CamInference, writer, seed_maps, device) ->
             progress.update(bar, advance=n)
 
 
-def count_empty_seeds(path: Path) -> dict[str, int]:
-    """Empty seeds of a finished store: present-class maps that are all zero (no positive activation).
-
-    Counted from the store itself, so images written before a resume and by other ranks count too."""
+def seed_statistics(entries, rule: str) -> dict:
+    """From every entry of a store (images written before a resume and by other ranks too): the empty
+    seeds (present-class maps that are all zero: no positive activation) and the background
+    threshold of ``rule`` (``algorithms/thresholds.py``) from the seed values alone."""
     empty = pairs = images = 0
-    with SeedReader(path) as r:
-        for image_id in r.ids():
-            e = r.read(image_id)
-            n = len(e.empty_keys)
-            empty, pairs, images = empty + n, pairs + len(e.keys), images + (n > 0)
-    return {"empty_seeds": empty, "present_pairs": pairs, "images_with_empty_seeds": images}
+    hist = np.zeros(BINS, np.int64)
+    for e in entries:
+        n = len(e.empty_keys)
+        empty, pairs, images = empty + n, pairs + len(e.keys), images + (n > 0)
+        hist += fg_histogram(e.cam)
+    method = AUTO_RULE if rule == "auto" else rule
+    method = method if method in METHODS else float(method)
+    t = threshold_from_histogram(hist, method) if hist.sum() else 0.5
+    how = f"{method} of {int(hist.sum())} seed pixels" if isinstance(method, str) else "fixed"
+    if rule == "auto":
+        how = f"auto = {how}"
+    return {
+        "empty": {"empty_seeds": empty, "present_pairs": pairs, "images_with_empty_seeds": images},
+        "attrs": {"bg_threshold": round(float(t), 4), "bg_threshold_rule": how if hist.sum() else "no seed pixels: 0.5"},
+    }
+
+
+def _seal(writer: SeedWriter, rule: str) -> dict:
+    return seed_statistics(writer.entries(), rule)
+
+
+def _rule_ok(rule: str) -> bool:
+    if rule == "auto" or rule in METHODS:
+        return True
+    try:
+        return 0 <= float(rule) <= 1
+    except (TypeError, ValueError):
+        return False
 
 
 def _empty_warning(c: dict[str, int]) -> str:
@@ -198,12 +228,14 @@ def _empty_warning(c: dict[str, int]) -> str:
     )
 
 
-def _merge(parts: list[Path], final: Path, attrs: dict) -> None:
+def _merge(parts: list[Path], final: Path, attrs: dict, rule: str) -> dict:
     with SeedWriter(final, attrs, resume=False) as out:
         for p in parts:
             with SeedReader(p) as r:
                 out.copy_from(r)  # as stored: no decode / re-encode while the other ranks wait
-        out.commit()
+        stats = _seal(out, rule)
+        out.commit(stats["attrs"])
     for p in parts:
         p.unlink()
+    return stats
 
