@@ -15,7 +15,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from usage_cli.algorithms.cam_infer import CamInference, resolve_options, views_to_maps
+from usage_cli.algorithms.cam_infer import (
+    CamInference,
+    auto_normalise,
+    auto_refine,
+    resolve_options,
+    views_to_maps,
+)
 from usage_cli.algorithms.fuse import NORMALISE, seed_maps
 from usage_cli.algorithms.thresholds import BINS, METHODS, fg_histogram, threshold_from_histogram
 from usage_cli.artifacts.compat import check_class_names
@@ -62,7 +68,7 @@ class GenSeedsConfig:
     scales: tuple[float, ...] = (1.0, 0.5, 1.5, 2.0)
     flip: bool = True
     refine: str = "auto"  # auto | patch-affinity | none
-    normalise: str = "max"  # max | minmax | raw-minmax (algorithms/fuse.py)
+    normalise: str = "auto"  # auto | max | minmax | raw-minmax (algorithms/fuse.py; auto: cam_infer.auto_normalise)
     bg_threshold: str = "auto"  # the seeds' foreground/background cut without ground truth: auto | otsu | mean | a number
     affinity_layers: int = 12
     attn_budget_gb: float = 2.0  # attention kept per forward (patch affinity, mct); larger batches are split
@@ -94,7 +100,7 @@ def check(cfg: GenSeedsConfig) -> None:
     """Every option in its range, before the classifier is loaded."""
     check_options([
         (len(cfg.scales) > 0 and all(s > 0 for s in cfg.scales), f"--scales must list positive numbers, got {','.join(map(str, cfg.scales)) or 'none'}"),
-        (cfg.normalise in NORMALISE, f"--normalise must be one of {', '.join(NORMALISE)}, got {cfg.normalise!r}"),
+        (cfg.normalise in ("auto", *NORMALISE), f"--normalise must be auto or one of {', '.join(NORMALISE)}, got {cfg.normalise!r}"),
         (cfg.affinity_layers >= 1, f"--affinity-layers must be at least 1, got {cfg.affinity_layers}"),
         (cfg.attn_budget_gb > 0, f"the attention budget must be positive, got {cfg.attn_budget_gb}"),
         (cfg.batch_size >= 1, f"--batch-size must be at least 1, got {cfg.batch_size}"),
@@ -112,17 +118,18 @@ def run(cfg: GenSeedsConfig) -> Path:
     device = resolve_device(cfg.device, info)
     enable_tf32(device)
     net, ckpt = load_classifier(cfg.ckpt, device)
-    refine, source = resolve_options(net, cfg.refine, cfg.source, cfg.affinity_layers)
+    step = seed_step(net, ckpt, cfg)
+    refine, source, normalise = step["refine"], step["source"], step["normalise"]
     infer = CamInference(
         scales=tuple(cfg.scales), flip=cfg.flip, refine=refine, source=source, affinity_layers=cfg.affinity_layers,
-        attn_budget_gb=cfg.attn_budget_gb, amp=use_amp(cfg.amp, device), normalise=cfg.normalise,
+        attn_budget_gb=cfg.attn_budget_gb, amp=use_amp(cfg.amp, device), normalise=normalise,
     )  # fmt: skip
     ds = DataSpec.of(cfg).load()
     if ds.meta.num_classes != net.num_classes:
         raise ConfigError(f"{cfg.ckpt}: classifier has {net.num_classes} classes but dataset '{cfg.root}' has {ds.meta.num_classes}")
     check_class_names(cfg.ckpt, ckpt.get("class_names"), ds.meta.class_names, "train the classifier on this dataset, or pass its --classes")
     ckpt_sha = sha256_file(cfg.ckpt)
-    config = {**run_config(cfg, RUNTIME), "refine": refine, "source": source, "amp": infer.amp, "checkpoint_sha256": ckpt_sha}
+    config = {**run_config(cfg, RUNTIME), "refine": refine, "source": source, "normalise": normalise, "amp": infer.amp, "checkpoint_sha256": ckpt_sha}
     claim_out(cfg.out, "gen-seeds", config, ("seeds.h5", "overlays"), force=cfg.force)
     attrs = {"config": config, "config_hash": config_hash(config), "num_classes": ds.meta.num_classes, "class_names": list(ds.meta.class_names), "stride": 1}
     # 2. this rank's ids, skipping finished ones
@@ -153,9 +160,23 @@ def run(cfg: GenSeedsConfig) -> Path:
         if empty["empty_seeds"]:
             log(_empty_warning(empty))  # shown even with --quiet: empty seeds never pass silently
         log(f"gen-seeds: background threshold {thr['bg_threshold']:.2f} ({thr['bg_threshold_rule']}), no ground truth used", cfg.quiet)
-        extra = {"num_images": len(ds), "seed_network": ckpt.get("seed_network"), "seeds": "seeds.h5", **empty, **thr}
+        extra = {"num_images": len(ds), "seed_network": ckpt.get("seed_network"), "seeds": "seeds.h5", **empty, **thr, "seed_step": step}
         write_manifest(cfg.out, build_manifest("gen-seeds", config, inputs={"checkpoint": cfg.ckpt}, extra=extra, paths=config_paths(cfg)))
     return final
+
+
+def seed_step(net, ckpt: dict, cfg: GenSeedsConfig) -> dict:
+    """The resolved --refine / --source / --normalise, and why where ``auto`` chose (said in the
+    output and recorded in the manifest)."""
+    tc = ckpt.get("train_config") or {}
+    pretrained = bool(tc.get("pretrained") or tc.get("weights"))
+    refine, source = resolve_options(net, cfg.refine, cfg.source, cfg.affinity_layers, pretrained=pretrained)
+    normalise = auto_normalise(refine)[0] if cfg.normalise == "auto" else cfg.normalise
+    step = {"refine": refine, "source": source, "normalise": normalise, "classifier_pretrained": pretrained}
+    step["refine_rule"] = auto_refine(net.family, pretrained)[1] if cfg.refine == "auto" else "set by --refine"
+    step["normalise_rule"] = auto_normalise(refine)[1] if cfg.normalise == "auto" else "set by --normalise"
+    log(f"gen-seeds: --refine {refine} ({step['refine_rule']}); --normalise {normalise} ({step['normalise_rule']})", cfg.quiet)
+    return step
 
 
 def _generate(net, todo, cfg, infer: CamInference, writer, seed_maps, device) -> None:
