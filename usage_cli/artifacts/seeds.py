@@ -3,7 +3,9 @@
 Layout::
 
     seeds.h5                      attrs: encoding-type, encoding-version, producer, complete,
-                                         num_classes, class_names, stride, config, config_hash
+                                         num_classes, class_names, stride, config, config_hash,
+                                         bg_threshold, bg_threshold_rule (optional: the cut
+                                         gen-seeds chose without ground truth)
       /<image id>/                attrs: done = 1 (set last)
           keys   int16 [n]        mask label values (1..K) of the present classes
           cam    float16 [n,H,W]  one map per key, in [0, 1]
@@ -80,6 +82,10 @@ def _fingerprint(value: Any) -> Any:
     return value
 
 
+def _entry(g: Any) -> SeedEntry:
+    return SeedEntry(keys=g["keys"][()].astype(np.int64), cam=g["cam"][()], size=tuple(int(v) for v in g["size"][()]))
+
+
 def _check_version(path: Path, attrs: Any) -> None:
     etype = attrs.get("encoding-type")
     version = str(attrs.get("encoding-version", "?"))
@@ -137,6 +143,12 @@ class SeedWriter:
     def done_ids(self) -> set[str]:
         return {_image_id(k) for k, g in self._file.items() if g.attrs.get("done", 0) == 1}
 
+    def entries(self) -> Iterable[SeedEntry]:
+        """Every finished image's entry, as written so far (for statistics before :meth:`commit`)."""
+        for g in self._file.values():
+            if g.attrs.get("done", 0) == 1:
+                yield _entry(g)
+
     def write(self, image_id: str, keys: Iterable[int], cam: np.ndarray, size: tuple[int, int]) -> None:
         keys = np.asarray(list(keys), dtype=np.int16)
         cam = np.asarray(cam)
@@ -166,8 +178,10 @@ class SeedWriter:
     def flush(self) -> None:
         self._file.flush()
 
-    def commit(self) -> Path:
-        """Mark complete, close and rename onto the final path."""
+    def commit(self, attrs: dict[str, Any] | None = None) -> Path:
+        """Set ``attrs`` (figures of the finished store), mark complete, close and rename onto the final path."""
+        for k, v in (attrs or {}).items():
+            self._file.attrs[k] = json.dumps(v, sort_keys=True) if isinstance(v, dict | list) else v
         self._file.attrs["complete"] = True
         self._file.close()
         self._file = None
@@ -234,8 +248,7 @@ class SeedReader:
         name = _group_name(image_id)
         if name not in self._file:
             raise ArtifactError(f"{self.path}: no seeds for image '{image_id}'")
-        g = self._file[name]
-        return SeedEntry(keys=g["keys"][()].astype(np.int64), cam=g["cam"][()], size=tuple(int(v) for v in g["size"][()]))
+        return _entry(self._file[name])
 
     def close(self) -> None:
         self._file.close()

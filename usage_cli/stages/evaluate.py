@@ -169,6 +169,15 @@ def is_metrics_file(doc) -> bool:
     return isinstance(doc, dict) and isinstance(doc.get("manifest"), dict) and doc["manifest"].get("stage") == "evaluate"
 
 
+def _pipeline_threshold(pred: Path) -> dict | None:
+    """The background threshold gen-seeds chose without ground truth (None for a store without one)."""
+    with SeedReader(pred) as r:
+        attrs = r.attrs
+    if attrs.get("bg_threshold") is None:
+        return None
+    return {"value": float(attrs["bg_threshold"]), "rule": str(attrs.get("bg_threshold_rule", ""))}
+
+
 def _prediction_ids(pred: Path) -> tuple[str, set[str]]:
     if pred.is_dir():
         return "png", {p.stem for p in pred.glob("*.png")}
@@ -234,6 +243,9 @@ def run(cfg: EvaluateConfig) -> dict:
     except ValueError as e:
         raise ConfigError(f"--bg-thresholds / --bg-threshold: {e}") from e
     mode = "power" if cfg.bg_power is not None else ("fixed" if cfg.bg_threshold is not None else "sweep-best")
+    pipeline_t = _pipeline_threshold(cfg.pred) if kind == "seeds" and mode == "sweep-best" else None
+    if pipeline_t is not None:  # scored exactly: the store's own cut joins the sweep
+        thresholds = np.unique(np.append(thresholds, round(pipeline_t["value"], 6)))
     # 2. score chunks in parallel and sum
     items = [(r.id, str(r.mask_path), str(r.image_path or "")) for r in ds.records]
     total, pred_ignored, empty, per_image = _score_all(cfg, kind, items, ds.meta.num_classes + 1, thresholds, missing)
@@ -253,6 +265,10 @@ def run(cfg: EvaluateConfig) -> dict:
 
         result.update(threshold=float(thresholds[best]), threshold_mode=mode, curve=as_curve(curve))
         result.update(curve_fpr=as_curve([m["mfpr"] for m in ms]), curve_fnr=as_curve([m["mfnr"] for m in ms]))
+        if pipeline_t is not None:  # the score a user without ground truth gets: at the store's own threshold
+            i = int(np.flatnonzero(np.isclose(thresholds, pipeline_t["value"]))[0])
+            at = _summary(mats[i], pred_ignored, ds.meta.all_names)
+            result["pipeline"] = {"threshold": float(thresholds[i]), "rule": pipeline_t["rule"], **{k: at[k] for k in ("miou", "fpr", "fnr")}}
         per_image = {k: v[best] for k, v in per_image.items()}
     else:
         result.update(_summary(total, pred_ignored, ds.meta.all_names))

@@ -15,8 +15,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from usage_cli.algorithms.cam_infer import CamInference, resolve_options, views_to_maps
+from usage_cli.algorithms.cam_infer import (
+    CamInference,
+    auto_normalise,
+    auto_refine,
+    resolve_options,
+    views_to_maps,
+)
 from usage_cli.algorithms.fuse import NORMALISE, seed_maps
+from usage_cli.algorithms.thresholds import BINS, METHODS, fg_histogram, threshold_from_histogram
 from usage_cli.artifacts.compat import check_class_names
 from usage_cli.artifacts.manifest import (
     build_manifest,
@@ -44,6 +51,8 @@ from usage_cli.models.classifier import load_classifier
 from usage_cli.progress import log, make_progress
 from usage_cli.report.overlays import write_overlays
 
+AUTO_RULE = "otsu"  # what --bg-threshold auto means (chosen by bench/chain.py, docs/results.md)
+
 # options that do not change the seeds: left out of the config (and its hash)
 RUNTIME = ("out", "force", "quiet", "workers", "batch_size", "device", "overlays", "timeout")
 OWNED = ("seeds.h5", "overlays")  # what a run writes into --out (its manifest lists them)
@@ -61,7 +70,8 @@ class GenSeedsConfig:
     scales: tuple[float, ...] = (1.0, 0.5, 1.5, 2.0)
     flip: bool = True
     refine: str = "auto"  # auto | patch-affinity | none
-    normalise: str = "max"  # max | minmax | raw-minmax (algorithms/fuse.py)
+    normalise: str = "auto"  # auto | max | minmax | raw-minmax (algorithms/fuse.py; auto: cam_infer.auto_normalise)
+    bg_threshold: str = "auto"  # the seeds' foreground/background cut without ground truth: auto | otsu | mean | a number
     affinity_layers: int = 12
     attn_budget_gb: float = 2.0  # attention kept per forward (patch affinity, mct); larger batches are split
     source: str = "auto"  # auto | cam | attn (mct: class-to-patch attention x CAM)
@@ -71,7 +81,7 @@ class GenSeedsConfig:
     amp: bool | None = None  # bfloat16 autocast; None: on for CUDA, off on the CPU
     timeout: float = DEFAULT_TIMEOUT_MIN  # process-group timeout (minutes) under torchrun
     overlays: int = 8
-    overlay_threshold: float = 0.3
+    overlay_threshold: float | None = None  # None: the store's bg_threshold
     force: bool = False
     quiet: bool = False
 
@@ -92,13 +102,14 @@ def check(cfg: GenSeedsConfig) -> None:
     """Every option in its range, before the classifier is loaded."""
     check_options([
         (len(cfg.scales) > 0 and all(s > 0 for s in cfg.scales), f"--scales must list positive numbers, got {','.join(map(str, cfg.scales)) or 'none'}"),
-        (cfg.normalise in NORMALISE, f"--normalise must be one of {', '.join(NORMALISE)}, got {cfg.normalise!r}"),
+        (cfg.normalise in ("auto", *NORMALISE), f"--normalise must be auto or one of {', '.join(NORMALISE)}, got {cfg.normalise!r}"),
         (cfg.affinity_layers >= 1, f"--affinity-layers must be at least 1, got {cfg.affinity_layers}"),
         (cfg.attn_budget_gb > 0, f"the attention budget must be positive, got {cfg.attn_budget_gb}"),
         (cfg.batch_size >= 1, f"--batch-size must be at least 1, got {cfg.batch_size}"),
         (cfg.workers >= 0, f"--workers must not be negative, got {cfg.workers}"),
         (cfg.overlays >= 0, f"--overlays must not be negative, got {cfg.overlays}"),
-        (0 <= cfg.overlay_threshold <= 1, f"--overlay-threshold must lie in [0, 1] (seed maps are in [0, 1]), got {cfg.overlay_threshold}"),
+        (cfg.overlay_threshold is None or 0 <= cfg.overlay_threshold <= 1, f"--overlay-threshold must lie in [0, 1] (seed maps are in [0, 1]), got {cfg.overlay_threshold}"),
+        (_rule_ok(cfg.bg_threshold), f"--bg-threshold must be auto, {', '.join(METHODS)} or a number in [0, 1], got {cfg.bg_threshold!r}"),
     ])
 
 
@@ -110,17 +121,18 @@ def run(cfg: GenSeedsConfig) -> Path:
     device = resolve_device(cfg.device, info)
     enable_tf32(device)
     net, ckpt = load_classifier(cfg.ckpt, device)
-    refine, source = resolve_options(net, cfg.refine, cfg.source, cfg.affinity_layers)
+    step = seed_step(net, ckpt, cfg)
+    refine, source, normalise = step["refine"], step["source"], step["normalise"]
     infer = CamInference(
         scales=tuple(cfg.scales), flip=cfg.flip, refine=refine, source=source, affinity_layers=cfg.affinity_layers,
-        attn_budget_gb=cfg.attn_budget_gb, amp=use_amp(cfg.amp, device), normalise=cfg.normalise,
+        attn_budget_gb=cfg.attn_budget_gb, amp=use_amp(cfg.amp, device), normalise=normalise,
     )  # fmt: skip
     ds = DataSpec.of(cfg).load()
     if ds.meta.num_classes != net.num_classes:
         raise ConfigError(f"{cfg.ckpt}: classifier has {net.num_classes} classes but dataset '{cfg.root}' has {ds.meta.num_classes}")
     check_class_names(cfg.ckpt, ckpt.get("class_names"), ds.meta.class_names, "train the classifier on this dataset, or pass its --classes")
     ckpt_sha = sha256_file(cfg.ckpt)
-    config = {**run_config(cfg, RUNTIME), "refine": refine, "source": source, "amp": infer.amp, "checkpoint_sha256": ckpt_sha}
+    config = {**run_config(cfg, RUNTIME), "refine": refine, "source": source, "normalise": normalise, "amp": infer.amp, "checkpoint_sha256": ckpt_sha}
     data = identity(ds, cfg.split_file)  # reads every image header: an unreadable one fails before any work
     claim_out(cfg.out, "gen-seeds", config, OWNED, force=cfg.force)
     attrs = {"config": config, "config_hash": config_hash(config), "num_classes": ds.meta.num_classes, "class_names": list(ds.meta.class_names), "stride": 1,
@@ -142,24 +154,41 @@ def run(cfg: GenSeedsConfig) -> Path:
                 f"({writer.partial.name}), the batches in flight (up to --batch-size {cfg.batch_size} images per image size) are "
                 f"not: rerun the same command to resume")  # fmt: skip
             raise
-        writer.commit()
+        stats = _seal(writer, cfg.bg_threshold) if not info.enabled else None
+        writer.commit(stats and stats["attrs"])
     finally:
         writer.close()
-    # 3. merge ranks, overlays, empty seeds (counted from the finished store), manifest
+    # 3. merge ranks (sealed there), overlays at the store's threshold, manifest
     barrier()
     if info.enabled and info.is_main:
-        _merge([cfg.out / f"seeds.rank{r}.h5" for r in range(info.world_size)], final, attrs)
+        stats = _merge([cfg.out / f"seeds.rank{r}.h5" for r in range(info.world_size)], final, attrs, cfg.bg_threshold)
     barrier()
     if info.is_main:
+        empty, thr = stats["empty"], stats["attrs"]
         if cfg.overlays:
-            write_overlays(final, ds, cfg.out / "overlays", cfg.overlays, cfg.overlay_threshold)
-        empty = count_empty_seeds(final)
+            overlay_t = thr["bg_threshold"] if cfg.overlay_threshold is None else cfg.overlay_threshold
+            write_overlays(final, ds, cfg.out / "overlays", cfg.overlays, overlay_t)
         if empty["empty_seeds"]:
             log(_empty_warning(empty))  # shown even with --quiet: empty seeds never pass silently
-        extra = {"num_images": len(ds), "seed_network": ckpt.get("seed_network"), "seeds": "seeds.h5", **empty}
+        log(f"gen-seeds: background threshold {thr['bg_threshold']:.2f} ({thr['bg_threshold_rule']}), no ground truth used", cfg.quiet)
+        extra = {"num_images": len(ds), "seed_network": ckpt.get("seed_network"), "seeds": "seeds.h5", **empty, **thr, "seed_step": step}
         write_manifest(cfg.out, build_manifest("gen-seeds", config, inputs={"checkpoint": cfg.ckpt}, extra=extra, paths=config_paths(cfg),
                                                data=data, files=owned_files(cfg.out, OWNED)))  # fmt: skip
     return final
+
+
+def seed_step(net, ckpt: dict, cfg: GenSeedsConfig) -> dict:
+    """The resolved --refine / --source / --normalise, and why where ``auto`` chose (said in the
+    output and recorded in the manifest)."""
+    tc = ckpt.get("train_config") or {}
+    pretrained = bool(tc.get("pretrained") or tc.get("weights"))
+    refine, source = resolve_options(net, cfg.refine, cfg.source, cfg.affinity_layers, pretrained=pretrained)
+    normalise = auto_normalise(refine)[0] if cfg.normalise == "auto" else cfg.normalise
+    step = {"refine": refine, "source": source, "normalise": normalise, "classifier_pretrained": pretrained}
+    step["refine_rule"] = auto_refine(net.family, pretrained)[1] if cfg.refine == "auto" else "set by --refine"
+    step["normalise_rule"] = auto_normalise(refine)[1] if cfg.normalise == "auto" else "set by --normalise"
+    log(f"gen-seeds: --refine {refine} ({step['refine_rule']}); --normalise {normalise} ({step['normalise_rule']})", cfg.quiet)
+    return step
 
 
 def _generate(net, todo, cfg, infer: CamInference, writer, seed_maps, device) -> None:
@@ -189,17 +218,39 @@ def _generate(net, todo, cfg, infer: CamInference, writer, seed_maps, device) ->
             progress.update(bar, advance=n)
 
 
-def count_empty_seeds(path: Path) -> dict[str, int]:
-    """Empty seeds of a finished store: present-class maps that are all zero (no positive activation).
-
-    Counted from the store itself, so images written before a resume and by other ranks count too."""
+def seed_statistics(entries, rule: str) -> dict:
+    """From every entry of a store (images written before a resume and by other ranks too): the empty
+    seeds (present-class maps that are all zero: no positive activation) and the background
+    threshold of ``rule`` (``algorithms/thresholds.py``) from the seed values alone."""
     empty = pairs = images = 0
-    with SeedReader(path) as r:
-        for image_id in r.ids():
-            e = r.read(image_id)
-            n = len(e.empty_keys)
-            empty, pairs, images = empty + n, pairs + len(e.keys), images + (n > 0)
-    return {"empty_seeds": empty, "present_pairs": pairs, "images_with_empty_seeds": images}
+    hist = np.zeros(BINS, np.int64)
+    for e in entries:
+        n = len(e.empty_keys)
+        empty, pairs, images = empty + n, pairs + len(e.keys), images + (n > 0)
+        hist += fg_histogram(e.cam)
+    method = AUTO_RULE if rule == "auto" else rule
+    method = method if method in METHODS else float(method)
+    t = threshold_from_histogram(hist, method) if hist.sum() else 0.5
+    how = f"{method} of {int(hist.sum())} seed pixels" if isinstance(method, str) else "fixed"
+    if rule == "auto":
+        how = f"auto = {how}"
+    return {
+        "empty": {"empty_seeds": empty, "present_pairs": pairs, "images_with_empty_seeds": images},
+        "attrs": {"bg_threshold": round(float(t), 4), "bg_threshold_rule": how if hist.sum() else "no seed pixels: 0.5"},
+    }
+
+
+def _seal(writer: SeedWriter, rule: str) -> dict:
+    return seed_statistics(writer.entries(), rule)
+
+
+def _rule_ok(rule: str) -> bool:
+    if rule == "auto" or rule in METHODS:
+        return True
+    try:
+        return 0 <= float(rule) <= 1
+    except (TypeError, ValueError):
+        return False
 
 
 def _empty_warning(c: dict[str, int]) -> str:
@@ -210,12 +261,14 @@ def _empty_warning(c: dict[str, int]) -> str:
     )
 
 
-def _merge(parts: list[Path], final: Path, attrs: dict) -> None:
+def _merge(parts: list[Path], final: Path, attrs: dict, rule: str) -> dict:
     with SeedWriter(final, attrs, resume=False) as out:
         for p in parts:
             with SeedReader(p) as r:
                 out.copy_from(r)  # as stored: no decode / re-encode while the other ranks wait
-        out.commit()
+        stats = _seal(out, rule)
+        out.commit(stats["attrs"])
     for p in parts:
         p.unlink()
+    return stats
 

@@ -33,7 +33,7 @@ from usage_cli.report.figures import (
 )
 from usage_cli.report.gallery import pick_ids
 from usage_cli.report.inputs import Entry, check_datasets, load_entries, open_datasets
-from usage_cli.report.page import FigureRef, render_page
+from usage_cli.report.page import FigureRef, no_gt_scores, render_page
 
 
 @dataclass(frozen=True)
@@ -65,20 +65,34 @@ def _row(name: str, m: dict) -> dict:
         "threshold": m.get("threshold"),
         "num_images": m.get("num_images"),
         "empty_seeds": m.get("empty_seeds"),  # seed stores only
+        "pipeline": m.get("pipeline"),  # seed stores with a threshold chosen without ground truth
     }
 
 
 def render(rows: list[dict]) -> Table:
     table = Table(title="usage: seed / pseudo-mask / segmentation quality")
     with_empty = any(r.get("empty_seeds") for r in rows)
-    for col in ("artifact", "split", "images", "mIoU %", "FPR %", "FNR %", "bg thr") + (("empty seeds",) if with_empty else ()):
+    with_auto = any(r.get("pipeline") for r in rows)
+    cols = ("artifact", "split", "images", "mIoU %", "FPR %", "FNR %", "bg thr")
+    cols += ("no-GT thr", "no-GT mIoU %", "gain") if with_auto else ()
+    for col in cols + (("empty seeds",) if with_empty else ()):
         # the artifact name never wraps: "seeds-cam-train" and "seeds-usage-train" must stay apart
         table.add_column(col, justify="left" if col in ("artifact", "split") else "right", no_wrap=col == "artifact")
-    for r in rows:
+    for r, (score, gain) in zip(rows, no_gt_scores(rows), strict=True):
         thr = "" if r["threshold"] is None else f"{r['threshold']:.2f}"
         cells = [r["name"], str(r["split"]), str(r["num_images"] or ""), f"{r['miou']:.1f}", f"{r['fpr']:.1f}", f"{r['fnr']:.1f}", thr]
+        if with_auto:
+            auto = (r.get("pipeline") or {}).get("threshold")
+            cells += ["" if auto is None else f"{auto:.2f}", "" if score is None else f"{score:.1f}", _gain_cell(gain)]
         table.add_row(*cells, *([_empty_cell(r.get("empty_seeds"))] if with_empty else []))
     return table
+
+
+def _gain_cell(gain: float | None) -> str:
+    if gain is None:
+        return ""
+    text = f"{gain:+.1f}"
+    return f"[red]{text}[/]" if gain < 0 else text
 
 
 def _empty_cell(empty: dict | None) -> str:
