@@ -251,7 +251,7 @@ ROWS += [
     ("gen-seeds --scales ''", lambda w: gen_seeds(w, None, None, "--scales", ""), ("--scales",)),
     ("gen-seeds --scales 0", lambda w: gen_seeds(w, None, None, "--scales", "0"), ("--scales",)),
     ("gen-seeds --scales -1", lambda w: gen_seeds(w, None, None, "--scales", "-1"), ("--scales",)),
-    ("gen-seeds --affinity-layers 99", lambda w: gen_seeds(w, None, None, "--affinity-layers", 99), ("--affinity-layers",)),
+    ("gen-seeds --refine patch-affinity --affinity-layers 99", lambda w: gen_seeds(w, None, None, "--refine", "patch-affinity", "--affinity-layers", 99), ("--affinity-layers",)),
     ("gen-seeds --overlay-threshold 5", lambda w: gen_seeds(w, None, None, "--overlay-threshold", 5), ("--overlay-threshold",)),
     ("gen-seeds --ckpt random bytes", lambda w: ["gen-seeds", *_data(w), "--ckpt", w / "random.bin", "--out", w / "new-seeds"], ("random.bin",)),
     ("gen-seeds --ckpt text", lambda w: ["gen-seeds", *_data(w), "--ckpt", w / "text.pt", "--out", w / "new-seeds"], ("text.pt",)),
