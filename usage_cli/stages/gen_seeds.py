@@ -51,7 +51,7 @@ from usage_cli.models.classifier import load_classifier
 from usage_cli.progress import log, make_progress
 from usage_cli.report.overlays import write_overlays
 
-AUTO_RULE = "otsu"  # what --bg-threshold auto means (chosen by bench/chain.py, docs/results.md)
+AUTO_RULE = "mean"  # what --bg-threshold auto means: chosen on the synthetic sets by bench/seed_step.py (docs/results.md)
 
 # options that do not change the seeds: left out of the config (and its hash)
 RUNTIME = ("out", "force", "quiet", "workers", "batch_size", "device", "overlays", "timeout")
