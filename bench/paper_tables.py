@@ -436,7 +436,9 @@ def render_md(meta: dict, rows: list[Row], summary: list[dict], notes: list[str]
         f"device {st['device']}, tau1 from the preset per family (1 transformers, 50 CNNs) except where a row sets it"
         + (f", extra flags `{st['extra']}`" if st["extra"] else ""),
         f"- seeds: scales {st['scales']}, {'with' if st['flip'] else 'no'} flip"
-        + (f", extra flags `{st['gen_seeds_extra']}`" if st["gen_seeds_extra"] else "") + f"; scored on `{meta['eval_split']}` at the best "
+        + (f", extra flags `{st['gen_seeds_extra']}`" if st["gen_seeds_extra"] else "")
+        + "".join(f"; {row}: `--refine {s['refine']} --normalise {s['normalise']}`" for row, s in meta.get("seed_steps", {}).items())
+        + f"; scored on `{meta['eval_split']}` at the best "
         f"background threshold of the 0.00:0.95:0.01 sweep (tuned on that split's ground truth); val: {val}",
         "- each cell: mean ± sample std (ddof=1) over seeds, or the value and n=1; Δ: paired (same seed) difference to the "
         "`cam` row, then mean ± std; all in %",
@@ -469,8 +471,23 @@ def render_md(meta: dict, rows: list[Row], summary: list[dict], notes: list[str]
     return "\n".join(lines) + "\n"
 
 
+def seed_steps(runs: list[dict], eval_split: str) -> dict[str, dict]:
+    """The seed step gen-seeds resolved (``--refine`` / ``--normalise`` auto) per row, from the
+    first finished run's manifest; rows that agree are listed once, as "every row"."""
+    steps: dict[str, dict] = {}
+    for run in runs:
+        if run.get("status") == "done" and run["row"] not in steps:
+            m = _read_json(Path(run["dir"]) / f"seeds-{eval_split}" / "manifest.json") or {}
+            if m.get("seed_step"):
+                steps[run["row"]] = {k: m["seed_step"][k] for k in ("refine", "normalise")}
+    if steps and len({json.dumps(v, sort_keys=True) for v in steps.values()}) == 1:
+        return {"every row": next(iter(steps.values()))}
+    return steps
+
+
 def write_outputs(out: Path, meta: dict, rows: list[Row], notes: list[str], runs: list[dict]) -> str:
     summary = summarize(rows, runs)
+    meta = {**meta, "seed_steps": seed_steps(runs, meta["eval_split"])}
     failures = [r for r in runs if r.get("status") == "failed"]
     md = render_md(meta, rows, summary, notes, failures)
     doc = {**meta, "rows": [{"name": r.name, "flags": list(r.flags), "baseline": r.baseline, "paper": r.paper} for r in rows],

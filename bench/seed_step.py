@@ -71,13 +71,27 @@ def steps_for(family: str, refines: list[str], normalisers: list[str], scale_set
 
 
 # ------------------------------------------------------------------------------------ the grid pass
+def _seed_maps(views, flips, shape, keys, normalise: str):
+    """gen-seeds' fusion + normalisation; ``max-fallback`` (a candidate of this study, not an option of
+    gen-seeds): ``max``, except that a class whose map is empty gets its ``raw-minmax`` map."""
+    from usage_cli.algorithms.fuse import fuse_views, relu_views, seed_maps
+
+    if normalise != "max-fallback":
+        return seed_maps(fuse_views(views, flips, shape, relu_views(normalise)), keys, normalise)
+    maps = seed_maps(fuse_views(views, flips, shape, True), keys, "max")
+    empty = maps.flatten(1).amax(1) <= 0
+    if empty.any():
+        raw = seed_maps(fuse_views(views, flips, shape, False), keys, "raw-minmax")
+        maps[empty] = raw[empty]
+    return maps
+
 def grid_counts(ckpt: Path, dataset: str, root: str, split: str, steps: list[Step], device: str = "cpu", flip: bool = True) -> dict:
     """Per step: summed sweep counts ``[T+1, n, n]`` over the split, the empty seeds
     ``[maps, present pairs, images with one]``, and the image count."""
     import torch
 
     from usage_cli.algorithms.cam_infer import CamInference, resolve_options, view_maps
-    from usage_cli.algorithms.fuse import fuse_views, relu_views, seed_maps
+    from usage_cli.algorithms.thresholds import BINS, fg_histogram
     from usage_cli.data import load_dataset
     from usage_cli.data.io import read_image, read_mask
     from usage_cli.metrics.sweep import binned_counts, fg_max_argmax, parse_thresholds
@@ -88,6 +102,7 @@ def grid_counts(ckpt: Path, dataset: str, root: str, split: str, steps: list[Ste
     n = ds.meta.num_classes + 1
     thr = parse_thresholds(THRESHOLDS)
     counts = {s: np.zeros((len(thr) + 1, n, n), np.int64) for s in steps}
+    hists = {s: np.zeros(BINS, np.int64) for s in steps}
     empty = {s: np.zeros(3, np.int64) for s in steps}
     all_scales = sorted({float(x) for s in steps for x in s.scales.split(",")})
     refines = sorted({s.refine for s in steps})
@@ -110,21 +125,21 @@ def grid_counts(ckpt: Path, dataset: str, root: str, split: str, steps: list[Ste
                 views += [x[0] for x in v]
                 flips += f
             if keys:
-                fused = fuse_views(views, flips, gt.shape, relu_views(step.normalise))
-                cam = seed_maps(fused, keys, step.normalise).cpu().numpy().astype(np.float16)
+                cam = _seed_maps(views, flips, gt.shape, keys, step.normalise).cpu().numpy().astype(np.float16)
             else:
                 cam = np.zeros((0, *gt.shape), np.float16)
             # 3. scored as evaluate scores a store
             nonempty = (cam.view(np.int16) > 0).any(axis=(1, 2)) if cam.size else np.zeros(0, bool)
             n_empty = int((~nonempty).sum())
             empty[step] += (n_empty, len(keys), n_empty > 0)
+            hists[step] += fg_histogram(cam)
             m, a = fg_max_argmax(cam, np.asarray(keys, np.int64), gt.shape)
             counts[step] += binned_counts(m, a, gt, thr, n)
-    return {"counts": counts, "empty": empty, "images": len(ds), "names": list(ds.meta.all_names)}
+    return {"counts": counts, "empty": empty, "hist": hists, "images": len(ds), "names": list(ds.meta.all_names)}
 
 
 def save_grid(path: Path, grid: dict, steps: list[Step]) -> None:
-    arrays = {f"counts/{s.name}": grid["counts"][s] for s in steps} | {f"empty/{s.name}": grid["empty"][s] for s in steps}
+    arrays = {f"{k}/{s.name}": grid[k][s] for k in ("counts", "empty", "hist") for s in steps}
     tmp = path.with_name(path.name + ".tmp.npz")
     np.savez_compressed(tmp, images=np.asarray(grid["images"]), names=np.asarray(grid["names"]), **arrays)
     tmp.replace(path)
@@ -135,14 +150,21 @@ def load_grid(path: Path, steps: list[Step]) -> dict | None:
     if not path.exists():
         return None
     with np.load(path) as z:
-        if not all(f"counts/{s.name}" in z for s in steps):
+        if not all(f"{k}/{s.name}" in z for k in ("counts", "hist") for s in steps):
             return None
         return {
-            "counts": {s: z[f"counts/{s.name}"] for s in steps},
-            "empty": {s: z[f"empty/{s.name}"] for s in steps},
+            **{k: {s: z[f"{k}/{s.name}"] for s in steps} for k in ("counts", "empty", "hist")},
             "images": int(z["images"]),
             "names": list(z["names"]),
         }
+
+
+def rule_index(hist: np.ndarray, rule: str) -> int:
+    """The sweep index of a no-ground-truth threshold rule (algorithms/thresholds.py) on the
+    histogram; histogram bins and sweep thresholds share the 0.01 step."""
+    from usage_cli.algorithms.thresholds import threshold_from_histogram
+
+    return int(min(round(threshold_from_histogram(hist, rule) * 100), 95))
 
 
 def metrics_at(counts: np.ndarray, index: int | None = None) -> dict:
@@ -198,7 +220,7 @@ def summarise(rows, seeds: list[int], steps: list[Step], results: dict, val: boo
         for step in steps:
             per = {s: results[row.name, s, step] for s in seeds if (row.name, s, step) in results}
             entry = {"row": row.name, "step": step.name, "flags": step.flags, "seeds": sorted(per)}
-            for k in ("miou", "fpr", "fnr", "threshold", "val_miou", "empty_share"):
+            for k in ("miou", "fpr", "fnr", "threshold", "val_miou", "empty_share", "otsu_threshold", "otsu_miou", "val_otsu_miou"):
                 entry[k] = pt.mean_std(r.get(k) for r in per.values())
             if not row.baseline:
                 base = {s: results["cam", s, step] for s in seeds if ("cam", s, step) in results}
@@ -221,16 +243,19 @@ def render_md(meta: dict, summary: list[dict]) -> str:
         f"- seeds on `{meta['eval_split']}` scored at the best background threshold of the {THRESHOLDS} sweep; "
         + (f"`{meta['val_split']}` at that threshold" if meta["val_used"] else "no val split"),
         "- empty: share of (image, present class) maps with no positive value; Δ: paired (same seed, same step) difference to `cam`",
+        "- otsu: the no-ground-truth cut of `usage_cli.algorithms.thresholds` (Otsu on the split's own seed values) and the mIoU there, "
+        "on train and on val (each split its own cut)",
         "",
-        "| row | seed step | mIoU | FPR | FNR | bg thr | val mIoU @thr | empty % | Δ mIoU vs cam | Δ val vs cam |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| row | seed step | mIoU | FPR | FNR | bg thr | val mIoU @thr | empty % | Δ mIoU vs cam | Δ val vs cam | otsu thr | mIoU @otsu | val mIoU @val otsu |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for e in summary:
         dm = fmt(e.get("d_miou"), signed=True) if "d_miou" in e else "-"
         dv = fmt(e.get("d_val_miou"), signed=True) if "d_val_miou" in e else "-"
         lines.append(
             f"| {e['row']} | `{e['flags']}` | {fmt(e['miou'])} | {fmt(e['fpr'])} | {fmt(e['fnr'])} | {fmt(e['threshold'], 2)} | "
-            f"{fmt(e['val_miou'])} | {fmt(e['empty_share'])} | {dm} | {dv} |"
+            f"{fmt(e['val_miou'])} | {fmt(e['empty_share'])} | {dm} | {dv} | {fmt(e['otsu_threshold'], 2)} | {fmt(e['otsu_miou'])} | "
+            f"{fmt(e['val_otsu_miou'])} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -268,9 +293,13 @@ def main(argv: list[str] | None = None) -> int:
                 m = metrics_at(ev["counts"][step])
                 e = ev["empty"][step]
                 r = {**m, "empty_share": 100.0 * e[0] / max(e[1], 1), "empty": e.tolist()}
+                o = metrics_at(ev["counts"][step], rule_index(ev["hist"][step], "otsu"))
+                r.update(otsu_threshold=o["threshold"], otsu_miou=o["miou"])
                 if va is not None:
                     v = metrics_at(va["counts"][step], m["index"])
                     r.update(val_miou=v["miou"], val_fpr=v["fpr"], val_fnr=v["fnr"])
+                    vo = metrics_at(va["counts"][step], rule_index(va["hist"][step], "otsu"))
+                    r.update(val_otsu_threshold=vo["threshold"], val_otsu_miou=vo["miou"])
                 results[row.name, seed, step] = r
     meta = {
         "dataset": args.dataset, "root": str(args.root), "backbone": args.backbone, "family": family, "seeds": seeds,

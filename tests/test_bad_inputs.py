@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from usage_cli.cli import app
 from usage_cli.data.synth import generate
+from usage_cli.errors import UsageError
 
 pytest.importorskip("pydensecrf")
 runner = CliRunner()
@@ -139,10 +140,106 @@ def _renamed_root(w: Path) -> Path:
     return root
 
 
+def _edited_root(w: Path, name: str, edit) -> Path:
+    """A copy of the dataset, made once, with ``edit(root)`` applied."""
+    root = w / name
+    if not root.exists():
+        shutil.copytree(w / "data", root)
+        edit(root)
+    return root
+
+
+def _split_list(root: Path) -> Path:
+    return root / "VOCdevkit" / "VOC2012" / "ImageSets" / "Segmentation" / "train.txt"
+
+
+def _repeat_an_id(root: Path) -> None:
+    """train.txt lists its first id twice (issue 21: counted twice by evaluate and gen-seeds)."""
+    lines = _split_list(root).read_text().splitlines()
+    _split_list(root).write_text("\n".join([*lines, lines[0]]) + "\n")
+
+
+def _label_value(value: float):
+    def edit(root: Path) -> None:
+        table = np.load(root / "cls_labels.npy", allow_pickle=True).item()
+        first = sorted(table)[0]
+        vec = np.asarray(table[first], np.float32).copy()
+        vec[0] = value
+        table[first] = vec
+        np.save(root / "cls_labels.npy", table)
+
+    return edit
+
+
+def _sixteen_bit_image(root: Path) -> None:
+    """train_00000.jpg replaced by a 16-bit PNG (still named .jpg): RGB conversion would clip it white."""
+    from PIL import Image
+
+    path = root / "VOCdevkit" / "VOC2012" / "JPEGImages" / "train_00000.jpg"
+    grey = np.asarray(Image.open(path).convert("L")).astype(np.uint16) * 257
+    Image.fromarray(grey).save(path, format="PNG")
+    assert Image.open(path).mode.startswith("I;16")
+
+
+def _ghost_id(root: Path) -> None:
+    """train.txt lists an id with no image, no mask and no label."""
+    with open(_split_list(root), "a") as f:
+        f.write("ghost\n")
+
+
+def _other_data(w: Path) -> Path:
+    """Another synth set: the same ids, image sizes and class names, other images and labels."""
+    root = w / "data-other"
+    if not root.exists():
+        generate(root, n_train=3, n_val=2, size=64, seed=5)
+    return root
+
+
+def _bad_config(w: Path) -> Path:
+    path = w / "bad-scales.yaml"
+    path.write_text("scales: [abc]\n")  # the flag --scales overrides the key; its bad value is still an error
+    return path
+
+
+def _user_folder(w: Path, name: str, files: dict[str, str]) -> Path:
+    """A folder holding a user's files (not written by usage)."""
+    out = w / name
+    for rel, text in files.items():
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        (out / rel).write_text(text)
+    return out
+
+
+def _user_file(w: Path, name: str) -> Path:
+    (w / name).write_text('{"mine": "not a usage file"}\n')
+    return w / name
+
+
 # (name, args(w) -> list, words the one line must contain)
 ROWS: list[tuple[str, object, tuple[str, ...]]] = []
 for _name in DATA_STAGES:
     ROWS.append((f"{_name}: cls_labels entry of the wrong length", lambda w, f=STAGES[_name]: f(w, None, _bad_labels_root(w)), ("cls_labels.npy",)))
+    ROWS.append((f"{_name}: a split lists an id twice", lambda w, f=STAGES[_name]: f(w, None, _edited_root(w, "data-dup", _repeat_an_id)), ("train.txt", "listed twice", "train_00000")))
+    ROWS.append((f"{_name}: cls_labels entry of 2", lambda w, f=STAGES[_name]: f(w, None, _edited_root(w, "data-label2", _label_value(2))), ("cls_labels.npy", "train_00000", "0 (absent) or 1")))
+    if _name != "evaluate":  # evaluate reads no image
+        ROWS.append((f"{_name}: a 16-bit image named .jpg", lambda w, f=STAGES[_name]: f(w, None, _edited_root(w, "data-16bit", _sixteen_bit_image)), ("train_00000.jpg", "16-bit")))
+ROWS += [
+    ("evaluate: cls_labels entry of -1", lambda w: evaluate(w, None, _edited_root(w, "data-label-1", _label_value(-1))), ("cls_labels.npy", "train_00000", "-1")),
+    ("gen-seeds: cls_labels entry of NaN", lambda w: gen_seeds(w, None, _edited_root(w, "data-labelnan", _label_value(np.nan))), ("cls_labels.npy", "train_00000", "nan")),
+    ("evaluate: seeds made from another data set (same ids and sizes)", lambda w: evaluate(w, None, _other_data(w)), ("seeds.h5", "made from", "data-other", "--force")),
+    ("evaluate: masks made from another data set", lambda w: evaluate(w, None, _other_data(w), "--pred", w / "masks"), ("masks", "made from", "data-other", "--force")),
+    ("refine-psa: seeds made from another data set", lambda w: refine_psa(w, None, _other_data(w)), ("seeds.h5", "made from", "data-other", "--force")),
+    ("train-seg: masks made from another data set", lambda w: train_seg(w, None, _other_data(w)), ("masks", "made from", "data-other", "--force")),
+    ("evaluate: a split id with no image nor mask", lambda w: evaluate(w, None, _edited_root(w, "data-ghost", _ghost_id)), ("ghost.jpg", "image not found", "nor a mask")),
+    ("gen-seeds: a bad --config value a flag overrides", lambda w: gen_seeds(w, None, None, "--config", _bad_config(w)), ("bad-scales.yaml", "scales")),
+    ("train-cls: --out holds a user's log.jsonl", lambda w: train_cls(w, _user_folder(w, "user-log", {"log.jsonl": "my notes\n"})), ("log.jsonl", "no usage run wrote")),
+    ("gen-seeds: --out holds a user's overlays/notes.txt", lambda w: gen_seeds(w, _user_folder(w, "user-overlays", {"overlays/notes.txt": "mine\n"})), ("overlays/notes.txt",)),
+    ("predict-seg --force: --out holds a user's manifest.json", lambda w: predict_seg(w, _user_folder(w, "user-manifest", {"manifest.json": "{}\n"}), None, "--force"), ("manifest.json", "not a usage manifest")),
+    ("evaluate: --out is a user's file", lambda w: evaluate(w, _user_file(w, "thesis.json")), ("thesis.json", "not a usage metrics file")),
+    ("report: --out is a user's file", lambda w: report(w, _user_file(w, "table.json")), ("table.json", "not a usage report table")),
+    ("report --html: a user's index.html and thesis.tex", lambda w: report(w, None, None, "--html", _user_folder(w, "user-html", {"index.html": "<p>mine</p>", "thesis.tex": "mine"})),
+     ("--html", "index.html", "thesis.tex")),  # fmt: skip
+]
 for _name, _f in STAGES.items():
     if _name == "evaluate":
         ROWS.append(("evaluate: --out is a folder", lambda w: evaluate(w, w / "seeds"), ("--out", "folder")))
@@ -168,7 +265,7 @@ ROWS += [
     ("gen-seeds --scales ''", lambda w: gen_seeds(w, None, None, "--scales", ""), ("--scales",)),
     ("gen-seeds --scales 0", lambda w: gen_seeds(w, None, None, "--scales", "0"), ("--scales",)),
     ("gen-seeds --scales -1", lambda w: gen_seeds(w, None, None, "--scales", "-1"), ("--scales",)),
-    ("gen-seeds --affinity-layers 99", lambda w: gen_seeds(w, None, None, "--affinity-layers", 99), ("--affinity-layers",)),
+    ("gen-seeds --refine patch-affinity --affinity-layers 99", lambda w: gen_seeds(w, None, None, "--refine", "patch-affinity", "--affinity-layers", 99), ("--affinity-layers",)),
     ("gen-seeds --overlay-threshold 5", lambda w: gen_seeds(w, None, None, "--overlay-threshold", 5), ("--overlay-threshold",)),
     ("gen-seeds --ckpt random bytes", lambda w: ["gen-seeds", *_data(w), "--ckpt", w / "random.bin", "--out", w / "new-seeds"], ("random.bin",)),
     ("gen-seeds --ckpt text", lambda w: ["gen-seeds", *_data(w), "--ckpt", w / "text.pt", "--out", w / "new-seeds"], ("text.pt",)),
@@ -287,17 +384,225 @@ def test_refine_psa_refuses_seeds_for_classes_the_labels_do_not_list(w):
     shutil.copytree(w / "data", root)
     table = np.load(root / "cls_labels.npy", allow_pickle=True).item()
     np.save(root / "cls_labels.npy", {k: np.zeros_like(np.asarray(v)) for k, v in table.items()})
-    res = _run(*refine_psa(w, None, root))
+    res = _run(*refine_psa(w, None, root))  # other labels: the seeds were made from another data set
+    assert res.exit_code == 2 and "made from" in res.output, res.output
+    res = _run(*refine_psa(w, None, root, "--force"))  # used anyway: the per-image check still refuses them
     assert res.exit_code == 2 and "labels do not list" in res.output, res.output
     assert not (w / "new-masks" / "manifest.json").exists()
 
 
 def test_mask_folders_do_not_mix_runs(w):
-    """predict-seg into a folder holding someone else's PNGs is refused; --force clears them."""
+    """predict-seg into a folder holding someone else's PNGs is refused, with --force too: usage never
+    deletes what it did not write (issue 21; --force used to clear them)."""
     out = w / "foreign-pngs"
     out.mkdir()
     (out / "mine.png").write_bytes(b"\x89PNG not really")
-    res = _run(*predict_seg(w, out))
-    assert res.exit_code == 2 and "PNG files" in res.output, res.output
+    for extra in ((), ("--force",)):
+        res = _run(*predict_seg(w, out, None, *extra))
+        assert res.exit_code == 2 and "mine.png" in res.output and "no usage run wrote" in res.output, res.output
+        assert (out / "mine.png").read_bytes() == b"\x89PNG not really" and not (out / "manifest.json").exists()
+    (out / "mine.png").unlink()
     _ok(*predict_seg(w, out, None, "--force"))
-    assert not (out / "mine.png").exists() and (out / "manifest.json").exists()
+    assert (out / "manifest.json").exists()
+
+
+# ---------------------------------------------------------------- issue 21: never delete what usage did not write
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_report_html_never_deletes_a_users_files(w):
+    """A folder with the user's own index.html and thesis.tex is not a report folder; a report folder
+    with a user's file beside the report's same-named ones is not replaced either; a clean one is."""
+    mine = _user_folder(w, "thesis", {"index.html": "<p>my page</p>", "thesis.tex": "\\chapter{mine}"})
+    res = _run(*report(w, None, None, "--html", mine))
+    assert res.exit_code == 2 and "thesis.tex" in res.output, res.output
+    assert _tree(mine) == {"index.html": b"<p>my page</p>", "thesis.tex": b"\\chapter{mine}"}
+    page = w / "report-page"
+    _ok(*report(w, None, None, "--html", page))
+    listed = json.loads((page / "manifest.json").read_text())["files"]
+    assert "index.html" in listed and all((page / f).is_file() for f in listed)
+    (page / "thesis.tex").write_text("mine")  # a user's file beside the report's own
+    (page / "gallery" / "notes.png").parent.mkdir(exist_ok=True)
+    (page / "gallery" / "notes.png").write_text("mine")  # and one named like the report's own files
+    before = _tree(page)
+    res = _run(*report(w, None, None, "--html", page))
+    assert res.exit_code == 2 and "thesis.tex" in res.output and "gallery/notes.png" in res.output, res.output
+    assert _tree(page) == before
+    (page / "thesis.tex").unlink()
+    (page / "gallery" / "notes.png").unlink()
+    _ok(*report(w, None, None, "--html", page))  # the report's own files only: replaced
+
+
+@pytest.mark.parametrize("stage", ["predict-seg", "gen-seeds"])
+def test_force_replaces_only_the_files_the_manifest_lists(w, stage):
+    """A finished run's folder with a user's file beside the stage's same-named ones: --force (another
+    config) refuses with one line naming it and deletes nothing; without it the rerun replaces the run."""
+    src, mine, other = {"predict-seg": ("preds", "mine.png", "--no-flip"), "gen-seeds": ("seeds", "overlays/mine.png", "--no-flip")}[stage]
+    out = w / f"owned-{stage}"
+    shutil.copytree(w / src, out)
+    (out / mine).write_bytes(b"mine")
+    before = _tree(out)
+    res = _run(*STAGES[stage](w, out, None, other, "--force"))
+    assert res.exit_code == 2 and mine in res.output and len(res.output.strip().splitlines()) == 1, res.output
+    assert _tree(out) == before
+    (out / mine).unlink()
+    _ok(*STAGES[stage](w, out, None, other, "--force"))
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["config"]["flip"] is False
+    assert manifest["files"] == sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file() and p.name != "manifest.json")
+
+
+# ---------------------------------------------------------------- issue 21: one writer per output folder
+SLOW_GEN_SEEDS = """
+import sys, time
+import usage_cli.stages.gen_seeds as gs
+real = gs.views_to_maps
+def slow(*a, **k):
+    print("working", flush=True)
+    time.sleep(float(sys.argv[1]))
+    return real(*a, **k)
+gs.views_to_maps = slow
+from usage_cli.cli import app
+app(sys.argv[2:], prog_name="usage")
+"""
+
+
+def test_a_second_writer_is_refused_naming_the_holder_and_the_first_finishes(w):
+    """Two gen-seeds on one --out (issue 21: both did all the work and left seeds.h5 without a manifest)."""
+    import subprocess
+    import sys
+
+    lock = w / "two-writers" / ".usage.lock"  # artifacts.outdir.LOCK_NAME
+    out = lock.parent
+    out.mkdir()
+    lock.write_text("PID 1 on nowhere, usage gen-seeds\n")  # left by a killed run: it holds no lock
+    args = [str(a) for a in gen_seeds(w, out, None, "--batch-size", 1)]
+    first = subprocess.Popen([sys.executable, "-c", SLOW_GEN_SEEDS, "2", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert first.stdout.readline().strip() == "working"  # the first has claimed the folder and computes
+        res = _run(*args)  # the second process, while the first writes
+        lines = [ln for ln in res.output.splitlines() if ln.strip()]
+        assert res.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error:"), res.output
+        assert str(out) in res.output and f"PID {first.pid}" in res.output, res.output
+    finally:
+        output, _ = first.communicate(timeout=300)
+    assert first.returncode == 0, output
+    assert (out / "manifest.json").exists() and (out / "seeds.h5").exists() and not lock.exists()
+
+
+HOLD_LOCK = """
+import sys
+from pathlib import Path
+from usage_cli.artifacts.outdir import lock_out
+lock_out(Path(sys.argv[1]), "gen-seeds")
+print("locked", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_torchrun_ranks_share_the_folder_rank_0_holds(w, monkeypatch):
+    """Rank 0 takes the lock for its job; the other ranks of a job write the same --out unrefused."""
+    import subprocess
+    import sys
+
+    from usage_cli.artifacts.outdir import claim_out, holds_out_lock
+
+    out = w / "ranks"
+    out.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(out)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        claim = holds_out_lock(claim_out)
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        monkeypatch.setenv("RANK", "1")
+        assert claim(out, "gen-seeds", {}, ("seeds.h5",), force=False) == out  # another rank of the holder's job
+        monkeypatch.setenv("RANK", "0")
+        with pytest.raises(UsageError, match=f"PID {holder.pid}"):
+            claim(out, "gen-seeds", {}, ("seeds.h5",), force=False)
+    finally:
+        holder.communicate("", timeout=60)
+
+
+# ---------------------------------------------------------------- issue 21: the pairing of an artifact and a data set
+def test_evaluate_force_scores_another_data_set_and_records_it(w):
+    out = w / "forced.json"
+    _ok(*evaluate(w, out, _other_data(w), "--force"))
+    m = json.loads(out.read_text())
+    assert m["pairing"]["forced"] is True  # --force is a run-time option (not in the config): the pairing records it
+    assert m["pairing"]["recorded"]["root"] == str((w / "data").resolve()) and m["data"]["root"] == str(_other_data(w).resolve())
+    _ok(*evaluate(w, w / "paired.json"))  # the data set the seeds were made from
+    assert json.loads((w / "paired.json").read_text())["pairing"] == {"fingerprint": m["pairing"]["recorded"]["fingerprint"], "forced": False}
+
+
+def test_artifacts_recording_no_data_set_are_still_accepted(w):
+    """A seed store written before artifacts recorded their data set is scored as before."""
+    import h5py
+
+    legacy = w / "legacy-seeds"
+    shutil.copytree(w / "seeds", legacy)
+    with h5py.File(legacy / "seeds.h5", "a") as f:
+        del f.attrs["data"]
+    out = w / "legacy.json"
+    _ok(*evaluate(w, out, None, "--pred", legacy / "seeds.h5"))
+    assert "pairing" not in json.loads(out.read_text())
+
+
+def test_report_refuses_a_gallery_over_another_data_set(w):
+    """Metrics scored on a data set that was since replaced by another: the gallery would draw the
+    artifact over other images. One line naming both; --force draws it with a note."""
+    root = w / "data-replaced"
+    shutil.copytree(w / "data", root)
+    metrics = w / "replaced.json"
+    _ok(*evaluate(w, metrics, root))
+    shutil.rmtree(root)
+    shutil.copytree(_other_data(w), root)
+    res = _run("report", metrics, "--html", w / "replaced-page", "--gallery", 2)
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert res.exit_code == 2 and len(lines) == 1 and "made from" in res.output and "--force" in res.output, res.output
+    assert not (w / "replaced-page").exists()
+    _ok("report", metrics, "--html", w / "replaced-page", "--gallery", 2, "--force")
+    assert "not from the data set shown" in (w / "replaced-page" / "index.html").read_text()
+
+
+# ---------------------------------------------------------------- issue 21: messages that name the real cause
+def test_evaluate_blames_the_missing_image_and_mask_not_the_labels(w):
+    res = _run(*evaluate(w, None, _edited_root(w, "data-ghost", _ghost_id)))
+    assert res.exit_code == 2 and "ghost" in res.output and "cls_labels" not in res.output, res.output
+
+
+def test_a_corrupt_partial_seed_store_is_discarded_with_a_warning(w):
+    out = w / "corrupt-partial"
+    out.mkdir()
+    (out / "seeds.h5.partial").write_bytes(b"not an HDF5 file")
+    res = _run(*gen_seeds(w, out))
+    assert res.exit_code == 0, res.output
+    assert "seeds.h5.partial" in res.output and "discarded" in res.output, res.output
+    assert (out / "manifest.json").exists()
+
+
+def test_an_interrupted_batch_is_said_and_resumed(w, monkeypatch):
+    """--batch-size 8 over 10 images, interrupted in the second batch: the line says what is kept (8 of
+    10) and that the batch in flight is not; the rerun says what it resumes and finishes."""
+    import usage_cli.stages.gen_seeds as gs
+
+    root = w / "data-ten"
+    if not root.exists():
+        generate(root, n_train=10, n_val=1, size=32, seed=1)
+    real, calls = gs.views_to_maps, []
+
+    def interrupted(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(gs, "views_to_maps", interrupted)
+    out = w / "interrupted-seeds"
+    args = ["gen-seeds", "--root", root, "--split", "train", "--ckpt", w / "cls" / "checkpoint.pt", "--out", out, "--scales", "1.0",
+            "--workers", 0, "--overlays", 0, "--batch-size", 8, "--quiet"]  # fmt: skip
+    res = _run(*args)
+    assert res.exit_code == 130 and "8 of 10 images are saved" in res.output and "--batch-size 8" in res.output, res.output
+    calls[:] = [1, 1]  # no second interrupt
+    res = _run(*[a for a in args if a != "--quiet"])
+    assert res.exit_code == 0 and "8 of 10 images done, 2 to compute" in res.output, res.output

@@ -153,7 +153,7 @@ def test_run_config_drop_and_keep():
 
     cfg = EvaluateConfig(dataset="voc", root=Path("r"), split="val", pred=Path("p"), out=Path("m.json"))
     assert list(run_config(cfg, ("out", "workers", "quiet", "no_such_field"))) == [
-        "root", "pred", "dataset", "split", "split_file", "classes_file", "metrics", "bg_thresholds", "bg_threshold", "bg_power", "allow_missing",
+        "root", "pred", "dataset", "split", "split_file", "classes_file", "metrics", "bg_thresholds", "bg_threshold", "bg_power", "allow_missing", "force",
     ]  # fmt: skip
     assert run_config(cfg, keep=("root", "metrics")) == {"root": "r", "metrics": ["miou", "fpr", "fnr"]}
 

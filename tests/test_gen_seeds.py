@@ -58,6 +58,22 @@ def test_seed_maps_keep_present_classes_normalised():
     assert seed_maps(torch.full((2, 2, 2), -1.0), [2]).max() == 0  # no activation stays 0
 
 
+def test_normalisations_golden():
+    fused = torch.tensor([[[1.0, 2.0, 3.0]], [[-4.0, -2.0, -1.0]]])
+    # minmax: [min, max] -> [0, 1] per class
+    torch.testing.assert_close(seed_maps(fused, [1], "minmax"), torch.tensor([[[0.0, 0.5, 1.0]]]), atol=1e-4, rtol=0)
+    # max on an all-negative class: an empty seed; raw-minmax keeps its relatively strongest place
+    assert seed_maps(fused, [2], "max").max() == 0
+    torch.testing.assert_close(seed_maps(fused, [2], "raw-minmax"), torch.tensor([[[0.0, 2 / 3, 1.0]]]), atol=1e-4, rtol=0)
+    assert seed_maps(torch.ones(1, 2, 2), [1], "minmax").max() == 0  # a constant map: nothing stands out
+    with pytest.raises(ValueError, match="unknown normalisation"):
+        seed_maps(fused, [1], "softmax")
+    # raw-minmax fuses the views as they are (no ReLU): a negative view lowers the sum
+    views = [torch.tensor([[[1.0, 0.0]]]), torch.tensor([[[-3.0, 0.0]]])]
+    assert fuse_views(views, [False, False], (1, 2), relu=False)[0, 0, 0] == -2.0
+    assert fuse_views(views, [False, False], (1, 2))[0, 0, 0] == 1.0
+
+
 def test_identity_affinity_leaves_cams_unchanged():
     cams = torch.rand(2, 3, 4, 5)
     eye = torch.eye(20).expand(2, 20, 20)
@@ -88,7 +104,8 @@ def test_round_trip_keys_shapes_manifest_overlays(ckpt, synth_root, tmp_path):
     ds = load_dataset("voc", synth_root, "val")
     with SeedReader(path) as r:
         assert r.ids() == [x.id for x in ds.records]
-        assert r.attrs["config"]["refine"] == "patch-affinity"
+        assert r.attrs["config"]["refine"] == "none"  # auto: a transformer from scratch (no train_config says otherwise)
+        assert r.attrs["config"]["normalise"] == "max"
         zero_peaks = 0
         for rec in ds.records:
             e = r.read(rec.id)
@@ -222,11 +239,15 @@ def test_auto_refine_and_source_follow_what_the_classifier_supports():
     vit = build_classifier({"backbone": "deit_t", "num_classes": 3, "img_size": 32})
     mct = build_classifier({"backbone": "deit_t", "num_classes": 3, "mapping": "mct", "img_size": 32})
     cnn = build_classifier({"backbone": "efficientnet_lite0", "num_classes": 3, "img_size": 32})
-    assert resolve_options(vit) == ("patch-affinity", "cam") and resolve_options(cnn) == ("none", "cam")
-    assert resolve_options(mct) == ("patch-affinity", "attn") and resolve_options(mct, "none", "cam") == ("none", "cam")
+    # patch affinity only for a transformer trained from ImageNet weights (the seed-step study: from
+    # scratch its attention flattens the maps)
+    assert resolve_options(vit) == ("none", "cam") and resolve_options(vit, pretrained=True) == ("patch-affinity", "cam")
+    assert resolve_options(cnn) == ("none", "cam") and resolve_options(cnn, pretrained=True) == ("none", "cam")
+    assert resolve_options(mct, pretrained=True) == ("patch-affinity", "attn") and resolve_options(mct, "none", "cam") == ("none", "cam")
+    assert resolve_options(mct) == ("none", "attn")
     for net, refine, source, layers, message in [
         (vit, "auto", "attn", 12, "--source attn needs an mct checkpoint"),
-        (vit, "auto", "auto", 13, "--affinity-layers 13: deit_t has only 12 layers"),
+        (vit, "patch-affinity", "auto", 13, "--affinity-layers 13: deit_t has only 12 layers"),
         (cnn, "patch-affinity", "auto", 1, "--refine patch-affinity needs a transformer classifier"),
         (vit, "crf", "auto", 1, "unknown --refine 'crf'"),
         (vit, "auto", "grad", 1, "unknown --source 'grad'"),
@@ -280,3 +301,23 @@ def test_empty_seeds_are_counted_across_a_resume_warned_and_shown_by_evaluate(si
     assert res.exit_code == 0, res.output
     assert json.loads((tmp_path / "m.json").read_text())["empty_seeds"] == {"maps": empty[0], "pairs": pairs, "images": empty[1]}
     assert (f"empty seeds: {pairs} of {pairs} present-class seed maps are all zero" in res.output) == (sign < 0)
+
+
+@pytest.mark.parametrize("pretrained, refine, normalise", [(False, "none", "max"), (True, "patch-affinity", "minmax")])
+def test_auto_seed_step_is_said_and_recorded(pretrained, refine, normalise, synth_root, tmp_path, capsys):
+    """--refine / --normalise auto follow how the classifier was trained (its checkpoint's train_config),
+    and the choice and its reason are printed and recorded in the manifest and the store's config."""
+    torch.manual_seed(0)
+    net = build_classifier({"backbone": "deit_t", "num_classes": 6, "mapping": "cm", "img_size": 32})
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint(path, {"format": "usage-cls-checkpoint", "version": "1.0.0", "model": net.state_dict(), "model_config": net.model_config,
+                           "seed_network": "student", "train_config": {"pretrained": pretrained, "weights": None}})  # fmt: skip
+    cfg = GenSeedsConfig(ckpt=path, dataset="voc", root=synth_root, split="val", out=tmp_path / "s", scales=(1.0,), workers=0, overlays=0, device="cpu")
+    store = run(cfg)
+    m = json.loads((tmp_path / "s" / "manifest.json").read_text())
+    assert (m["seed_step"]["refine"], m["seed_step"]["normalise"]) == (refine, normalise)
+    rule = m["seed_step"]["refine_rule"]
+    assert ("ImageNet weights" in rule) == pretrained and ("from scratch" in rule) == (not pretrained)
+    with SeedReader(store) as r:
+        assert (r.attrs["config"]["refine"], r.attrs["config"]["normalise"]) == (refine, normalise)
+    assert f"--refine {refine} (" in capsys.readouterr().err

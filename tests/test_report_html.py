@@ -209,7 +209,7 @@ def test_bad_input_is_one_line_exit_2(run_dir, tmp_path):
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "keep.txt").write_text("mine")
     res = runner.invoke(app, ["report", str(run_dir), "--html", str(tmp_path / "other")])
-    assert res.exit_code == 2 and "not a report folder" in res.output and (tmp_path / "other" / "keep.txt").exists()
+    assert res.exit_code == 2 and "not a report folder" in res.output and (tmp_path / "other" / "keep.txt").exists(), res.output
 
 
 def test_without_matplotlib_html_names_the_extra(run_dir, tmp_path, monkeypatch):

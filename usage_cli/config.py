@@ -73,7 +73,8 @@ def runtime_options(cfg) -> tuple[str, ...]:
 
 def merge_config(cfg: C, data: dict[str, Any], given: set[str] | frozenset[str] = frozenset(), source: str = "config") -> C:
     """``cfg`` with the values of ``data`` (type-checked) for every option not in ``given``; run-time
-    options are flat keys (``device: cpu``), as --print-config prints them."""
+    options are flat keys (``device: cpu``), as --print-config prints them. Every value is type-checked,
+    also those a flag overrides: a bad value in the file is an error, never silently ignored."""
     names = option_names(cfg)
     unknown = sorted(set(data) - set(names))
     if unknown:
@@ -81,7 +82,8 @@ def merge_config(cfg: C, data: dict[str, Any], given: set[str] | frozenset[str] 
         hint = f" (did you mean {', '.join(sorted(near))}?)" if near else "; the keys are those --print-config prints"
         raise ConfigError(f"{source}: unknown option(s) {', '.join(unknown)}{hint}")
     hints = {**typing.get_type_hints(Runtime), **typing.get_type_hints(type(cfg))}
-    values = {k: _coerce(k, v, hints[k], source) for k, v in data.items() if k not in given}
+    values = {k: _coerce(k, v, hints[k], source) for k, v in data.items()}
+    values = {k: v for k, v in values.items() if k not in given}
     run = {k: values.pop(k) for k in list(values) if k in runtime_options(cfg)}
     if run:
         values["runtime"] = dataclasses.replace(cfg.runtime, **run)

@@ -49,7 +49,7 @@ OPTIONS: dict[str, tuple[str, ...]] = {
     "psa-walk": ("device", "amp", "timeout", "force", "quiet"),
     "train-seg": FIELDS,
     "predict-seg": ("device", "amp", "timeout", "workers", "force", "quiet"),
-    "evaluate": ("workers", "quiet"),
+    "evaluate": ("workers", "force", "quiet"),
 }
 
 

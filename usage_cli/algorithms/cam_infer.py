@@ -45,12 +45,31 @@ class CamInference:
     normalise: str = "max"  # how the views are fused (ReLU'd or not) for fuse.seed_maps; see fuse.NORMALISE
 
 
-def resolve_options(net, refine: str = "auto", source: str = "auto", affinity_layers: int = 12) -> tuple[str, str]:
-    """``--refine`` / ``--source`` with ``auto`` replaced by what the classifier supports (patch
-    affinity for transformers; the mapping's first seed source); an impossible choice is a ConfigError."""
+def auto_refine(family: str, pretrained: bool) -> tuple[str, str]:
+    """``--refine auto``: the refinement the seed-step study supports for this classifier, and why
+    (docs/results.md, "The seed step")."""
+    if family != "transformer":
+        return "none", "a CNN has no attention to refine with"
+    if pretrained:
+        return "patch-affinity", "a transformer with ImageNet weights: MCTformer's patch affinity from its attention (the paper's setting)"
+    return "none", ("a transformer trained from scratch: its attention is diffuse, and propagating the maps along it "
+                    "flattens them (the seed-step study: seeds lose 8-9 mIoU with it)")  # fmt: skip
+
+
+def auto_normalise(refine: str) -> tuple[str, str]:
+    """``--normalise auto`` for a resolved refinement, and why."""
+    if refine == "patch-affinity":
+        return "minmax", "refined maps have a raised floor everywhere: min-max, as MCTformer's seed export"
+    return "max", "ReLU'd maps whose floor is 0: divided by the maximum, as PSA and IRN"
+
+
+def resolve_options(net, refine: str = "auto", source: str = "auto", affinity_layers: int = 12, pretrained: bool = False) -> tuple[str, str]:
+    """``--refine`` / ``--source`` with ``auto`` replaced by what the classifier supports and the study
+    supports (:func:`auto_refine`; the mapping's first seed source); an impossible choice is a ConfigError.
+    ``pretrained``: the classifier was trained from ImageNet weights."""
     backbone = net.model_config["backbone"]
     if refine == "auto":
-        refine = "patch-affinity" if net.family == "transformer" else "none"
+        refine = auto_refine(net.family, pretrained)[0]
     if refine not in REFINES:
         raise ConfigError(f"unknown --refine '{refine}'; choose patch-affinity, none or auto")
     if refine == "patch-affinity" and net.family != "transformer":
@@ -65,6 +84,18 @@ def resolve_options(net, refine: str = "auto", source: str = "auto", affinity_la
     if chosen not in sources:
         raise ConfigError(f"--source {chosen} needs an mct checkpoint (class tokens), not mapping '{net.mapping}'")
     return refine, chosen
+
+
+def resolve_seed_step(net, train_config: dict, refine: str, source: str, normalise: str, affinity_layers: int) -> dict:
+    """``--refine`` / ``--source`` / ``--normalise`` with ``auto`` resolved for this classifier (its
+    checkpoint's ``train_config`` says whether it started from ImageNet weights), and why."""
+    pretrained = bool(train_config.get("pretrained") or train_config.get("weights"))
+    refine_r, source_r = resolve_options(net, refine, source, affinity_layers, pretrained=pretrained)
+    step = {"refine": refine_r, "source": source_r, "classifier_pretrained": pretrained}
+    step["normalise"] = auto_normalise(refine_r)[0] if normalise == "auto" else normalise
+    step["refine_rule"] = auto_refine(net.family, pretrained)[1] if refine == "auto" else "set by --refine"
+    step["normalise_rule"] = auto_normalise(refine_r)[1] if normalise == "auto" else "set by --normalise"
+    return step
 
 
 def views_per_forward(net, size: tuple[int, int], opts: CamInference, device: torch.device | None = None) -> int:

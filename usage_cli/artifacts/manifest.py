@@ -99,12 +99,18 @@ def build_manifest(
     extra: dict[str, Any] | None = None,
     paths: dict[str, str] | None = None,
     unpinned_ok: bool = False,
+    data: dict[str, Any] | None = None,
+    files: list[str] | None = None,
 ) -> dict[str, Any]:
     """The manifest of a stage output. ``config`` keeps paths as given (its hash decides resuming, so a
     moved folder still resumes); each input also gets its ``resolved`` absolute path, and ``paths``
     (see :func:`config_paths`) records where the config's relative paths pointed. ``unpinned_ok``: a
-    folder input without a manifest (PNGs made by hand) is recorded with ``sha256`` null, not refused."""
+    folder input without a manifest (PNGs made by hand) is recorded with ``sha256`` null, not refused.
+    ``data``: the identity of the split the artifact was made from (``data.identity``: root, split,
+    class names, fingerprint), which its consumers compare with theirs; ``files``: what the stage wrote
+    into its folder (``outdir.owned_files``) — the only files a later run there removes or replaces."""
     inputs = inputs or {}
+    extra = {**(extra or {}), **({"data": data} if data is not None else {}), **({"files": files} if files is not None else {})}
     return {
         "manifest_version": MANIFEST_VERSION,
         "stage": stage,
@@ -119,7 +125,7 @@ def build_manifest(
         },
         "paths": paths or {},
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        **(extra or {}),
+        **extra,
     }
 
 

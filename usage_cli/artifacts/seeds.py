@@ -3,7 +3,9 @@
 Layout::
 
     seeds.h5                      attrs: encoding-type, encoding-version, producer, complete,
-                                         num_classes, class_names, stride, config, config_hash
+                                         num_classes, class_names, stride, config, config_hash,
+                                         bg_threshold, bg_threshold_rule (optional: the cut
+                                         gen-seeds chose without ground truth)
       /<image id>/                attrs: done = 1 (set last)
           keys   int16 [n]        mask label values (1..K) of the present classes
           cam    float16 [n,H,W]  one map per key, in [0, 1]
@@ -11,7 +13,9 @@ Layout::
 
 The file is built under ``<name>.partial`` and renamed to its final name only when every image
 is written (``complete`` = True), so an interrupted run never leaves a file that reads as
-complete. The partial file is resumable: groups without ``done`` are rewritten.
+complete. The partial file is resumable: groups without ``done`` are rewritten; one of another config
+or data set (root attribute ``data``, compared by its fingerprint) is refused, and one HDF5 cannot
+open is discarded with a warning.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import numpy as np
 
 from usage_cli import __version__
 from usage_cli.errors import ArtifactError
+from usage_cli.progress import log
 
 ENCODING_TYPE = "usage-seeds"
 ENCODING_VERSION = "1.0.0"
@@ -73,6 +78,27 @@ class SeedEntry:
         return self.keys[~positive.any(axis=(1, 2))]
 
 
+def _reason(e: OSError) -> str:
+    """The first line of an HDF5 error, without its C call stack."""
+    return str(e).splitlines()[0] if str(e) else type(e).__name__
+
+
+def _fingerprint(value: Any) -> Any:
+    """An attribute as compared on resume: the ``data`` JSON by its fingerprint, anything else as is."""
+    if isinstance(value, bytes):
+        value = value.decode()
+    if isinstance(value, str) and value.startswith("{"):
+        try:
+            return json.loads(value).get("fingerprint", value)
+        except (json.JSONDecodeError, AttributeError):
+            return value
+    return value
+
+
+def _entry(g: Any) -> SeedEntry:
+    return SeedEntry(keys=g["keys"][()].astype(np.int64), cam=g["cam"][()], size=tuple(int(v) for v in g["size"][()]))
+
+
 def _check_version(path: Path, attrs: Any) -> None:
     etype = attrs.get("encoding-type")
     version = str(attrs.get("encoding-version", "?"))
@@ -101,16 +127,19 @@ class SeedWriter:
         if resume and self.partial.exists():
             try:
                 f = h5py.File(self.partial, "a")
-            except OSError:
-                self.partial.unlink()  # corrupt partial file: not trusted, start over
+            except OSError as e:  # corrupt partial file (a run killed while HDF5 wrote it): not trusted, start over
+                log(f"[yellow]warning: {self.partial}: the unfinished seed store here is unreadable ({_reason(e)}); "
+                    f"it is discarded and every image is computed again[/]")  # fmt: skip
+                self.partial.unlink()
             else:
-                old = f.attrs.get("config_hash")
-                if old is not None and "config_hash" in attrs and old != attrs["config_hash"]:
-                    f.close()
-                    raise ArtifactError(
-                        f"{self.partial}: an unfinished run with another config is here; "
-                        f"rerun with the same options or pass --force to start over"
-                    )
+                for key, what in (("config_hash", "another config"), ("data", "another data set")):
+                    old = f.attrs.get(key)
+                    if old is not None and key in attrs and _fingerprint(old) != _fingerprint(attrs[key]):
+                        f.close()
+                        raise ArtifactError(
+                            f"{self.partial}: an unfinished run with {what} is here; "
+                            f"rerun with the same options or pass --force to start over"
+                        )
                 self._file = f
         elif self.partial.exists():
             self.partial.unlink()
@@ -126,6 +155,12 @@ class SeedWriter:
 
     def done_ids(self) -> set[str]:
         return {_image_id(k) for k, g in self._file.items() if g.attrs.get("done", 0) == 1}
+
+    def entries(self) -> Iterable[SeedEntry]:
+        """Every finished image's entry, as written so far (for statistics before :meth:`commit`)."""
+        for g in self._file.values():
+            if g.attrs.get("done", 0) == 1:
+                yield _entry(g)
 
     def write(self, image_id: str, keys: Iterable[int], cam: np.ndarray, size: tuple[int, int]) -> None:
         keys = np.asarray(list(keys), dtype=np.int16)
@@ -156,8 +191,10 @@ class SeedWriter:
     def flush(self) -> None:
         self._file.flush()
 
-    def commit(self) -> Path:
-        """Mark complete, close and rename onto the final path."""
+    def commit(self, attrs: dict[str, Any] | None = None) -> Path:
+        """Set ``attrs`` (figures of the finished store), mark complete, close and rename onto the final path."""
+        for k, v in (attrs or {}).items():
+            self._file.attrs[k] = json.dumps(v, sort_keys=True) if isinstance(v, dict | list) else v
         self._file.attrs["complete"] = True
         self._file.close()
         self._file = None
@@ -224,8 +261,7 @@ class SeedReader:
         name = _group_name(image_id)
         if name not in self._file:
             raise ArtifactError(f"{self.path}: no seeds for image '{image_id}'")
-        g = self._file[name]
-        return SeedEntry(keys=g["keys"][()].astype(np.int64), cam=g["cam"][()], size=tuple(int(v) for v in g["size"][()]))
+        return _entry(self._file[name])
 
     def close(self) -> None:
         self._file.close()

@@ -33,9 +33,10 @@ from usage_cli.artifacts.manifest import (
     sha256_file,
     write_manifest,
 )
-from usage_cli.artifacts.outdir import claim_out, finish_png_folder
+from usage_cli.artifacts.outdir import claim_out, finish_png_folder, holds_out_lock, owned_files
 from usage_cli.artifacts.seeds import SeedReader
 from usage_cli.data import DataSpec
+from usage_cli.data.identity import check_pairing, identity, recorded_data
 from usage_cli.engine.distributed import (
     barrier,
     check_device,
@@ -135,6 +136,7 @@ def steps(cfg: RefinePsaConfig) -> tuple[psa_labels.PsaLabelsConfig, train_aff.T
     return labels, aff, walk
 
 
+@holds_out_lock
 def run(cfg: RefinePsaConfig) -> dict:
     """Run the three steps; returns {"images", "out", "affinity", "trained"}."""
     # 1. options, networks and inputs, checked before any work; the output folder
@@ -151,7 +153,10 @@ def run(cfg: RefinePsaConfig) -> dict:
     out = claim_out(cfg.out, STAGE, config, ("*.png",), force=rt.force)
     info = init_distributed(rt.device, rt.timeout)
     walk_ds = DataSpec.of(walk_cfg).load()
+    data = identity(walk_ds, walk_cfg.split_file)  # reads the image headers
     with SeedReader(cfg.seeds) as reader:  # a missing or incomplete store is an error naming gen-seeds
+        # the seeds were made from this data set (before the per-image checks: it names the cause)
+        pairing = check_pairing(cfg.seeds, recorded_data(reader.attrs), walk_ds, force=rt.force, ids=reader.ids(), use="refine them")
         check_seeds_cover(reader, cfg.seeds, walk_ds)
     seeds_sha = sha256_file(cfg.seeds)
     # 2. confident labels and AffinityNet, each unless its folder already holds it
@@ -172,8 +177,9 @@ def run(cfg: RefinePsaConfig) -> dict:
             STAGE, config, inputs={"seeds": cfg.seeds, **({"affinity": aff_path} if cfg.affinity else {})},
             format_version=FOLDER_VERSION,
             extra={"images": len(walk_ds), "split": walk_ds.split, "class_names": list(walk_ds.meta.class_names),
-                   "affinity": str(aff_path), "affinity_sha256": key["affinity_sha256"], "affinity_trained_now": trained},
-            paths=config_paths(cfg),
+                   "affinity": str(aff_path), "affinity_sha256": key["affinity_sha256"], "affinity_trained_now": trained,
+                   **({"pairing": pairing} if pairing and pairing["forced"] else {})},
+            paths=config_paths(cfg), data=data, files=owned_files(out, ("*.png", aff_checkpoint.FILENAME, AFFINITY_TRAIN, CONFIDENT)),
         )  # fmt: skip
         write_manifest(out, manifest)
         finish_png_folder(out, stage=STAGE)

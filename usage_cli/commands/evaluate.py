@@ -12,7 +12,10 @@ from usage_cli.config import ConfigFile, PrintConfig
 from usage_cli.runtime import DEFAULTS, Runtime
 
 
-@runtime_options("evaluate", workers="Worker processes for decoding and counting.", quiet="Print only the summary line.")
+@runtime_options(
+    "evaluate", workers="Worker processes for decoding and counting.", quiet="Print only the summary line.",
+    force="Score a prediction made from another data set than the one given (same ids, other images or labels); the metrics record it.",
+)
 def command(
     ctx: typer.Context,
     pred: Annotated[Path | None, typer.Option(help="Folder of label PNGs (<id>.png) or a seeds.h5 file. Required (here or in --config).")] = None,

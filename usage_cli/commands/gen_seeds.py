@@ -27,15 +27,16 @@ def command(
     classes: Classes = None,
     scales: Annotated[str, typer.Option(help="Comma-separated input scales.")] = "1.0,0.5,1.5,2.0",
     flip: Annotated[bool, typer.Option(help="Add horizontally flipped views.")] = True,
-    refine: Annotated[str, typer.Option(help="patch-affinity | none | auto (patch-affinity for transformers).")] = "auto",
-    normalise: Annotated[str, typer.Option(help="max (ReLU views, sum, / max) | minmax (ReLU views, sum, min-max) | raw-minmax (sum, min-max: no empty seeds).")] = "max",
+    refine: Annotated[str, typer.Option(help="patch-affinity | none | auto (patch-affinity for a transformer trained from ImageNet weights, none otherwise).")] = "auto",
+    normalise: Annotated[str, typer.Option(help="max (ReLU views, sum, / max) | minmax (ReLU views, sum, min-max) | raw-minmax (sum, min-max: no empty seeds) | auto (minmax after patch affinity, else max).")] = "auto",
+    bg_threshold: Annotated[str, typer.Option(help="The seeds' foreground/background cut, computed from the seed maps alone (no ground truth) and recorded in the store for refine-psa and evaluate: auto | otsu | mean | a number in [0, 1].")] = "auto",
     affinity_layers: Annotated[int, typer.Option(help="Layers summed for the patch affinity.")] = 12,
     source: Annotated[str, typer.Option(help="cam | attn (class-to-patch attention x CAM, mct) | auto.")] = "auto",
     attn_budget_gb: Annotated[float, typer.Option(help="GPU: GiB of attention maps kept per forward (patch affinity, mct); larger batches are split.")] = 2.0,
     batch_size: Annotated[int, typer.Option(help="Images of one size batched together (on a GPU: per forward pass; the CPU runs one view at a time, faster there).")] = 8,
     runtime: Runtime = DEFAULTS,
     overlays: Annotated[int, typer.Option(help="Write overlay PNGs for this many images.")] = 8,
-    overlay_threshold: Annotated[float, typer.Option(help="Background threshold of the overlays' seed column.")] = 0.3,
+    overlay_threshold: Annotated[float | None, typer.Option(help="Background threshold of the overlays' seed column (default: the store's --bg-threshold).")] = None,
     config: ConfigFile = None,
     print_config: PrintConfig = False,
 ) -> None:
@@ -51,7 +52,7 @@ def command(
         raise ConfigError(f"--scales must be comma-separated numbers, got '{scales}'") from e
     cfg = GenSeedsConfig(
         ckpt=ckpt, dataset=dataset, root=root, split=split, out=out, split_file=split_file, classes_file=classes,
-        scales=scale_list, flip=flip, refine=refine, normalise=normalise, affinity_layers=affinity_layers, source=source, attn_budget_gb=attn_budget_gb, batch_size=batch_size,
+        scales=scale_list, flip=flip, refine=refine, normalise=normalise, bg_threshold=bg_threshold, affinity_layers=affinity_layers, source=source, attn_budget_gb=attn_budget_gb, batch_size=batch_size,
         runtime=runtime, overlays=overlays, overlay_threshold=overlay_threshold,
     )  # fmt: skip
     cfg = apply_cli_config(ctx, cfg, config, print_config)

@@ -23,7 +23,7 @@ from usage_cli.runtime import DEFAULTS, Runtime
 @runtime_options(
     "refine-psa", workers="CRF and data-loading worker processes.",
     resume="Continue AffinityNet training from <out>/affinity-train/last.pt.",
-    force="Replace a finished or unfinished run of other options in OUT (the masks; confident/ and affinity-train/ are kept while their own manifests match).",
+    force="Replace a finished or unfinished run of other options in OUT (the masks; confident/ and affinity-train/ are kept while their own manifests match); also refine seeds made from another data set than the one given (recorded in the manifest).",
 )  # fmt: skip
 def command(
     ctx: typer.Context,

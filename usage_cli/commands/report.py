@@ -23,9 +23,12 @@ def command(
         list[str] | None,
         typer.Option("--ids", help="Gallery images to show instead (comma-separated and/or repeated)."),
     ] = None,
+    force: Annotated[
+        bool, typer.Option(help="With --html: draw an artifact over the data set found even when it was made from another one (noted on the page).")
+    ] = False,
 ) -> None:
     """Print seed / mask / segmentation metrics of several runs as one table, optionally as an HTML page."""
     from usage_cli.stages.report import ReportConfig, run
 
     wanted = tuple(i.strip() for arg in ids or () for i in arg.split(",") if i.strip())
-    run(ReportConfig(metrics=tuple(metrics), out=out, html=html, gallery=gallery, ids=wanted))
+    run(ReportConfig(metrics=tuple(metrics), out=out, html=html, gallery=gallery, ids=wanted, force=force))

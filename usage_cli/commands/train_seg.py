@@ -19,7 +19,10 @@ from usage_cli.config import ConfigFile, PrintConfig
 from usage_cli.runtime import DEFAULTS, Runtime
 
 
-@runtime_options("train-seg", workers="Data-loading worker processes.")
+@runtime_options(
+    "train-seg", workers="Data-loading worker processes.",
+    force="Replace a finished or unfinished run of other options in OUT; also train on masks made from another data set than the one given (recorded in the manifest).",
+)  # fmt: skip
 def command(
     ctx: typer.Context,
     masks: Annotated[Path | None, typer.Option(help="Folder of pseudo-mask PNGs with a manifest (from `usage refine-psa`). Required (here or in --config).")] = None,

@@ -112,12 +112,13 @@ def load(
     cls = load_cls_labels(cls_files[0], len(names)) if cls_files else None
     records = []
     for i in ids:
-        img = images.get(i)
+        img, mask = images.get(i), masks.get(i)
         if img is None:
             if require_images:
                 raise DatasetError(f"{(img_dir or root) / (i + '.jpg')}: image not found (listed in the '{split}' split)")
+            if mask is None:  # nothing of this id exists: say so, not that its label is missing
+                raise DatasetError(f"{(img_dir or root) / (i + '.jpg')}: image not found, nor a mask in {mask_dir or root} (id '{i}', listed in the '{split}' split)")
             img = (img_dir or root) / f"{i}.jpg"
-        mask = masks.get(i)
         if cls is not None and i in cls:
             labels = cls[i]
         elif mask is not None:

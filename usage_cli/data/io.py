@@ -10,13 +10,25 @@ from PIL import Image, UnidentifiedImageError
 from usage_cli.errors import DatasetError
 
 
+def check_image_mode(path: str | Path, mode: str) -> None:
+    """Refuse an image that 8-bit RGB conversion would clip: 16- and 32-bit integer ("I;16", "I") and
+    float ("F") modes (PIL clips every value above 255 to white)."""
+    if mode.startswith("I") or mode == "F":
+        depth = "16-bit" if "16" in mode else ("float" if mode == "F" else "32-bit")
+        raise DatasetError(
+            f"{path}: {depth} image (mode {mode}); reading it as 8-bit RGB would clip its values — convert it to "
+            f"8-bit RGB first"
+        )
+
+
 def read_image(path: str | Path) -> np.ndarray:
-    """An RGB image as HxWx3 uint8."""
+    """An RGB image as HxWx3 uint8 (an image of a mode that conversion would clip is refused)."""
     p = Path(path)
     if not p.exists():
         raise DatasetError(f"{p}: image not found")
     try:
         with Image.open(p) as img:
+            check_image_mode(p, img.mode)
             img.load()
             return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:

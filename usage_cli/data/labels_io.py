@@ -22,14 +22,22 @@ CLS_LABELS_JSON_VERSION = "1.0.0"
 
 
 def read_split_file(path: Path) -> list[str]:
-    """Ids of a split list: bare ids (IRN/MCTformer) or PSA/SEAM pairs (`/JPEGImages/X.jpg /Seg.../X.png`)."""
-    ids = []
-    for line in Path(path).read_text().splitlines():
+    """Ids of a split list: bare ids (IRN/MCTformer) or PSA/SEAM pairs (`/JPEGImages/X.jpg /Seg.../X.png`).
+
+    An id listed twice is an error naming both lines: every count (images scored, seeds written) is per
+    image, and a repeated id would be counted twice."""
+    ids: list[str] = []
+    seen: dict[str, int] = {}
+    for number, line in enumerate(Path(path).read_text().splitlines(), 1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
         first = line.split()[0]
-        ids.append(Path(first).stem if ("/" in first or "." in Path(first).name[-5:]) else first)
+        image_id = Path(first).stem if ("/" in first or "." in Path(first).name[-5:]) else first
+        if image_id in seen:
+            raise DatasetError(f"{path}: id '{image_id}' is listed twice (lines {seen[image_id]} and {number}); list each image once")
+        seen[image_id] = number
+        ids.append(image_id)
     if not ids:
         raise DatasetError(f"{path}: split file lists no ids")
     return ids
@@ -140,7 +148,13 @@ def load_cls_labels(path: Path, num_classes: int) -> dict[str, tuple[int, ...]]:
         n = len(table[bad]) if hasattr(table[bad], "__len__") else 1
         raise DatasetError(f"{path}: the label vector of '{bad}' has {n} entries but the dataset has {num_classes} classes (check the file, classes.txt / --classes)")
     mat = np.stack(rows) if rows else np.zeros((0, num_classes), np.float32)
-    rows, cols = np.nonzero(mat > 0.5)
+    outside = ~np.isin(mat, (0.0, 1.0))  # 2, -1, 0.7 and NaN alike: never guessed as present or absent
+    if outside.any():
+        r, c = (int(v[0]) for v in np.nonzero(outside))
+        raise DatasetError(
+            f"{path}: the label vector of '{ids[r]}' holds {mat[r, c]:g} (class {c + 1}); label vectors hold 0 (absent) or 1 (present)"
+        )
+    rows, cols = np.nonzero(mat == 1.0)
     out: dict[str, list[int]] = {str(i): [] for i in ids}
     for r, c in zip(rows.tolist(), cols.tolist(), strict=True):
         out[str(ids[r])].append(c + 1)

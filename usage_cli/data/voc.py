@@ -99,12 +99,14 @@ def load(
     class_index = {n: i + 1 for i, n in enumerate(names)}
     records = []
     for i in sorted(ids):
-        img = image_files.get(i)
+        img, mask = image_files.get(i), mask_files.get(i)
         if img is None:
             if require_images:
                 raise DatasetError(f"{images / (i + '.jpg')}: image not found (listed in the '{split}' split)")
+            if mask is None:  # nothing of this id exists: say so, not that its label is missing
+                where = mask_dir or vdir / "SegmentationClass"
+                raise DatasetError(f"{images / (i + '.jpg')}: image not found, nor a mask in {where} (id '{i}', listed in the '{split}' split)")
             img = images / f"{i}.jpg"
-        mask = mask_files.get(i)
         if cls is not None and i in cls:
             labels = cls[i]
         elif (vdir / "Annotations" / f"{i}.xml").exists():

@@ -25,7 +25,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from usage_cli.artifacts.manifest import read_manifest
+from usage_cli.artifacts.seeds import SeedReader
 from usage_cli.data import DataSpec
+from usage_cli.data.identity import check_pairing, recorded_data
 from usage_cli.data.records import Dataset
 from usage_cli.errors import ArtifactError, UsageError
 
@@ -251,6 +253,36 @@ def open_datasets(by_split: dict[str, list[Entry]]) -> tuple[dict[str, Dataset],
         except UsageError as e:
             notes.append(f"{split}: dataset not readable ({e}): no gallery")
     return datasets, notes
+
+
+def check_datasets(by_split: dict[str, list[Entry]], datasets: dict[str, Dataset], force: bool) -> list[str]:
+    """Every entry drawn over a split's data set was made (or scored) on that data set: its recorded
+    fingerprint (the metrics file's ``data``, else the artifact manifest's) against the data set the
+    gallery shows. A mismatch is one line naming both, or with ``force`` a note on the page."""
+    notes = []
+    for split, ds in datasets.items():
+        for e in by_split[split]:
+            if recorded_data(e.metrics) is not None:  # the scored split: the metrics' ids
+                recorded, ids = recorded_data(e.metrics), set(e.metrics.get("per_image") or ()) or None
+            else:  # the split the artifact was made from: the artifact's ids
+                recorded, ids = recorded_data(e.manifest), _artifact_ids(e.artifact)
+            pairing = check_pairing(e.metrics_path or e.artifact or e.name, recorded, ds, force=force, ids=ids, use="show it")
+            if pairing is not None and pairing["forced"]:
+                notes.append(f"{split}: {e.name} was made from {recorded.get('root')} split '{recorded.get('split')}', not from the data set shown (--force)")
+    return notes
+
+
+def _artifact_ids(artifact: Path | None) -> set[str] | None:
+    """The image ids of a seed store or a folder of label PNGs."""
+    if artifact is None:
+        return None
+    if artifact.is_dir():
+        return {p.stem for p in artifact.glob("*.png")}
+    try:
+        with SeedReader(artifact) as r:
+            return set(r.ids())
+    except UsageError:
+        return None
 
 
 def sample_key(image_id: str) -> str:

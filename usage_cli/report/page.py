@@ -99,17 +99,41 @@ def render_page(
     return "\n".join(parts) + "\n"
 
 
+def no_gt_scores(rows: list[dict]) -> list[tuple[float | None, float | None]]:
+    """Per row: the mIoU a user without ground truth gets (a seed store at its own threshold, label
+    maps as they are; None for a store without one) and its gain over the previous row of the same
+    split (the stage before it, in the order the rows are given)."""
+    out, last = [], {}
+    for r in rows:
+        if r["threshold"] is None:
+            score = r["miou"]
+        else:
+            score = (r.get("pipeline") or {}).get("miou")
+        prev = last.get(r["split"])
+        out.append((score, None if score is None or prev is None else score - prev))
+        if score is not None:
+            last[r["split"]] = score
+    return out
+
+
 def _metrics_table(rows: list[dict]) -> str:
     if not rows:
         return '<h2 id="metrics">Metrics</h2><p class="sub">No metrics files: nothing here was scored against ground truth.</p>'
     with_empty = any(r.get("empty_seeds") for r in rows)
-    head = ["artifact", "split", "images", "mIoU %", "FPR %", "FNR %", "bg thr"] + (["empty seeds"] if with_empty else [])
+    with_auto = any(r.get("pipeline") for r in rows)
+    head = ["artifact", "split", "images", "mIoU %", "FPR %", "FNR %", "bg thr"]
+    head += (["no-GT thr", "no-GT mIoU %", "gain"] if with_auto else []) + (["empty seeds"] if with_empty else [])
     out = ['<h2 id="metrics">Metrics</h2><table><tr>' + "".join(f"<th>{escape(h)}</th>" for h in head) + "</tr>"]
-    for r in rows:
+    for r, (score, gain) in zip(rows, no_gt_scores(rows), strict=True):
         thr = "" if r.get("threshold") is None else f"{r['threshold']:.2f}"
         cells = [f"<td>{escape(r['name'])}</td>", f"<td>{escape(str(r['split']))}</td>", f'<td class="num">{r.get("num_images") or ""}</td>']
         cells += [f'<td class="num">{_pct(r[k])}</td>' for k in ("miou", "fpr", "fnr")]
         cells.append(f'<td class="num">{thr}</td>')
+        if with_auto:
+            auto = (r.get("pipeline") or {}).get("threshold")
+            cells.append(f'<td class="num">{"" if auto is None else f"{auto:.2f}"}</td>')
+            cells.append(f'<td class="num">{"" if score is None else _pct(score)}</td>')
+            cells.append(f'<td class="num{" warn" if gain is not None and gain < 0 else ""}">{"" if gain is None else f"{gain:+.1f}"}</td>')
         if with_empty:
             e = r.get("empty_seeds")
             text = f"{e['maps']}/{e['pairs']}" if e else ""
@@ -117,7 +141,9 @@ def _metrics_table(rows: list[dict]) -> str:
         out.append("<tr>" + "".join(cells) + "</tr>")
     out.append("</table>")
     out.append('<p class="sub">IoU + FPR + FNR = 100 per class (FP and FN over the union); means over the classes present, '
-               "background included. Seeds: at the background threshold shown.</p>")  # fmt: skip
+               "background included. Seeds: at the background threshold shown (the best of the sweep, tuned on this "
+               "split's labelled masks). No-GT: what a user without labelled masks gets: a seed store at the threshold "
+               "gen-seeds chose from its own maps, label maps as they are; gain: over the row above of the same split.</p>")  # fmt: skip
     return "\n".join(out)
 
 

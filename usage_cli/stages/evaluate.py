@@ -19,11 +19,12 @@ import numpy as np
 
 from usage_cli.artifacts.compat import check_class_names
 from usage_cli.artifacts.labels import folder_class_names, label_ids
-from usage_cli.artifacts.manifest import build_manifest, config_paths, run_config
+from usage_cli.artifacts.manifest import build_manifest, config_paths, read_manifest, run_config
 from usage_cli.artifacts.metrics_file import write_metrics
-from usage_cli.artifacts.outdir import check_writable_file
+from usage_cli.artifacts.outdir import check_replaceable_file
 from usage_cli.artifacts.seeds import SeedReader, is_seed_store
 from usage_cli.data import DataSpec
+from usage_cli.data.identity import check_pairing, identity, recorded_data
 from usage_cli.errors import ArtifactError, ConfigError, check_options
 from usage_cli.metrics.confusion import metrics_from_confusion
 from usage_cli.metrics.scoring import ScoreJob, score_chunk
@@ -49,7 +50,7 @@ class EvaluateConfig:
     bg_threshold: float | None = None
     bg_power: float | None = None
     allow_missing: bool = False
-    runtime: Runtime = Runtime()  # workers, quiet
+    runtime: Runtime = Runtime()  # workers, quiet, force (score a prediction made from another data set; recorded in the output)
 
 
 def _class_names(pred: Path, kind: str) -> list[str] | None:
@@ -58,6 +59,31 @@ def _class_names(pred: Path, kind: str) -> list[str] | None:
         with SeedReader(pred) as r:
             return r.attrs.get("class_names")
     return folder_class_names(pred)
+
+
+def _recorded_data(pred: Path, kind: str) -> dict | None:
+    """The data set a seed store (its attributes) or a label folder (its manifest) records it was made from."""
+    if kind == "seeds":
+        with SeedReader(pred) as r:
+            return recorded_data(r.attrs)
+    try:
+        return recorded_data(read_manifest(pred))
+    except ArtifactError:  # PNGs made by hand: no manifest, nothing recorded
+        return None
+
+
+def is_metrics_file(doc) -> bool:
+    """A ``metrics.json`` usage evaluate wrote (the only file ``--out`` replaces)."""
+    return isinstance(doc, dict) and isinstance(doc.get("manifest"), dict) and doc["manifest"].get("stage") == "evaluate"
+
+
+def _pipeline_threshold(pred: Path) -> dict | None:
+    """The background threshold gen-seeds chose without ground truth (None for a store without one)."""
+    with SeedReader(pred) as r:
+        attrs = r.attrs
+    if attrs.get("bg_threshold") is None:
+        return None
+    return {"value": float(attrs["bg_threshold"]), "rule": str(attrs.get("bg_threshold_rule", ""))}
 
 
 def _prediction_ids(pred: Path) -> tuple[str, set[str]]:
@@ -109,13 +135,15 @@ def run(cfg: EvaluateConfig) -> dict:
     if cfg.bg_threshold is not None and cfg.bg_power is not None:
         raise ConfigError("give either --bg-threshold or --bg-power, not both")
     if cfg.out is not None:
-        check_writable_file(cfg.out)
+        check_replaceable_file(cfg.out, is_metrics_file, "a usage metrics file")
     ds = DataSpec.of(cfg).load(require_images=False)
     no_mask = [r.id for r in ds.records if r.mask_path is None]
     if no_mask:
         raise ArtifactError(f"{cfg.root}: no ground-truth mask for {len(no_mask)} id(s) of '{cfg.split}' (first: {no_mask[0]})")
     kind, have = _prediction_ids(cfg.pred)
     check_class_names(cfg.pred, _class_names(cfg.pred, kind), ds.meta.class_names, "score it on the dataset it was made for, or pass its --classes")
+    data = identity(ds, cfg.split_file, check_images=False)  # evaluate reads no image
+    pairing = check_pairing(cfg.pred, _recorded_data(cfg.pred, kind), ds, force=cfg.runtime.force, ids=have, use="score it", known=data["fingerprint"])
     missing = sorted({r.id for r in ds.records} - have)
     if missing and not cfg.allow_missing:
         raise ArtifactError(f"{cfg.pred}: no prediction for {len(missing)} of {len(ds)} ids of '{cfg.split}' (first: {missing[0]}); pass --allow-missing to count them as background")
@@ -124,12 +152,16 @@ def run(cfg: EvaluateConfig) -> dict:
     except ValueError as e:
         raise ConfigError(f"--bg-thresholds / --bg-threshold: {e}") from e
     mode = "power" if cfg.bg_power is not None else ("fixed" if cfg.bg_threshold is not None else "sweep-best")
+    pipeline_t = _pipeline_threshold(cfg.pred) if kind == "seeds" and mode == "sweep-best" else None
+    if pipeline_t is not None:  # scored exactly: the store's own cut joins the sweep
+        thresholds = np.unique(np.append(thresholds, round(pipeline_t["value"], 6)))
     # 2. score chunks in parallel and sum
     items = [(r.id, str(r.mask_path), str(r.image_path or "")) for r in ds.records]
     total, pred_ignored, empty, per_image = _score_all(cfg, kind, items, ds.meta.num_classes + 1, thresholds, missing)
     # 3. pick the threshold (seeds), summarise
     result = {"dataset": cfg.dataset, "split": cfg.split, "pred": str(cfg.pred), "num_images": len(items), "num_missing": len(missing)}
     result.update(root=str(cfg.root), split_file=_opt_str(cfg.split_file), classes_file=_opt_str(cfg.classes_file))
+    result.update(data=data, **({"pairing": pairing} if pairing is not None else {}))
     if kind == "seeds" and mode != "power":
         mats = confusions_from_counts(total)
         ms = [metrics_from_confusion(m) for m in mats]
@@ -142,6 +174,10 @@ def run(cfg: EvaluateConfig) -> dict:
 
         result.update(threshold=float(thresholds[best]), threshold_mode=mode, curve=as_curve(curve))
         result.update(curve_fpr=as_curve([m["mfpr"] for m in ms]), curve_fnr=as_curve([m["mfnr"] for m in ms]))
+        if pipeline_t is not None:  # the score a user without ground truth gets: at the store's own threshold
+            i = int(np.flatnonzero(np.isclose(thresholds, pipeline_t["value"]))[0])
+            at = _summary(mats[i], pred_ignored, ds.meta.all_names)
+            result["pipeline"] = {"threshold": float(thresholds[i]), "rule": pipeline_t["rule"], **{k: at[k] for k in ("miou", "fpr", "fnr")}}
         per_image = {k: v[best] for k, v in per_image.items()}
     else:
         result.update(_summary(total, pred_ignored, ds.meta.all_names))

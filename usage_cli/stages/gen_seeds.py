@@ -1,10 +1,9 @@
 """`usage gen-seeds`: seed areas of a trained classifier into a versioned HDF5 store.
 
-Per image: every scale x flip view goes through the classifier (images of one size batched
-together) and the views are fused into one map (``algorithms/cam_infer.py``: optional
-patch-affinity refinement, ReLU, un-flip, resize, sum); the maps of the image's classes are divided
-by their maximum (``fuse.seed_maps``). Present classes whose map stays all zero ("empty seeds") are
-counted from the finished store, warned about and recorded in the manifest.
+Per image: every scale x flip view through the classifier, fused into one map (``algorithms/cam_infer.py``),
+the image's classes scaled to [0, 1] (``fuse.seed_maps``; ``auto`` steps: ``cam_infer.resolve_seed_step``).
+The finished store's empty seeds and no-ground-truth background threshold (``algorithms/thresholds.py``)
+are written into it, said and recorded in the manifest.
 """
 
 from __future__ import annotations
@@ -15,8 +14,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from usage_cli.algorithms.cam_infer import CamInference, resolve_options, views_to_maps
+from usage_cli.algorithms.cam_infer import CamInference, resolve_seed_step, views_to_maps
 from usage_cli.algorithms.fuse import NORMALISE, seed_maps
+from usage_cli.algorithms.thresholds import METHODS, rule_ok, seed_statistics
 from usage_cli.artifacts.compat import check_class_names
 from usage_cli.artifacts.manifest import (
     build_manifest,
@@ -26,9 +26,10 @@ from usage_cli.artifacts.manifest import (
     sha256_file,
     write_manifest,
 )
-from usage_cli.artifacts.outdir import claim_out
+from usage_cli.artifacts.outdir import claim_out, holds_out_lock, owned_files
 from usage_cli.artifacts.seeds import FILENAME, SeedReader, SeedWriter, rank_part
 from usage_cli.data import DataSpec
+from usage_cli.data.identity import identity
 from usage_cli.data.io import read_image
 from usage_cli.engine.distributed import (
     barrier,
@@ -46,6 +47,7 @@ from usage_cli.runtime import Runtime, config_drop, runtime_checks, takes_runtim
 
 # options that do not change the seeds: left out of the config (and its hash), with the run-time ones
 NOT_IN_CONFIG = ("out", "batch_size", "overlays")
+OWNED = (FILENAME, "overlays")  # what a run writes into --out (its manifest lists them)
 
 
 @takes_runtime("gen-seeds")
@@ -61,14 +63,15 @@ class GenSeedsConfig:
     scales: tuple[float, ...] = (1.0, 0.5, 1.5, 2.0)
     flip: bool = True
     refine: str = "auto"  # auto | patch-affinity | none
-    normalise: str = "max"  # max | minmax | raw-minmax (algorithms/fuse.py)
+    normalise: str = "auto"  # auto | max | minmax | raw-minmax (algorithms/fuse.py; auto: cam_infer.auto_normalise)
+    bg_threshold: str = "auto"  # the seeds' foreground/background cut without ground truth: auto | otsu | mean | a number
     affinity_layers: int = 12
     attn_budget_gb: float = 2.0  # attention kept per forward (patch affinity, mct); larger batches are split
     source: str = "auto"  # auto | cam | attn (mct: class-to-patch attention x CAM)
     batch_size: int = 8
     runtime: Runtime = Runtime()  # amp: bfloat16 autocast; workers: image decoding
     overlays: int = 8
-    overlay_threshold: float = 0.3
+    overlay_threshold: float | None = None  # None: the store's bg_threshold
 
 
 class _Images(torch.utils.data.Dataset):
@@ -88,15 +91,17 @@ def check(cfg: GenSeedsConfig) -> None:
     check_options([
         *runtime_checks(cfg.runtime),
         (len(cfg.scales) > 0 and all(s > 0 for s in cfg.scales), f"--scales must list positive numbers, got {','.join(map(str, cfg.scales)) or 'none'}"),
-        (cfg.normalise in NORMALISE, f"--normalise must be one of {', '.join(NORMALISE)}, got {cfg.normalise!r}"),
+        (cfg.normalise in ("auto", *NORMALISE), f"--normalise must be auto or one of {', '.join(NORMALISE)}, got {cfg.normalise!r}"),
         (cfg.affinity_layers >= 1, f"--affinity-layers must be at least 1, got {cfg.affinity_layers}"),
         (cfg.attn_budget_gb > 0, f"the attention budget must be positive, got {cfg.attn_budget_gb}"),
         (cfg.batch_size >= 1, f"--batch-size must be at least 1, got {cfg.batch_size}"),
         (cfg.overlays >= 0, f"--overlays must not be negative, got {cfg.overlays}"),
-        (0 <= cfg.overlay_threshold <= 1, f"--overlay-threshold must lie in [0, 1] (seed maps are in [0, 1]), got {cfg.overlay_threshold}"),
+        (cfg.overlay_threshold is None or 0 <= cfg.overlay_threshold <= 1, f"--overlay-threshold must lie in [0, 1] (seed maps are in [0, 1]), got {cfg.overlay_threshold}"),
+        (rule_ok(cfg.bg_threshold), f"--bg-threshold must be auto, {', '.join(METHODS)} or a number in [0, 1], got {cfg.bg_threshold!r}"),
     ])
 
 
+@holds_out_lock
 def run(cfg: GenSeedsConfig) -> Path:
     # 1. classifier, data, config
     check(cfg)
@@ -105,19 +110,22 @@ def run(cfg: GenSeedsConfig) -> Path:
     device = resolve_device(rt.device, info)
     enable_tf32(device)
     net, ckpt = load_classifier(cfg.ckpt, device)
-    refine, source = resolve_options(net, cfg.refine, cfg.source, cfg.affinity_layers)
+    step = seed_step(net, ckpt, cfg)
+    refine, source, normalise = step["refine"], step["source"], step["normalise"]
     infer = CamInference(
         scales=tuple(cfg.scales), flip=cfg.flip, refine=refine, source=source, affinity_layers=cfg.affinity_layers,
-        attn_budget_gb=cfg.attn_budget_gb, amp=use_amp(rt.amp, device), normalise=cfg.normalise,
+        attn_budget_gb=cfg.attn_budget_gb, amp=use_amp(rt.amp, device), normalise=normalise,
     )  # fmt: skip
     ds = DataSpec.of(cfg).load()
     if ds.meta.num_classes != net.num_classes:
         raise ConfigError(f"{cfg.ckpt}: classifier has {net.num_classes} classes but dataset '{cfg.root}' has {ds.meta.num_classes}")
     check_class_names(cfg.ckpt, ckpt.get("class_names"), ds.meta.class_names, "train the classifier on this dataset, or pass its --classes")
     ckpt_sha = sha256_file(cfg.ckpt)
-    config = {**run_config(cfg, config_drop(cfg, NOT_IN_CONFIG)), "refine": refine, "source": source, "amp": infer.amp, "checkpoint_sha256": ckpt_sha}
-    claim_out(cfg.out, "gen-seeds", config, (FILENAME, "overlays"), force=rt.force)
-    attrs = {"config": config, "config_hash": config_hash(config), "num_classes": ds.meta.num_classes, "class_names": list(ds.meta.class_names), "stride": 1}
+    config = {**run_config(cfg, config_drop(cfg, NOT_IN_CONFIG)), "refine": refine, "source": source, "normalise": normalise, "amp": infer.amp, "checkpoint_sha256": ckpt_sha}
+    data = identity(ds, cfg.split_file)  # reads every image header: an unreadable one fails before any work
+    claim_out(cfg.out, "gen-seeds", config, OWNED, force=rt.force)
+    attrs = {"config": config, "config_hash": config_hash(config), "num_classes": ds.meta.num_classes, "class_names": list(ds.meta.class_names), "stride": 1,
+             "data": data}  # fmt: skip
     # 2. this rank's ids, skipping finished ones
     final = cfg.out / FILENAME
     part = final if not info.enabled else rank_part(cfg.out, info.rank)
@@ -127,25 +135,42 @@ def run(cfg: GenSeedsConfig) -> Path:
         done = writer.done_ids()
         todo = [r for r in records if r.id not in done]
         if done and info.is_main:
-            log(f"gen-seeds: resuming, {len(done)} images already done", rt.quiet)
-        _generate(net, todo, cfg, infer, writer, seed_maps, device)
-        writer.commit()
+            log(f"gen-seeds: resuming {writer.partial}: {len(records) - len(todo)} of {len(records)} images done, {len(todo)} to compute", rt.quiet)
+        try:
+            _generate(net, todo, cfg, infer, writer, seed_maps, device)
+        except KeyboardInterrupt:  # said even with --quiet: what is kept, and that the batches in flight are not
+            log(f"gen-seeds: interrupted; {len(writer.done_ids() & {r.id for r in records})} of {len(records)} images are saved "
+                f"({writer.partial.name}), the batches in flight (up to --batch-size {cfg.batch_size} images per image size) are "
+                f"not: rerun the same command to resume")  # fmt: skip
+            raise
+        stats = seed_statistics(writer.entries(), cfg.bg_threshold) if not info.enabled else None
+        writer.commit(stats and stats["attrs"])
     finally:
         writer.close()
-    # 3. merge ranks, overlays, empty seeds (counted from the finished store), manifest
+    # 3. merge ranks (sealed there), overlays at the store's threshold, manifest
     barrier()
     if info.enabled and info.is_main:
-        _merge([rank_part(cfg.out, r) for r in range(info.world_size)], final, attrs)
+        stats = _merge([rank_part(cfg.out, r) for r in range(info.world_size)], final, attrs, cfg.bg_threshold)
     barrier()
     if info.is_main:
+        empty, thr = stats["empty"], stats["attrs"]
         if cfg.overlays:
-            write_overlays(final, ds, cfg.out / "overlays", cfg.overlays, cfg.overlay_threshold)
-        empty = count_empty_seeds(final)
+            overlay_t = thr["bg_threshold"] if cfg.overlay_threshold is None else cfg.overlay_threshold
+            write_overlays(final, ds, cfg.out / "overlays", cfg.overlays, overlay_t)
         if empty["empty_seeds"]:
             log(_empty_warning(empty))  # shown even with --quiet: empty seeds never pass silently
-        extra = {"num_images": len(ds), "seed_network": ckpt.get("seed_network"), "seeds": FILENAME, **empty}
-        write_manifest(cfg.out, build_manifest("gen-seeds", config, inputs={"checkpoint": cfg.ckpt}, extra=extra, paths=config_paths(cfg)))
+        log(f"gen-seeds: background threshold {thr['bg_threshold']:.2f} ({thr['bg_threshold_rule']}), no ground truth used", rt.quiet)
+        extra = {"num_images": len(ds), "seed_network": ckpt.get("seed_network"), "seeds": FILENAME, **empty, **thr, "seed_step": step}
+        write_manifest(cfg.out, build_manifest("gen-seeds", config, inputs={"checkpoint": cfg.ckpt}, extra=extra, paths=config_paths(cfg),
+                                               data=data, files=owned_files(cfg.out, OWNED)))  # fmt: skip
     return final
+
+
+def seed_step(net, ckpt: dict, cfg: GenSeedsConfig) -> dict:
+    """The resolved --refine / --source / --normalise and why (printed, recorded in the manifest)."""
+    step = resolve_seed_step(net, ckpt.get("train_config") or {}, cfg.refine, cfg.source, cfg.normalise, cfg.affinity_layers)
+    log(f"gen-seeds: --refine {step['refine']} ({step['refine_rule']}); --normalise {step['normalise']} ({step['normalise_rule']})", cfg.runtime.quiet)
+    return step
 
 
 def _generate(net, todo, cfg, infer: CamInference, writer, seed_maps, device) -> None:
@@ -175,19 +200,6 @@ def _generate(net, todo, cfg, infer: CamInference, writer, seed_maps, device) ->
             progress.update(bar, advance=n)
 
 
-def count_empty_seeds(path: Path) -> dict[str, int]:
-    """Empty seeds of a finished store: present-class maps that are all zero (no positive activation).
-
-    Counted from the store itself, so images written before a resume and by other ranks count too."""
-    empty = pairs = images = 0
-    with SeedReader(path) as r:
-        for image_id in r.ids():
-            e = r.read(image_id)
-            n = len(e.empty_keys)
-            empty, pairs, images = empty + n, pairs + len(e.keys), images + (n > 0)
-    return {"empty_seeds": empty, "present_pairs": pairs, "images_with_empty_seeds": images}
-
-
 def _empty_warning(c: dict[str, int]) -> str:
     return (
         f"[yellow]gen-seeds: {c['empty_seeds']} of {c['present_pairs']} present-class seed maps are empty (all zero) "
@@ -196,12 +208,14 @@ def _empty_warning(c: dict[str, int]) -> str:
     )
 
 
-def _merge(parts: list[Path], final: Path, attrs: dict) -> None:
+def _merge(parts: list[Path], final: Path, attrs: dict, rule: str) -> dict:
     with SeedWriter(final, attrs, resume=False) as out:
         for p in parts:
             with SeedReader(p) as r:
                 out.copy_from(r)  # as stored: no decode / re-encode while the other ranks wait
-        out.commit()
+        stats = seed_statistics(out.entries(), rule)  # empty seeds and the no-ground-truth threshold
+        out.commit(stats["attrs"])
     for p in parts:
         p.unlink()
+    return stats
 

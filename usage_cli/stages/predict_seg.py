@@ -31,10 +31,13 @@ from usage_cli.artifacts.manifest import (
 from usage_cli.artifacts.outdir import (
     claim_out,
     finish_png_folder,
+    holds_out_lock,
+    owned_files,
     resume_png_folder,
     start_png_folder,
 )
 from usage_cli.data import DataSpec
+from usage_cli.data.identity import identity
 from usage_cli.data.io import read_image
 from usage_cli.data.joint_transforms import normalize
 from usage_cli.engine.distributed import (
@@ -82,6 +85,7 @@ def _crf_label(item: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
     return to_label(crf_refine(image, probs))
 
 
+@holds_out_lock
 def run(cfg: PredictSegConfig) -> dict:
     """Predict every id of the split; returns a summary {"images", "skipped", "out"}."""
 
@@ -96,6 +100,7 @@ def run(cfg: PredictSegConfig) -> dict:
             f"{cfg.ckpt}: network predicts {net.model_config['num_classes']} labels, dataset {cfg.dataset} has {ds.meta.num_classes + 1}"
         )
     check_class_names(cfg.ckpt, ckpt.get("class_names"), ds.meta.class_names, "train the network on this dataset, or pass its --classes")
+    data = identity(ds, cfg.split_file)  # reads every image header: an unreadable one fails before any work
     config = run_config(cfg, config_drop(cfg))
     out = claim_out(cfg.out, "predict-seg", config, ("*.png",), force=rt.force)
     key = {"config_hash": config_hash(config), "checkpoint_sha256": sha256_file(cfg.ckpt)}
@@ -110,7 +115,7 @@ def run(cfg: PredictSegConfig) -> dict:
         manifest = build_manifest(
             "predict-seg", config, inputs={"checkpoint": cfg.ckpt}, format_version=FOLDER_VERSION,
             extra={"images": len(ds), "class_names": list(ckpt["class_names"]), "train_config": ckpt.get("train_config", {})},
-            paths=config_paths(cfg),
+            paths=config_paths(cfg), data=data, files=owned_files(out, ("*.png",)),
         )  # fmt: skip
         write_manifest(out, manifest)
         finish_png_folder(out, stage="predict-seg")

@@ -31,11 +31,14 @@ from usage_cli.artifacts.manifest import (
 from usage_cli.artifacts.outdir import (
     claim_out,
     finish_png_folder,
+    holds_out_lock,
+    owned_files,
     resume_png_folder,
     start_png_folder,
 )
 from usage_cli.artifacts.seeds import SeedReader
 from usage_cli.data import DataSpec
+from usage_cli.data.identity import check_pairing, identity, recorded_data
 from usage_cli.data.io import read_image
 from usage_cli.engine.distributed import barrier, init_distributed
 from usage_cli.errors import ArtifactError, ConfigError, check_options
@@ -87,6 +90,7 @@ def is_done(cfg: PsaLabelsConfig) -> bool:
     return up_to_date(cfg.out, STAGE, manifest_config(cfg), {"seeds": cfg.seeds})
 
 
+@holds_out_lock
 def run(cfg: PsaLabelsConfig) -> dict:
     """Write ``<out>/<id>.png`` for every id of the split, then the manifest; returns {"images", "out"}."""
     # 1. options, the split and the seeds covering it, the output folder
@@ -95,7 +99,10 @@ def run(cfg: PsaLabelsConfig) -> dict:
     info = init_distributed("cpu", rt.timeout)  # the CRF runs on the CPU
     ds = DataSpec.of(cfg).load()
     config = manifest_config(cfg)
+    data = identity(ds, cfg.split_file)  # reads the image headers
     with SeedReader(cfg.seeds) as reader:  # a missing or incomplete store is an error naming gen-seeds
+        # the seeds were made from this data set (before the per-image checks: it names the cause)
+        pairing = check_pairing(cfg.seeds, recorded_data(reader.attrs), ds, force=rt.force, ids=reader.ids(), use="make labels from them")
         check_seeds_cover(reader, cfg.seeds, ds)
         out = claim_out(cfg.out, STAGE, config, ("*.png",), force=rt.force)
         key = {"config_hash": config_hash(config), "seeds_sha256": sha256_file(cfg.seeds)}
@@ -111,7 +118,9 @@ def run(cfg: PsaLabelsConfig) -> dict:
     if info.is_main:
         manifest = build_manifest(
             STAGE, config, inputs={"seeds": cfg.seeds}, format_version=FOLDER_VERSION,
-            extra={"images": len(ds), "split": ds.split, "class_names": list(ds.meta.class_names)}, paths=config_paths(cfg),
+            extra={"images": len(ds), "split": ds.split, "class_names": list(ds.meta.class_names),
+                   **({"pairing": pairing} if pairing and pairing["forced"] else {})},
+            paths=config_paths(cfg), data=data, files=owned_files(out, ("*.png",)),
         )  # fmt: skip
         write_manifest(out, manifest)
         finish_png_folder(out, stage=STAGE)

@@ -30,11 +30,14 @@ from usage_cli.artifacts.manifest import (
 from usage_cli.artifacts.outdir import (
     claim_out,
     finish_png_folder,
+    holds_out_lock,
+    owned_files,
     resume_png_folder,
     start_png_folder,
 )
 from usage_cli.artifacts.seeds import SeedReader
 from usage_cli.data import DataSpec
+from usage_cli.data.identity import check_pairing, identity, recorded_data
 from usage_cli.data.io import read_image
 from usage_cli.data.joint_transforms import normalize
 from usage_cli.engine.distributed import (
@@ -103,6 +106,7 @@ def check_affinity(path: Path) -> None:
     load_affinitynet(Path(path), "cpu")
 
 
+@holds_out_lock
 def run(cfg: PsaWalkConfig) -> dict:
     """Walk every id of the split; returns {"images", "out"}."""
     cfg = resolve(cfg)
@@ -111,7 +115,10 @@ def run(cfg: PsaWalkConfig) -> dict:
     info = init_distributed(rt.device, rt.timeout)  # checks --device first
     ds = DataSpec.of(cfg).load()
     config = run_config(cfg, config_drop(cfg, ("out",)))
+    data = identity(ds, cfg.split_file)  # reads the image headers
     with SeedReader(cfg.seeds) as reader:  # a missing or incomplete store is an error naming gen-seeds
+        # the seeds were made from this data set (before the per-image checks: it names the cause)
+        pairing = check_pairing(cfg.seeds, recorded_data(reader.attrs), ds, force=rt.force, ids=reader.ids(), use="refine them")
         check_seeds_cover(reader, cfg.seeds, ds)
         out = claim_out(cfg.out, STAGE, config, ("*.png",), force=rt.force)
         aff_sha = sha256_file(cfg.affinity)
@@ -120,8 +127,9 @@ def run(cfg: PsaWalkConfig) -> dict:
     if info.is_main:
         manifest = build_manifest(
             STAGE, config, inputs={"seeds": cfg.seeds, "affinity": cfg.affinity}, format_version=FOLDER_VERSION,
-            extra={"images": len(ds), "split": ds.split, "class_names": list(ds.meta.class_names), "affinity": str(cfg.affinity), "affinity_sha256": aff_sha},
-            paths=config_paths(cfg),
+            extra={"images": len(ds), "split": ds.split, "class_names": list(ds.meta.class_names), "affinity": str(cfg.affinity), "affinity_sha256": aff_sha,
+                   **({"pairing": pairing} if pairing and pairing["forced"] else {})},
+            paths=config_paths(cfg), data=data, files=owned_files(out, ("*.png",)),
         )  # fmt: skip
         write_manifest(out, manifest)
         finish_png_folder(out, stage=STAGE)

@@ -18,9 +18,10 @@ from rich.table import Table
 
 from usage_cli import __version__
 from usage_cli.artifacts.atomic import atomic_dir, write_text_atomic
-from usage_cli.artifacts.outdir import check_writable_file
+from usage_cli.artifacts.manifest import build_manifest, write_manifest
+from usage_cli.artifacts.outdir import check_replaceable_file, check_replaceable_folder, owned_files
 from usage_cli.data.records import voc_palette
-from usage_cli.errors import ArtifactError, ConfigError
+from usage_cli.errors import ArtifactError
 from usage_cli.report import gallery  # render_gallery through the module: a test makes it fail
 from usage_cli.report.figures import (
     class_bars_figure,
@@ -31,8 +32,8 @@ from usage_cli.report.figures import (
     threshold_figure,
 )
 from usage_cli.report.gallery import pick_ids
-from usage_cli.report.inputs import Entry, load_entries, open_datasets
-from usage_cli.report.page import FigureRef, render_page
+from usage_cli.report.inputs import Entry, check_datasets, load_entries, open_datasets
+from usage_cli.report.page import FigureRef, no_gt_scores, render_page
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class ReportConfig:
     html: Path | None = None  # write the page into this folder
     gallery: int = 24  # images per split in the gallery (0: none)
     ids: tuple[str, ...] = ()  # show these images instead
+    force: bool = False  # draw artifacts over a data set other than the one they were made from
 
 
 @dataclass
@@ -63,20 +65,34 @@ def _row(name: str, m: dict) -> dict:
         "threshold": m.get("threshold"),
         "num_images": m.get("num_images"),
         "empty_seeds": m.get("empty_seeds"),  # seed stores only
+        "pipeline": m.get("pipeline"),  # seed stores with a threshold chosen without ground truth
     }
 
 
 def render(rows: list[dict]) -> Table:
     table = Table(title="usage: seed / pseudo-mask / segmentation quality")
     with_empty = any(r.get("empty_seeds") for r in rows)
-    for col in ("artifact", "split", "images", "mIoU %", "FPR %", "FNR %", "bg thr") + (("empty seeds",) if with_empty else ()):
+    with_auto = any(r.get("pipeline") for r in rows)
+    cols = ("artifact", "split", "images", "mIoU %", "FPR %", "FNR %", "bg thr")
+    cols += ("no-GT thr", "no-GT mIoU %", "gain") if with_auto else ()
+    for col in cols + (("empty seeds",) if with_empty else ()):
         # the artifact name never wraps: "seeds-cam-train" and "seeds-usage-train" must stay apart
         table.add_column(col, justify="left" if col in ("artifact", "split") else "right", no_wrap=col == "artifact")
-    for r in rows:
+    for r, (score, gain) in zip(rows, no_gt_scores(rows), strict=True):
         thr = "" if r["threshold"] is None else f"{r['threshold']:.2f}"
         cells = [r["name"], str(r["split"]), str(r["num_images"] or ""), f"{r['miou']:.1f}", f"{r['fpr']:.1f}", f"{r['fnr']:.1f}", thr]
+        if with_auto:
+            auto = (r.get("pipeline") or {}).get("threshold")
+            cells += ["" if auto is None else f"{auto:.2f}", "" if score is None else f"{score:.1f}", _gain_cell(gain)]
         table.add_row(*cells, *([_empty_cell(r.get("empty_seeds"))] if with_empty else []))
     return table
+
+
+def _gain_cell(gain: float | None) -> str:
+    if gain is None:
+        return ""
+    text = f"{gain:+.1f}"
+    return f"[red]{text}[/]" if gain < 0 else text
 
 
 def _empty_cell(empty: dict | None) -> str:
@@ -91,8 +107,9 @@ def run(cfg: ReportConfig) -> list[dict]:
     if cfg.html is not None:
         require_matplotlib()  # before any work: say which extra to install
     if cfg.out is not None:
-        check_writable_file(cfg.out)
+        check_replaceable_file(cfg.out, is_rows_file, "a usage report table")
     entries = load_entries(cfg.metrics)
+    plan = plan_html(entries, cfg) if cfg.html is not None else None  # its refusals come before any output
     rows = [_row(e.name, e.metrics) for e in entries if e.metrics is not None]
     console = Console()
     if rows:
@@ -102,21 +119,29 @@ def run(cfg: ReportConfig) -> list[dict]:
     if cfg.out is not None:
         write_text_atomic(cfg.out, json.dumps(rows, indent=2) + "\n")
     if cfg.html is not None:
-        report = write_html(entries, rows, cfg)
+        report = write_html(entries, rows, cfg, plan)
         console.print(f"report: {report.index}", highlight=False, soft_wrap=True)
     return rows
 
 
-def write_html(entries: list[Entry], rows: list[dict], cfg: ReportConfig) -> HtmlReport:
-    """Figures, gallery and page of ``entries`` into the folder ``cfg.html`` (replaced atomically)."""
-
-    # 1. where it goes, which splits, which datasets, which images
-    out = Path(cfg.html)
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "index.html").exists())):
-        raise ConfigError(f"--html {out}: exists and is not a report folder (no index.html); choose a new or empty folder")
+def plan_html(entries: list[Entry], cfg: ReportConfig) -> tuple[dict, dict, list[str]]:
+    """Where the page goes (a new folder, or one holding only an earlier report's files, which its
+    manifest lists), its splits and their datasets, each entry made from the one it is drawn over:
+    (entries by split, datasets by split, notes for the page)."""
+    check_replaceable_folder(Path(cfg.html), "report", "--html")
     splits = list(dict.fromkeys(e.split for e in entries))
     by_split = {s: [e for e in entries if e.split == s] for s in splits}
     datasets, notes = open_datasets(by_split)
+    notes += check_datasets(by_split, datasets, cfg.force)
+    return by_split, datasets, notes
+
+
+def write_html(entries: list[Entry], rows: list[dict], cfg: ReportConfig, plan: tuple | None = None) -> HtmlReport:
+    """Figures, gallery and page of ``entries`` into the folder ``cfg.html`` (replaced atomically)."""
+
+    # 1. where it goes, which splits, which datasets (:func:`plan_html`, unless given), which images
+    out = Path(cfg.html)
+    by_split, datasets, notes = plan or plan_html(entries, cfg)
     picks = pick_ids(by_split, datasets, cfg.gallery, cfg.ids)
     report = HtmlReport(index=out / "index.html")
     try:
@@ -128,9 +153,16 @@ def write_html(entries: list[Entry], rows: list[dict], cfg: ReportConfig) -> Htm
             palette = next(iter(datasets.values())).meta.palette if datasets else tuple(voc_palette())
             html = _page(cfg, entries, rows, curves, bars, report.galleries, palette, notes, __version__)
             (tmp / "index.html").write_text(html, encoding="utf-8")
+            config = {"metrics": [str(p) for p in cfg.metrics], "gallery": cfg.gallery, "ids": list(cfg.ids), "force": cfg.force}
+            write_manifest(tmp, build_manifest("report", config, files=owned_files(tmp, ("*",))))  # what a rerun may replace
     except OSError as e:  # reading errors are UsageErrors already: this is the output folder
         raise ArtifactError(f"--html {out}: cannot write the report there ({e})") from e
     return report
+
+
+def is_rows_file(doc) -> bool:
+    """A table ``usage report --out`` wrote (the only file ``--out`` replaces): a list of metric rows."""
+    return isinstance(doc, list) and all(isinstance(r, dict) and {"name", "miou"} <= r.keys() for r in doc)
 
 
 def _figures(by_split: dict[str, list[Entry]], tmp: Path, report: HtmlReport):

@@ -13,7 +13,7 @@ from usage_cli.artifacts.manifest import (
     run_config,
     write_manifest,
 )
-from usage_cli.artifacts.outdir import check_writable_folder
+from usage_cli.artifacts.outdir import check_writable_folder, holds_out_lock, lock_out
 from usage_cli.data.synth import CLASSES, MAX_CLASSES, generate
 from usage_cli.errors import ConfigError
 from usage_cli.runtime import Runtime, config_drop, takes_runtime
@@ -30,6 +30,7 @@ class SynthConfig:
     classes: int = len(CLASSES)
 
 
+@holds_out_lock
 def run(cfg: SynthConfig) -> dict:
     # 1. validate
     if cfg.train < 1 or cfg.val < 0:
@@ -40,6 +41,7 @@ def run(cfg: SynthConfig) -> dict:
         raise ConfigError(f"--size must be in 32..2048 (got {cfg.size})")
     config = run_config(cfg, config_drop(cfg, ("out",)))
     check_writable_folder(cfg.out)
+    lock_out(cfg.out, "synth")  # one writer per folder
     # 2. an existing dataset with the same config is reused; another config needs --force
     if (cfg.out / MANIFEST_NAME).exists() and not cfg.runtime.force:
         old = read_manifest(cfg.out, expect_stage="synth")

@@ -26,8 +26,9 @@ from usage_cli.artifacts.manifest import (
     up_to_date,
     write_manifest,
 )
-from usage_cli.artifacts.outdir import claim_out
+from usage_cli.artifacts.outdir import claim_out, holds_out_lock, owned_files
 from usage_cli.data import DataSpec
+from usage_cli.data.identity import check_pairing, identity, recorded_data
 from usage_cli.engine.distributed import barrier, check_device, is_main_process
 from usage_cli.engine.loop import check_resume, fit, loop_config
 from usage_cli.errors import ArtifactError, check_options
@@ -104,6 +105,7 @@ def is_done(cfg: TrainAffConfig) -> bool:
     return up_to_date(cfg.out, STAGE, manifest_config(cfg), {"labels": cfg.labels}, artifact=affinity_path(cfg))
 
 
+@holds_out_lock
 def run(cfg: TrainAffConfig) -> Path:
     """Train; returns the path of the written ``affinity.pt``."""
     # 1. options and network, the labels (finished, of this dataset, covering the split), the output folder
@@ -112,9 +114,12 @@ def run(cfg: TrainAffConfig) -> Path:
     manifest = read_label_folder(cfg.labels, LABEL_STAGES)
     ds = DataSpec.of(cfg).load()
     check_class_names(cfg.labels, manifest.get("class_names"), ds.meta.class_names, "make the labels from this dataset, or pass its --classes")
-    missing = [r.id for r in ds.records if r.id not in label_ids(cfg.labels)]
+    have = label_ids(cfg.labels)
+    pairing = check_pairing(cfg.labels, recorded_data(manifest), ds, force=rt.force, ids=have, use="train on them")
+    missing = [r.id for r in ds.records if r.id not in have]
     if missing:
         raise ArtifactError(f"{cfg.labels}: no confident label for {len(missing)} of {len(ds)} ids of split '{ds.split}' (first: {missing[0]}); run `usage psa-labels --split {ds.split}`")
+    data = identity(ds, cfg.split_file)  # reads the image headers
     config, aff_path = manifest_config(cfg), affinity_path(cfg)
     owned = ((aff_path.name,) if aff_path.parent == Path(cfg.out) else ()) + (() if rt.resume else last_checkpoint.FILES)
     claim_out(cfg.out, STAGE, config, owned, force=rt.force, ignore=("epochs",) if rt.resume else ())
@@ -137,7 +142,9 @@ def run(cfg: TrainAffConfig) -> Path:
         )  # fmt: skip
         manifest = build_manifest(
             STAGE, config, inputs={"labels": cfg.labels}, format_version=aff_checkpoint.VERSION,
-            extra={"artifact": str(aff_path), "artifact_sha256": sha256_file(aff_path), "weights_source": source}, paths=config_paths(cfg),
+            extra={"artifact": str(aff_path), "artifact_sha256": sha256_file(aff_path), "weights_source": source,
+                   **({"pairing": pairing} if pairing and pairing["forced"] else {})},
+            paths=config_paths(cfg), data=data, files=owned_files(cfg.out, tuple(dict.fromkeys((*owned, *last_checkpoint.FILES)))),
         )  # fmt: skip
         write_manifest(cfg.out, manifest)
     barrier()  # the checkpoint is on disk before any rank walks with it

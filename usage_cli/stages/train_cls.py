@@ -13,8 +13,9 @@ from usage_cli.artifacts.manifest import (
     run_config,
     write_manifest,
 )
-from usage_cli.artifacts.outdir import claim_out
+from usage_cli.artifacts.outdir import claim_out, holds_out_lock, owned_files
 from usage_cli.data import DataSpec
+from usage_cli.data.identity import identity
 from usage_cli.data.labels_io import root_label_file
 from usage_cli.data.torchdata import ClassificationSet
 from usage_cli.data.transforms import RECIPES, build_transform
@@ -40,6 +41,7 @@ PRESETS = TRAIN_CLS  # usage_cli/presets.py: per backbone family, shown in --hel
 # train-cls's manifest config has held --device since its first version: kept, so that its runs still
 # resume and rerun without --force (the other stages leave the device out)
 ALSO_IN_CONFIG = ("device",)
+OWNED = (cls_checkpoint.FILENAME, *last_checkpoint.FILES)  # what a run writes into --out (its manifest lists them)
 
 
 @takes_runtime("train-cls")
@@ -104,6 +106,7 @@ def resolve(cfg: TrainClsConfig, family: str) -> TrainClsConfig:
     return replace(cfg, warmup_epochs=min(cfg.warmup_epochs, cfg.epochs / 4))
 
 
+@holds_out_lock
 def run(cfg: TrainClsConfig) -> Path:
     # 1. the resolved config, checked, and the output folder, before any work; then the data
     check_device(cfg.runtime.device)
@@ -114,12 +117,13 @@ def run(cfg: TrainClsConfig) -> Path:
         raise ConfigError(f"unknown regulariser '{cfg.reg}'; choose from {', '.join(REGULARISERS)}")
     rt = cfg.runtime
     config = run_config(cfg, config_drop(cfg, ("out",), keep=ALSO_IN_CONFIG))  # what defines the run (manifest, resume check)
-    owned = (cls_checkpoint.FILENAME,) + (() if rt.resume else last_checkpoint.FILES)
+    owned = (cls_checkpoint.FILENAME,) if rt.resume else OWNED
     claim_out(cfg.out, "train-cls", config, owned, force=rt.force, ignore=("epochs", "warmup_epochs") if rt.resume else ())
     check_resume(cfg.out, resume=rt.resume, force=rt.force, epochs=cfg.epochs)
     ds = DataSpec.of(cfg).load()
     if not any(r.labels for r in ds.records):
         raise DatasetError(f"{cfg.root}: split '{cfg.split}' has no image with a positive class label; nothing to learn")
+    data = identity(ds, cfg.split_file)  # reads every image header: an unreadable one fails before training
     # 2. model and task
     seed_everything(rt.seed)
     model_config = {
@@ -150,7 +154,7 @@ def run(cfg: TrainClsConfig) -> Path:
 
     if not is_main_process():  # only rank 0 publishes
         return cfg.out / cls_checkpoint.FILENAME
-    return _publish(cfg, task, model_config, ds, config)
+    return _publish(cfg, task, model_config, ds, config, data)
 
 
 def check(cfg: TrainClsConfig) -> None:
@@ -197,7 +201,7 @@ def _val_evaluator(cfg: TrainClsConfig, num_classes: int, student):
     return val_evaluator(val_set, num_classes, cfg.seed_network, cfg.batch_size, cfg.runtime.workers)
 
 
-def _publish(cfg: TrainClsConfig, task, model_config: dict, ds, config: dict) -> Path:
+def _publish(cfg: TrainClsConfig, task, model_config: dict, ds, config: dict, data: dict | None = None) -> Path:
     net = task.seed_network(cfg.seed_network)
     path = cls_checkpoint.save_cls_checkpoint(
         cfg.out / cls_checkpoint.FILENAME, model=net.state_dict(), model_config=model_config, class_names=list(ds.meta.class_names),
@@ -211,7 +215,8 @@ def _publish(cfg: TrainClsConfig, task, model_config: dict, ds, config: dict) ->
     if (Path(cfg.root) / MANIFEST_NAME).exists():
         inputs["manifest"] = Path(cfg.root) / MANIFEST_NAME
     extra = {"seed_network": cfg.seed_network, "num_images": len(ds), "checkpoint": cls_checkpoint.FILENAME}
-    write_manifest(cfg.out, build_manifest("train-cls", config, inputs=inputs, extra=extra, paths=config_paths(cfg)))
+    write_manifest(cfg.out, build_manifest("train-cls", config, inputs=inputs, extra=extra, paths=config_paths(cfg), data=data,
+                                           files=owned_files(cfg.out, OWNED)))  # fmt: skip
     return path
 
 

@@ -15,7 +15,7 @@ import torch
 
 from usage_cli.artifacts import last_checkpoint, seg_checkpoint
 from usage_cli.artifacts.compat import check_class_names
-from usage_cli.artifacts.labels import read_label_folder
+from usage_cli.artifacts.labels import label_ids, read_label_folder
 from usage_cli.artifacts.manifest import (
     build_manifest,
     config_paths,
@@ -23,8 +23,9 @@ from usage_cli.artifacts.manifest import (
     sha256_file,
     write_manifest,
 )
-from usage_cli.artifacts.outdir import claim_out
+from usage_cli.artifacts.outdir import claim_out, holds_out_lock, owned_files
 from usage_cli.data import DataSpec
+from usage_cli.data.identity import check_pairing, identity, recorded_data
 from usage_cli.engine.distributed import check_device, is_main_process
 from usage_cli.engine.loop import check_resume, fit, loop_config
 from usage_cli.errors import ArtifactError, ConfigError, check_options
@@ -33,6 +34,7 @@ from usage_cli.runtime import Runtime, config_drop, runtime_checks, takes_runtim
 from usage_cli.tasks.segmentation import PseudoMaskDataset, SegmentationTask
 
 MASK_STAGES = ("refine-psa", "psa-walk", "predict-seg")
+OWNED = (seg_checkpoint.FILENAME, *last_checkpoint.FILES)  # what a run writes into --out (its manifest lists them)
 
 
 @takes_runtime("train-seg")
@@ -81,6 +83,7 @@ def _check(cfg: TrainSegConfig) -> None:
     ])
 
 
+@holds_out_lock
 def run(cfg: TrainSegConfig) -> Path:
     """Train; returns the path of the written checkpoint."""
 
@@ -93,8 +96,11 @@ def run(cfg: TrainSegConfig) -> Path:
     masks = read_label_folder(cfg.masks, MASK_STAGES)
     ds = DataSpec.of(cfg).load()
     check_class_names(cfg.masks, masks.get("class_names"), ds.meta.class_names, "make the masks from this dataset, or pass its --classes")
+    mask_ids = label_ids(cfg.masks)
+    pairing = check_pairing(cfg.masks, recorded_data(masks), ds, force=rt.force, ids=mask_ids, use="train on them")
+    data = identity(ds, cfg.split_file)  # reads every image header: an unreadable one fails before training
     config = run_config(cfg, config_drop(cfg))  # what defines the run (manifest, resume check)
-    owned = (seg_checkpoint.FILENAME,) + (() if rt.resume else last_checkpoint.FILES)
+    owned = (seg_checkpoint.FILENAME,) if rt.resume else OWNED
     claim_out(cfg.out, "train-seg", config, owned, force=rt.force, ignore=("epochs", "warmup_epochs") if rt.resume else ())
     check_resume(cfg.out, resume=rt.resume, force=rt.force, epochs=cfg.epochs)
     # 2. network
@@ -114,11 +120,11 @@ def run(cfg: TrainSegConfig) -> Path:
     # 4. final artifact (rank 0 only)
     out = Path(cfg.out) / seg_checkpoint.FILENAME
     if is_main_process():
-        _write_outputs(cfg, task.net, ds, config, source, out)
+        _write_outputs(cfg, task.net, ds, config, source, out, data, pairing)
     return out
 
 
-def _write_outputs(cfg: TrainSegConfig, net, ds, config: dict, source: str, out: Path) -> None:
+def _write_outputs(cfg: TrainSegConfig, net, ds, config: dict, source: str, out: Path, data: dict, pairing: dict | None) -> None:
     seg_checkpoint.save_seg_checkpoint(
         out, model={k: v.detach().cpu() for k, v in net.state_dict().items()}, model_config=net.model_config,
         class_names=list(ds.meta.class_names),
@@ -127,6 +133,8 @@ def _write_outputs(cfg: TrainSegConfig, net, ds, config: dict, source: str, out:
     )  # fmt: skip
     manifest = build_manifest(
         "train-seg", config, inputs={"masks": cfg.masks}, format_version=seg_checkpoint.VERSION,
-        extra={"artifact": out.name, "artifact_sha256": sha256_file(out), "weights_source": source}, paths=config_paths(cfg),
+        extra={"artifact": out.name, "artifact_sha256": sha256_file(out), "weights_source": source,
+               **({"pairing": pairing} if pairing and pairing["forced"] else {})},
+        paths=config_paths(cfg), data=data, files=owned_files(cfg.out, OWNED),
     )  # fmt: skip
     write_manifest(cfg.out, manifest)

@@ -1,0 +1,106 @@
+"""Thresholds a user without masks can compute: from the seed maps themselves, never from ground truth.
+
+A seed store's foreground / background cut ``t`` turns maps into labels (background where the
+highest present-class map is <= t, as ``usage evaluate`` scores a threshold). The field picks ``t``
+on the ground truth of the split it reports; a user with their own photos has none. The rules here
+look only at the distribution of the per-pixel highest seed value ``m`` over the images that have at
+least one labelled class, accumulated as a histogram (one pass over a store, any size):
+
+* ``otsu``: the cut that maximises the between-class variance of ``m`` (Otsu 1979): seeds that
+  separate object from background have two modes, and the cut falls in the valley between them;
+* ``mean``: the mean of ``m``;
+* a number: a fixed constant (the anchors' habit, e.g. MCTformer's 0.39).
+
+Pure functions of arrays.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+BINS = 100  # histogram resolution on [0, 1]: 0.01, the step of usage evaluate's sweep
+METHODS = ("otsu", "mean")
+AUTO_RULE = "mean"  # what --bg-threshold auto means: chosen on the synthetic sets by bench/seed_step.py (docs/results.md)
+
+
+def fg_histogram(cam: np.ndarray, bins: int = BINS) -> np.ndarray:
+    """Counts (``bins``,) of the per-pixel maximum of an image's n x H x W seed maps in [0, 1]
+    (nothing for an image without maps)."""
+    if cam.shape[0] == 0:
+        return np.zeros(bins, np.int64)
+    m = np.asarray(cam, np.float32).max(0)
+    idx = np.clip((m * bins).astype(np.int64), 0, bins - 1)
+    return np.bincount(idx.ravel(), minlength=bins).astype(np.int64)
+
+
+def otsu(hist: np.ndarray) -> float:
+    """Otsu's cut of a histogram on [0, 1]: the bin edge maximising the between-class variance."""
+    hist = np.asarray(hist, np.float64)
+    if hist.sum() <= 0:
+        raise ValueError("empty histogram")
+    bins = len(hist)
+    p = hist / hist.sum()
+    centres = (np.arange(bins) + 0.5) / bins
+    # 1. class weights and cumulative means for a cut after each bin
+    w0 = np.cumsum(p)
+    mu0 = np.cumsum(p * centres)
+    mu = mu0[-1]
+    # 2. between-class variance (mu * w0 - mu0)^2 / (w0 (1 - w0)); undefined where one class is empty
+    with np.errstate(divide="ignore", invalid="ignore"):
+        between = (mu * w0 - mu0) ** 2 / (w0 * (1.0 - w0))
+    between[~np.isfinite(between)] = -1.0
+    # 3. the upper edge of the best bin
+    return float((int(np.argmax(between)) + 1) / bins)
+
+
+def hist_mean(hist: np.ndarray) -> float:
+    hist = np.asarray(hist, np.float64)
+    if hist.sum() <= 0:
+        raise ValueError("empty histogram")
+    centres = (np.arange(len(hist)) + 0.5) / len(hist)
+    return float((hist * centres).sum() / hist.sum())
+
+
+def threshold_from_histogram(hist: np.ndarray, method: str | float) -> float:
+    """The cut of ``method`` (``otsu``, ``mean`` or a constant in [0, 1]) for a seed-value histogram."""
+    if isinstance(method, int | float) and not isinstance(method, bool):
+        if not 0 <= float(method) <= 1:
+            raise ValueError(f"a fixed threshold must lie in [0, 1], got {method}")
+        return float(method)
+    if method == "otsu":
+        return otsu(hist)
+    if method == "mean":
+        return hist_mean(hist)
+    raise ValueError(f"unknown threshold rule '{method}'; choose from {', '.join(METHODS)} or a number in [0, 1]")
+
+
+def rule_ok(rule: str) -> bool:
+    """``auto``, a rule of :data:`METHODS` or a number in [0, 1]."""
+    if rule == "auto" or rule in METHODS:
+        return True
+    try:
+        return 0 <= float(rule) <= 1
+    except (TypeError, ValueError):
+        return False
+
+
+def seed_statistics(entries, rule: str) -> dict:
+    """From every entry of a store (images written before a resume and by other ranks too): the empty
+    seeds (present-class maps that are all zero: no positive activation) and the background
+    threshold of ``rule`` from the seed values alone."""
+    empty = pairs = images = 0
+    hist = np.zeros(BINS, np.int64)
+    for e in entries:
+        n = len(e.empty_keys)
+        empty, pairs, images = empty + n, pairs + len(e.keys), images + (n > 0)
+        hist += fg_histogram(e.cam)
+    method = AUTO_RULE if rule == "auto" else rule
+    method = method if method in METHODS else float(method)
+    t = threshold_from_histogram(hist, method) if hist.sum() else 0.5
+    how = f"{method} of {int(hist.sum())} seed pixels" if isinstance(method, str) else "fixed"
+    if rule == "auto":
+        how = f"auto = {how}"
+    return {
+        "empty": {"empty_seeds": empty, "present_pairs": pairs, "images_with_empty_seeds": images},
+        "attrs": {"bg_threshold": round(float(t), 4), "bg_threshold_rule": how if hist.sum() else "no seed pixels: 0.5"},
+    }
