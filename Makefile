@@ -20,7 +20,7 @@ SYNTH_ARGS ?= --train 96 --val 32 --size 128 --seed 0
 CLS_ARGS ?= --preset paper --pretrained --epochs 8 --batch-size 16 --img-size 128 --lr 0.01 --aug light --val-split val
 SEED_ARGS ?= --scales 1.0,0.5,1.5 --overlays 8
 # --workers 2: CRF and data-loading processes (unset, the CPU default is none: the work stays in-process)
-PSA_ARGS ?= --preset psa --workers 2
+PSA_ARGS ?= --preset auto --workers 2
 AFF_ARGS ?= --backbone efficientnet_lite0 --pretrained --epochs 2 --batch-size 8 --crop 128
 SEG_ARGS ?= --pretrained --epochs 8 --batch-size 8 --crop 128 --lr 0.01 --aspp-channels 64 --workers 2
 PRED_ARGS ?= --scales 1.0 --flip

@@ -14,6 +14,7 @@ from gt_seeds import write_ground_truth_seeds
 from PIL import Image
 from typer.testing import CliRunner
 
+from usage_cli.algorithms.thresholds import power_for_cut
 from usage_cli.artifacts.labels import read_label_png, write_label_png
 from usage_cli.chains.refine_psa import PRESETS, RefinePsaConfig, resolve, run
 from usage_cli.data import load_dataset
@@ -52,7 +53,13 @@ def test_end_to_end_writes_masks_of_present_classes_and_a_manifest(synth_root, s
         assert set(np.unique(conf)) <= {0, 255, *rec.labels}
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["stage"] == "refine-psa" and manifest["images"] == len(ds)
-    assert manifest["config"]["crf_la"] == 1.0 and manifest["config"]["bg_mode"] == "const"  # mctformer preset
+    # the default preset, auto: the confident-label cuts and the walk's background from the seeds' own threshold
+    auto = manifest["auto_constants"]
+    assert "computed now" in auto["seed_threshold_rule"]  # a hand-made store records none: the auto rule over its maps
+    assert manifest["config"]["preset"] == "auto" and manifest["config"]["bg_mode"] == "const"
+    assert manifest["config"]["bg_const"] == pytest.approx(auto["seed_threshold"])
+    assert manifest["config"]["crf_la"] == pytest.approx(power_for_cut(auto["fg_cut"]), abs=5e-3)
+    assert manifest["config"]["crf_la"] < manifest["config"]["crf_ha"]
     from usage_cli.artifacts.manifest import sha256_file
 
     assert manifest["inputs"]["seeds"]["sha256"] == sha256_file(seeds)
@@ -110,13 +117,15 @@ def test_presets_fill_only_unset_values(tmp_path):
     base = RefinePsaConfig(seeds=tmp_path, dataset="voc", root=tmp_path, split="train", out=tmp_path)
     psa = resolve(replace(base, preset="psa", logt=3))
     assert (psa.crf_la, psa.crf_ha, psa.beta, psa.logt, psa.bg_mode) == (4.0, 32.0, 8.0, 3, "power")
-    mct = resolve(base)
+    mct = resolve(replace(base, preset="mctformer"))
     assert (mct.crf_la, mct.crf_ha, mct.logt, mct.bg_mode, mct.bg_const) == (1.0, 12.0, 6, "const", 0.39)
-    assert set(PRESETS) == {"psa", "mctformer"}
+    assert set(PRESETS) == {"auto", "psa", "mctformer"}
+    auto = resolve(base)  # the default; no seed store here: the values that come from it stay unset
+    assert auto.preset == "auto" and (auto.crf_la, auto.crf_ha, auto.bg_const, auto.bg_mode) == (None, None, None, "const")
     with pytest.raises(ConfigError, match="--preset"):
         resolve(replace(base, preset="irn"))
     with pytest.raises(ConfigError, match="--crf-la"):
-        resolve(replace(base, crf_la=20.0))
+        resolve(replace(base, preset="mctformer", crf_la=20.0))
     with pytest.raises(ConfigError, match="--bg-mode"):
         resolve(replace(base, bg_mode="zero"))
 

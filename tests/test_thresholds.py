@@ -50,3 +50,17 @@ def test_mean_fixed_and_errors():
         threshold_from_histogram(hist, 1.5)
     with pytest.raises(ValueError, match="empty"):
         otsu(np.zeros(BINS))
+
+
+def test_power_for_cut_and_the_auto_constants():
+    from usage_cli.algorithms.thresholds import power_for_cut, psa_constants
+
+    # PSA's powers cut where (1 - m)^alpha = m: 4 -> 0.276, 32 -> 0.077, 16 -> 0.123
+    for alpha, cut in ((4, 0.2755), (32, 0.077), (16, 0.123)):
+        assert power_for_cut(cut) == pytest.approx(alpha, rel=0.01)
+    for t in (0.05, 0.3, 0.5, 0.8):
+        assert (1 - t) ** power_for_cut(t) == pytest.approx(t)
+    c = psa_constants(0.3, fg=1.5, bg=0.5)  # foreground above 0.45, background below 0.15, walk at 0.3
+    assert c["bg_const"] == 0.3 and c["crf_la"] == pytest.approx(power_for_cut(0.45), abs=1e-4) and c["crf_ha"] == pytest.approx(power_for_cut(0.15), abs=1e-4)
+    assert c["crf_la"] < c["crf_ha"]  # the low power (strong background) is the confident-foreground one
+    assert psa_constants(0.9, fg=1.5, bg=0.5)["crf_la"] == pytest.approx(power_for_cut(0.95), abs=1e-4)  # cuts stay inside (0, 1)

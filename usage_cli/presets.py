@@ -28,15 +28,28 @@ TRAIN_CLS: dict[str, dict[str, dict[str, Any]]] = {
     },
 }  # fmt: skip
 
-# refine-psa: confident-label and random-walk settings of PSA and of MCTformer (what USAGE used); both
-# start AffinityNet from ImageNet weights
+# refine-psa: confident-label and random-walk settings of PSA and of MCTformer (what USAGE used), tuned
+# on VOC's seeds, and `auto`, whose cuts come from the seeds' own background threshold t (gen-seeds
+# --bg-threshold, chosen without ground truth): confident foreground above AUTO_CUTS["fg"] x t,
+# confident background below AUTO_CUTS["bg"] x t (as PSA background powers, so the CRF step is PSA's),
+# the walk's constant background at t. All start AffinityNet from ImageNet weights.
 REFINE_PSA: dict[str, dict[str, Any]] = {
+    "auto": {"crf_la": None, "crf_ha": None, "beta": 8.0, "logt": 8, "bg_mode": "const", "bg_power": 16.0, "bg_const": None, "pretrained": True},
     "psa": {"crf_la": 4.0, "crf_ha": 32.0, "beta": 8.0, "logt": 8, "bg_mode": "power", "bg_power": 16.0, "bg_const": 0.39, "pretrained": True},
     "mctformer": {"crf_la": 1.0, "crf_ha": 12.0, "beta": 8.0, "logt": 6, "bg_mode": "const", "bg_power": 16.0, "bg_const": 0.39, "pretrained": True},
 }
+DEFAULT_REFINE_PRESET = "auto"
+# the auto preset's confident-label cuts as multiples of the seeds' threshold (chosen by bench/chain.py on
+# the synthetic set, docs/results.md)
+AUTO_CUTS = {"fg": 1.5, "bg": 0.5}
 
-# how train-cls fills a preset value of None
-RULES = {"lr": "5e-4 x batch/512"}
+# how train-cls and refine-psa fill a preset value of None
+RULES = {
+    "lr": "5e-4 x batch/512",
+    "crf_la": f"cut at {AUTO_CUTS['fg']:g}x the seeds' threshold",
+    "crf_ha": f"cut at {AUTO_CUTS['bg']:g}x the seeds' threshold",
+    "bg_const": "the seeds' threshold",
+}
 
 
 def deit_lr(batch_size: int, world_size: int = 1) -> float:
@@ -78,7 +91,10 @@ def refine_psa_preset_help() -> str:
     """The refine-psa presets in one line, for ``--preset``."""
 
     def one(name: str, p: dict[str, Any]) -> str:
+        if p["crf_la"] is None:  # auto
+            return (f"{name} (the default: confident labels cut at {AUTO_CUTS['fg']:g}x / {AUTO_CUTS['bg']:g}x the seeds' own "
+                    f"threshold, logt {p['logt']}, bg = that threshold; no ground truth)")  # fmt: skip
         bg = f"bg (1-max)^{p['bg_power']:g}" if p["bg_mode"] == "power" else f"bg {p['bg_const']:g}"
-        return f"{name} (la {p['crf_la']:g}/ha {p['crf_ha']:g}, logt {p['logt']}, {bg})"
+        return f"{name} (la {p['crf_la']:g}/ha {p['crf_ha']:g}, logt {p['logt']}, {bg}; tuned on VOC)"
 
     return " or ".join(one(name, p) for name, p in REFINE_PSA.items()) + "."

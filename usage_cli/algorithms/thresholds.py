@@ -16,6 +16,8 @@ Pure functions of arrays.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 BINS = 100  # histogram resolution on [0, 1]: 0.01, the step of usage evaluate's sweep
@@ -104,3 +106,35 @@ def seed_statistics(entries, rule: str) -> dict:
         "empty": {"empty_seeds": empty, "present_pairs": pairs, "images_with_empty_seeds": images},
         "attrs": {"bg_threshold": round(float(t), 4), "bg_threshold_rule": how if hist.sum() else "no seed pixels: 0.5"},
     }
+
+
+def power_for_cut(t: float) -> float:
+    """PSA's background power alpha whose score ``(1 - m)^alpha`` equals ``m`` at ``m = t``: seeds with
+    that background are foreground exactly above ``t`` (PSA's 4 / 32 / 16 cut at 0.28 / 0.077 / 0.123)."""
+    t = min(max(float(t), 0.01), 0.99)
+    return math.log(t) / math.log(1.0 - t)
+
+
+def psa_constants(t: float, fg: float, bg: float) -> dict[str, float]:
+    """refine-psa's constants from the seeds' threshold ``t``: confident foreground above ``fg * t``
+    (``crf_la``), confident background below ``bg * t`` (``crf_ha``), the walk's background at ``t``."""
+    fg_cut, bg_cut = min(fg * t, 0.95), max(bg * t, 0.01)
+    return {"crf_la": round(power_for_cut(fg_cut), 4), "crf_ha": round(power_for_cut(bg_cut), 4), "bg_const": round(float(t), 4)}
+
+
+def store_threshold(reader) -> tuple[float, str]:
+    """A seed store's own background threshold and how it was chosen: what gen-seeds recorded, or, for a
+    store that records none (another tool's, an older one), the ``auto`` rule over its maps now."""
+    attrs = reader.attrs
+    if attrs.get("bg_threshold") is not None:
+        return float(attrs["bg_threshold"]), str(attrs.get("bg_threshold_rule", "recorded"))
+    st = seed_statistics((reader.read(i) for i in reader.ids()), "auto")["attrs"]
+    return st["bg_threshold"], f"{st['bg_threshold_rule']} (the store records none: computed now)"
+
+
+def auto_psa_constants(reader, cuts: dict[str, float]) -> dict:
+    """refine-psa's ``auto`` preset for a seed store (``reader``): its threshold, how it was chosen, the
+    confident-label cuts and the constants they give (:func:`psa_constants`)."""
+    t, rule = store_threshold(reader)
+    fg_cut, bg_cut = min(cuts["fg"] * t, 0.95), max(cuts["bg"] * t, 0.01)
+    return {"seed_threshold": t, "seed_threshold_rule": rule, "fg_cut": round(fg_cut, 4), "bg_cut": round(bg_cut, 4), **psa_constants(t, **cuts)}

@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from usage_cli.algorithms.thresholds import auto_psa_constants
 from usage_cli.artifacts import aff_checkpoint
 from usage_cli.artifacts.compat import check_seeds_cover
 from usage_cli.artifacts.labels import FOLDER_VERSION, clear_legacy_cache
@@ -46,7 +47,7 @@ from usage_cli.engine.distributed import (
 )
 from usage_cli.engine.loop import check_resume
 from usage_cli.errors import ConfigError, check_options
-from usage_cli.presets import REFINE_PSA
+from usage_cli.presets import AUTO_CUTS, DEFAULT_REFINE_PRESET, REFINE_PSA
 from usage_cli.progress import log
 from usage_cli.runtime import Runtime, config_drop, runtime_checks, takes_runtime
 from usage_cli.stages import psa_labels, psa_walk, train_aff
@@ -68,7 +69,7 @@ class RefinePsaConfig:
     classes_file: Path | None = None
     infer_split: str | None = None  # default: the training split
     infer_split_file: Path | None = None
-    preset: str = "mctformer"
+    preset: str = DEFAULT_REFINE_PRESET
     crf_la: float | None = None  # None: from the preset
     crf_ha: float | None = None
     beta: float | None = None
@@ -99,10 +100,14 @@ def resolve(cfg: RefinePsaConfig) -> RefinePsaConfig:
     """Fill the unset walk / label settings from the preset and check every value."""
     if cfg.preset not in PRESETS:
         raise ConfigError(f"--preset must be one of {', '.join(PRESETS)}, got {cfg.preset!r}")
+    if cfg.preset == "auto" and Path(cfg.seeds).is_file():  # the cuts and the walk's background from the seeds' own threshold
+        # (without the store, --print-config shows them unset: they come from it)
+        auto = _auto(cfg)
+        cfg = replace(cfg, **{k: auto[k] for k in ("crf_la", "crf_ha", "bg_const") if getattr(cfg, k) is None})
     cfg = replace(cfg, **{k: v for k, v in PRESETS[cfg.preset].items() if getattr(cfg, k) is None})
     check_options([
         *runtime_checks(cfg.runtime),
-        (0 < cfg.crf_la <= cfg.crf_ha, f"need 0 < --crf-la <= --crf-ha, got {cfg.crf_la} / {cfg.crf_ha}"),
+        (None in (cfg.crf_la, cfg.crf_ha) or 0 < cfg.crf_la <= cfg.crf_ha, f"need 0 < --crf-la <= --crf-ha, got {cfg.crf_la} / {cfg.crf_ha}"),
         *psa_walk.walk_checks(cfg),
         (cfg.epochs >= 1 and cfg.batch_size >= 1, "--epochs and --batch-size must be positive"),
         (cfg.crop >= 16, f"--crop must be at least 16, got {cfg.crop}"),
@@ -116,11 +121,16 @@ def resolve(cfg: RefinePsaConfig) -> RefinePsaConfig:
     return cfg
 
 
+def _auto(cfg: RefinePsaConfig) -> dict:
+    with SeedReader(cfg.seeds) as reader:
+        return auto_psa_constants(reader, AUTO_CUTS)
+
+
 def steps(cfg: RefinePsaConfig) -> tuple[psa_labels.PsaLabelsConfig, train_aff.TrainAffConfig, psa_walk.PsaWalkConfig]:
     """The configs of the three stages this run chains (of a resolved ``cfg``)."""
     out, rt = Path(cfg.out), replace(cfg.runtime, workers=worker_count(cfg.runtime))
     data = {"root": cfg.root, "dataset": cfg.dataset, "split": cfg.split, "split_file": cfg.split_file, "classes_file": cfg.classes_file}
-    labels = psa_labels.PsaLabelsConfig(seeds=cfg.seeds, out=out / CONFIDENT, crf_la=cfg.crf_la, crf_ha=cfg.crf_ha, crf=cfg.crf, runtime=rt, **data)
+    labels = psa_labels.PsaLabelsConfig(seeds=cfg.seeds, out=out / CONFIDENT, preset=cfg.preset, crf_la=cfg.crf_la, crf_ha=cfg.crf_ha, crf=cfg.crf, runtime=rt, **data)
     aff = train_aff.TrainAffConfig(
         labels=labels.out, out=out / AFFINITY_TRAIN, radius=cfg.radius, backbone=cfg.backbone, pretrained=cfg.pretrained,
         weights=cfg.weights, img_size=cfg.img_size, epochs=cfg.epochs, batch_size=cfg.batch_size, crop=cfg.crop, scale=cfg.scale,
@@ -130,7 +140,7 @@ def steps(cfg: RefinePsaConfig) -> tuple[psa_labels.PsaLabelsConfig, train_aff.T
     infer = cfg.infer_split is not None or cfg.infer_split_file is not None
     data.update(split=cfg.infer_split or cfg.split, split_file=cfg.infer_split_file if infer else cfg.split_file)
     walk = psa_walk.PsaWalkConfig(
-        seeds=cfg.seeds, affinity=cfg.affinity or train_aff.affinity_path(aff), out=out, beta=cfg.beta, logt=cfg.logt,
+        seeds=cfg.seeds, affinity=cfg.affinity or train_aff.affinity_path(aff), out=out, preset=cfg.preset, beta=cfg.beta, logt=cfg.logt,
         bg_mode=cfg.bg_mode, bg_power=cfg.bg_power, bg_const=cfg.bg_const, radius=cfg.radius, walk=cfg.walk, runtime=rt, **data,
     )  # fmt: skip
     return labels, aff, walk
@@ -178,7 +188,8 @@ def run(cfg: RefinePsaConfig) -> dict:
             format_version=FOLDER_VERSION,
             extra={"images": len(walk_ds), "split": walk_ds.split, "class_names": list(walk_ds.meta.class_names),
                    "affinity": str(aff_path), "affinity_sha256": key["affinity_sha256"], "affinity_trained_now": trained,
-                   **({"pairing": pairing} if pairing and pairing["forced"] else {})},
+                   **({"pairing": pairing} if pairing and pairing["forced"] else {}),
+                   **({"auto_constants": _auto(cfg)} if cfg.preset == "auto" else {})},
             paths=config_paths(cfg), data=data, files=owned_files(out, ("*.png", aff_checkpoint.FILENAME, AFFINITY_TRAIN, CONFIDENT)),
         )  # fmt: skip
         write_manifest(out, manifest)

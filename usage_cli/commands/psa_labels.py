@@ -23,7 +23,7 @@ def command(
     split: Annotated[str, typer.Option(help="Split to label (the one AffinityNet trains on).")] = "train_aug",
     split_file: SplitFile = None,
     classes: Classes = None,
-    preset: Annotated[str, typer.Option(help=refine_psa_preset_help())] = "mctformer",
+    preset: Annotated[str, typer.Option(help=refine_psa_preset_help())] = "auto",
     crf_la: Annotated[float | None, typer.Option(help=preset_help("crf_la", "Low background power for confident foreground.", REFINE_PSA))] = None,
     crf_ha: Annotated[float | None, typer.Option(help=preset_help("crf_ha", "High background power for confident background.", REFINE_PSA))] = None,
     crf: Annotated[bool, typer.Option(help="Dense CRF on the confident labels.")] = True,

@@ -24,7 +24,7 @@ def command(
     split: Annotated[str, typer.Option(help="Split to write masks for.")] = "train_aug",
     split_file: SplitFile = None,
     classes: Classes = None,
-    preset: Annotated[str, typer.Option(help=refine_psa_preset_help())] = "mctformer",
+    preset: Annotated[str, typer.Option(help=refine_psa_preset_help())] = "auto",
     beta: Annotated[float | None, typer.Option(help=preset_help("beta", "Affinity sharpening power.", REFINE_PSA))] = None,
     logt: Annotated[int | None, typer.Option(help=preset_help("logt", "log2 of the number of walk steps.", REFINE_PSA))] = None,
     bg_mode: Annotated[str | None, typer.Option(help=preset_help("bg_mode", "Walk background: power or const.", REFINE_PSA))] = None,

@@ -36,7 +36,7 @@ def command(
     classes: Classes = None,
     infer_split: Annotated[str | None, typer.Option(help="Split to write masks for (default: --split).")] = None,
     infer_split_file: Annotated[Path | None, typer.Option(help="Explicit split list of the images to write masks for.")] = None,
-    preset: Annotated[str, typer.Option(help=refine_psa_preset_help())] = "mctformer",
+    preset: Annotated[str, typer.Option(help=refine_psa_preset_help())] = "auto",
     config: ConfigFile = None,
     print_config: PrintConfig = False,
     crf_la: Annotated[float | None, typer.Option(help=preset_help("crf_la", "Low background power for confident foreground.", REFINE_PSA))] = None,

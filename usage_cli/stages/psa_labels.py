@@ -17,6 +17,7 @@ import numpy as np
 
 from usage_cli.algorithms.affinity import confident_label_for_image
 from usage_cli.algorithms.crf import crf_map
+from usage_cli.algorithms.thresholds import auto_psa_constants
 from usage_cli.artifacts.compat import check_seeds_cover
 from usage_cli.artifacts.labels import FOLDER_VERSION, label_path, write_label_png
 from usage_cli.artifacts.manifest import (
@@ -42,7 +43,7 @@ from usage_cli.data.identity import check_pairing, identity, recorded_data
 from usage_cli.data.io import read_image
 from usage_cli.engine.distributed import barrier, init_distributed
 from usage_cli.errors import ArtifactError, ConfigError, check_options
-from usage_cli.presets import REFINE_PSA
+from usage_cli.presets import AUTO_CUTS, DEFAULT_REFINE_PRESET, REFINE_PSA
 from usage_cli.progress import log, make_progress
 from usage_cli.runtime import Runtime, config_drop, cpu_worker_count, runtime_checks, takes_runtime
 
@@ -60,7 +61,7 @@ class PsaLabelsConfig:
     split: str = "train_aug"
     split_file: Path | None = None
     classes_file: Path | None = None
-    preset: str = "mctformer"
+    preset: str = DEFAULT_REFINE_PRESET
     crf_la: float | None = None  # None: from the preset
     crf_ha: float | None = None
     crf: bool = True
@@ -71,12 +72,20 @@ def resolve(cfg: PsaLabelsConfig) -> PsaLabelsConfig:
     """The CRF powers the preset gives where unset, checked."""
     if cfg.preset not in REFINE_PSA:
         raise ConfigError(f"--preset must be one of {', '.join(REFINE_PSA)}, got {cfg.preset!r}")
+    if cfg.preset == "auto" and None in (cfg.crf_la, cfg.crf_ha) and Path(cfg.seeds).is_file():  # cuts from the seeds' own threshold
+        cfg = replace(cfg, **{k: v for k, v in auto_constants(cfg).items() if k in ("crf_la", "crf_ha") and getattr(cfg, k) is None})
     cfg = replace(cfg, **{k: REFINE_PSA[cfg.preset][k] for k in ("crf_la", "crf_ha") if getattr(cfg, k) is None})
     check_options([
         *runtime_checks(cfg.runtime),
-        (0 < cfg.crf_la <= cfg.crf_ha, f"need 0 < --crf-la <= --crf-ha, got {cfg.crf_la} / {cfg.crf_ha}"),
+        (None in (cfg.crf_la, cfg.crf_ha) or 0 < cfg.crf_la <= cfg.crf_ha, f"need 0 < --crf-la <= --crf-ha, got {cfg.crf_la} / {cfg.crf_ha}"),
     ])
     return cfg
+
+
+def auto_constants(cfg: PsaLabelsConfig) -> dict:
+    """The auto preset's values for these seeds (``algorithms.thresholds.auto_psa_constants``)."""
+    with SeedReader(cfg.seeds) as reader:
+        return auto_psa_constants(reader, AUTO_CUTS)
 
 
 def manifest_config(cfg: PsaLabelsConfig) -> dict:
@@ -119,7 +128,8 @@ def run(cfg: PsaLabelsConfig) -> dict:
         manifest = build_manifest(
             STAGE, config, inputs={"seeds": cfg.seeds}, format_version=FOLDER_VERSION,
             extra={"images": len(ds), "split": ds.split, "class_names": list(ds.meta.class_names),
-                   **({"pairing": pairing} if pairing and pairing["forced"] else {})},
+                   **({"pairing": pairing} if pairing and pairing["forced"] else {}),
+                   **({"auto_constants": auto_constants(cfg)} if cfg.preset == "auto" else {})},
             paths=config_paths(cfg), data=data, files=owned_files(out, ("*.png",)),
         )  # fmt: skip
         write_manifest(out, manifest)

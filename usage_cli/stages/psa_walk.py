@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from usage_cli.algorithms import psa_refine
+from usage_cli.algorithms.thresholds import auto_psa_constants
 from usage_cli.artifacts.compat import check_seeds_cover
 from usage_cli.artifacts.labels import FOLDER_VERSION, label_path, write_label_png
 from usage_cli.artifacts.manifest import (
@@ -49,7 +50,7 @@ from usage_cli.engine.distributed import (
 )
 from usage_cli.errors import ArtifactError, ConfigError, check_options
 from usage_cli.models.affinitynet import load_affinitynet, pad_to_multiple
-from usage_cli.presets import REFINE_PSA
+from usage_cli.presets import AUTO_CUTS, DEFAULT_REFINE_PRESET, REFINE_PSA
 from usage_cli.progress import make_progress
 from usage_cli.runtime import Runtime, config_drop, runtime_checks, takes_runtime
 
@@ -68,7 +69,7 @@ class PsaWalkConfig:
     split: str = "train_aug"
     split_file: Path | None = None
     classes_file: Path | None = None
-    preset: str = "mctformer"
+    preset: str = DEFAULT_REFINE_PRESET
     beta: float | None = None  # None: from the preset
     logt: int | None = None
     bg_mode: str | None = None  # power | const
@@ -83,9 +84,17 @@ def resolve(cfg: PsaWalkConfig) -> PsaWalkConfig:
     """The walk settings the preset gives where unset, checked."""
     if cfg.preset not in REFINE_PSA:
         raise ConfigError(f"--preset must be one of {', '.join(REFINE_PSA)}, got {cfg.preset!r}")
+    if cfg.preset == "auto" and cfg.bg_const is None and Path(cfg.seeds).is_file():  # the walk's background at the seeds' own threshold
+        cfg = replace(cfg, bg_const=auto_constants(cfg)["bg_const"])
     cfg = replace(cfg, **{k: REFINE_PSA[cfg.preset][k] for k in WALK_KEYS if getattr(cfg, k) is None})
     check_options(walk_checks(cfg) + runtime_checks(cfg.runtime))
     return cfg
+
+
+def auto_constants(cfg: PsaWalkConfig) -> dict:
+    """The auto preset's values for these seeds (``algorithms.thresholds.auto_psa_constants``)."""
+    with SeedReader(cfg.seeds) as reader:
+        return auto_psa_constants(reader, AUTO_CUTS)
 
 
 def walk_checks(cfg) -> list[tuple[bool, str]]:
@@ -94,7 +103,7 @@ def walk_checks(cfg) -> list[tuple[bool, str]]:
         (cfg.bg_mode in ("power", "const"), f"--bg-mode must be power or const, got {cfg.bg_mode!r}"),
         (cfg.walk in ("auto", "dense", "local"), f"--walk must be auto, dense or local, got {cfg.walk!r}"),
         (cfg.beta > 0 and 0 <= cfg.logt <= 12, f"need --beta > 0 and 0 <= --logt <= 12, got {cfg.beta} / {cfg.logt}"),
-        (0 <= cfg.bg_const <= 1 and cfg.bg_power > 0, "need 0 <= --bg-const <= 1 and --bg-power > 0"),
+        ((cfg.bg_const is None or 0 <= cfg.bg_const <= 1) and cfg.bg_power > 0, "need 0 <= --bg-const <= 1 and --bg-power > 0"),
         (2 <= cfg.radius <= 16, f"--radius must be in 2..16, got {cfg.radius}"),
     ]
 
@@ -128,7 +137,8 @@ def run(cfg: PsaWalkConfig) -> dict:
         manifest = build_manifest(
             STAGE, config, inputs={"seeds": cfg.seeds, "affinity": cfg.affinity}, format_version=FOLDER_VERSION,
             extra={"images": len(ds), "split": ds.split, "class_names": list(ds.meta.class_names), "affinity": str(cfg.affinity), "affinity_sha256": aff_sha,
-                   **({"pairing": pairing} if pairing and pairing["forced"] else {})},
+                   **({"pairing": pairing} if pairing and pairing["forced"] else {}),
+                   **({"auto_constants": auto_constants(cfg)} if cfg.preset == "auto" else {})},
             paths=config_paths(cfg), data=data, files=owned_files(out, ("*.png",)),
         )  # fmt: skip
         write_manifest(out, manifest)
