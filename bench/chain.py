@@ -53,6 +53,22 @@ def _run(cmd: list[str], log: Path, tag: str) -> float:
     return dt
 
 
+def candidate_flags(preset: str, seeds_dir: Path) -> list[str]:
+    """``auto:fg=F/bg=B``: the auto preset with other confident-label cuts (F and B times the seeds' own
+    threshold), as the --crf-la / --crf-ha they give for this store (a candidate of the study, which
+    chooses presets.AUTO_CUTS); nothing for a plain preset. Read when the step runs (the store exists)."""
+    if ":" not in preset:
+        return []
+    from usage_cli.algorithms.thresholds import psa_constants
+
+    cuts = {k: float(v) for k, v in (kv.split("=") for kv in preset.split(":", 1)[1].split("/"))}
+    manifest = seeds_dir / "manifest.json"
+    if not manifest.exists():
+        return ["--crf-la", "<from the seeds>", "--crf-ha", "<from the seeds>"]
+    c = psa_constants(json.loads(manifest.read_text())["bg_threshold"], cuts["fg"], cuts["bg"])
+    return ["--crf-la", str(c["crf_la"]), "--crf-ha", str(c["crf_ha"])]
+
+
 def chain_commands(args, st: dict, d: Path, preset: str) -> list[tuple[str, list[str], Path]]:
     """(step, command, product) of one seed's chain for one preset, in order."""
     exe = pt.usage_exe()
@@ -61,15 +77,15 @@ def chain_commands(args, st: dict, d: Path, preset: str) -> list[tuple[str, list
     workers = ["--workers", str(st["workers"])] if st["workers"] is not None else []
     tr, va = args.train_split, args.val_split
     seeds = {s: d / f"seeds-{s}" for s in (tr, va)}
-    p = d / preset
+    p = d / preset.replace(":", "_").replace("/", "_").replace("=", "")
     steps: list[tuple[str, list[str], Path]] = []
     for s in (tr, va):
         steps.append((f"gen-seeds-{s}", [*exe, "gen-seeds", "--ckpt", str(d / "cls" / "checkpoint.pt"), *data, "--split", s,
                       "--out", str(seeds[s]), "--overlays", "0", "--quiet", "--scales", st["scales"], *dev, *workers,
                       *shlex.split(args.gen_seeds_extra or "")], seeds[s] / "seeds.h5"))  # fmt: skip
-    refine = [*exe, "refine-psa", *data, "--preset", preset, *dev, *workers, "--quiet"]
+    refine = [*exe, "refine-psa", *data, "--preset", preset.split(":")[0], *dev, *workers, "--quiet"]
     steps.append((f"refine-psa-{tr}", [*refine, "--seeds", str(seeds[tr] / "seeds.h5"), "--split", tr, "--out", str(p / f"masks-{tr}"),
-                  *shlex.split(args.aff_args)], p / f"masks-{tr}" / "manifest.json"))  # fmt: skip
+                  *candidate_flags(preset, seeds[tr]), *shlex.split(args.aff_args)], p / f"masks-{tr}" / "manifest.json"))  # fmt: skip
     steps.append((f"refine-psa-{va}", [*refine, "--seeds", str(seeds[va] / "seeds.h5"), "--split", va, "--out", str(p / f"masks-{va}"),
                   "--affinity", str(p / f"masks-{tr}" / "affinity.pt")], p / f"masks-{va}" / "manifest.json"))  # fmt: skip
     steps.append(("train-seg", [*exe, "train-seg", "--masks", str(p / f"masks-{tr}"), *data, "--split", tr, "--out", str(p / "seg"),
@@ -85,6 +101,11 @@ def chain_commands(args, st: dict, d: Path, preset: str) -> list[tuple[str, list
     return steps
 
 
+def _skipped(step: str, kinds: tuple[str, ...]) -> bool:
+    """Steps of the segmentation network when the chain stops at the masks (--until masks)."""
+    return "preds" not in kinds and (step.startswith(("predict-seg", "train-seg")) or step.startswith("evaluate-preds"))
+
+
 def run_chain(args, st: dict, row, seed: int, preset: str) -> dict:
     d = pt.run_dir(Path(args.out), "table1", row, seed)
     d.mkdir(parents=True, exist_ok=True)
@@ -92,14 +113,17 @@ def run_chain(args, st: dict, row, seed: int, preset: str) -> dict:
     if not (d / "cls" / "checkpoint.pt").exists():
         cmd = pt.commands(args, st, "table1", row, seed, val=False)["train-cls"]
         _run([*cmd, "--resume"] if (d / "cls" / "last.pt").exists() else cmd, d / "train-cls.log", f"{tag} train-cls")
-    for step, cmd, product in chain_commands(args, st, d, preset):
-        if not product.exists():
-            (d / preset).mkdir(exist_ok=True)
-            _run(cmd, d / preset / f"{step}.log" if not step.startswith("gen-seeds") else d / f"{step}.log", f"{tag} {step}")
+    pdir = d / preset.replace(":", "_").replace("/", "_").replace("=", "")
+    kinds = ("seeds", "masks", "preds") if args.until == "preds" else ("seeds", "masks")
+    for step, _, product in chain_commands(args, st, d, preset):
+        if not product.exists() and not _skipped(step, kinds):
+            cmd = dict((s, c) for s, c, _ in chain_commands(args, st, d, preset))[step]  # built now: a candidate reads the seeds
+            pdir.mkdir(exist_ok=True)
+            _run(cmd, pdir / f"{step}.log" if not step.startswith("gen-seeds") else d / f"{step}.log", f"{tag} {step}")
     out = {}
     for s in (args.train_split, args.val_split):
-        for kind in ("seeds", "masks", "preds"):
-            m = json.loads(((d if kind == "seeds" else d / preset) / f"metrics-{kind}-{s}.json").read_text())
+        for kind in kinds:
+            m = json.loads(((d if kind == "seeds" else pdir) / f"metrics-{kind}-{s}.json").read_text())
             out[f"{kind}-{s}"] = m["miou"]
             if kind == "seeds":
                 out[f"seeds_auto-{s}"] = (m.get("pipeline") or {}).get("miou")
@@ -156,6 +180,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seg-args", default="--backbone efficientnet_lite0 --pretrained --epochs 8 --batch-size 8 --crop 192 --lr 0.01 --aspp-channels 64",
                    help="train-seg flags")
     p.add_argument("--pred-args", default="--scales 1.0 --flip", help="predict-seg flags")
+    p.add_argument("--until", choices=("masks", "preds"), default="preds", help="stop at the pseudo masks (choosing refine-psa settings)")
     return p.parse_args(argv)
 
 
