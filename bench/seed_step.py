@@ -44,6 +44,7 @@ sys.path.insert(0, str(BENCH))
 import paper_tables as pt  # noqa: E402  (the rows, settings and train-cls commands of the tables)
 
 SCALE_SETS = ("1.0", "1.0,0.5,1.5")
+RULES = ("mean", "otsu")  # the no-ground-truth threshold rules compared (algorithms/thresholds.py)
 THRESHOLDS = "0.00:0.95:0.01"  # usage evaluate's default sweep
 
 
@@ -220,7 +221,7 @@ def summarise(rows, seeds: list[int], steps: list[Step], results: dict, val: boo
         for step in steps:
             per = {s: results[row.name, s, step] for s in seeds if (row.name, s, step) in results}
             entry = {"row": row.name, "step": step.name, "flags": step.flags, "seeds": sorted(per)}
-            for k in ("miou", "fpr", "fnr", "threshold", "val_miou", "empty_share", "otsu_threshold", "otsu_miou", "val_otsu_miou"):
+            for k in ("miou", "fpr", "fnr", "threshold", "val_miou", "empty_share", *(f"{p}{r}_{m}" for r in RULES for p, m in (("", "threshold"), ("", "miou"), ("val_", "miou")))):
                 entry[k] = pt.mean_std(r.get(k) for r in per.values())
             if not row.baseline:
                 base = {s: results["cam", s, step] for s in seeds if ("cam", s, step) in results}
@@ -243,19 +244,20 @@ def render_md(meta: dict, summary: list[dict]) -> str:
         f"- seeds on `{meta['eval_split']}` scored at the best background threshold of the {THRESHOLDS} sweep; "
         + (f"`{meta['val_split']}` at that threshold" if meta["val_used"] else "no val split"),
         "- empty: share of (image, present class) maps with no positive value; Δ: paired (same seed, same step) difference to `cam`",
-        "- otsu: the no-ground-truth cut of `usage_cli.algorithms.thresholds` (Otsu on the split's own seed values) and the mIoU there, "
-        "on train and on val (each split its own cut)",
+        "- mean, otsu: the no-ground-truth cuts of `usage_cli.algorithms.thresholds` (the mean / Otsu's cut of the split's own "
+        "per-pixel seed maximum; gen-seeds' auto is the mean) and the mIoU there, on train and on val (each split its own cut)",
         "",
-        "| row | seed step | mIoU | FPR | FNR | bg thr | val mIoU @thr | empty % | Δ mIoU vs cam | Δ val vs cam | otsu thr | mIoU @otsu | val mIoU @val otsu |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| row | seed step | mIoU | FPR | FNR | bg thr | val mIoU @thr | empty % | Δ mIoU vs cam | Δ val vs cam | "
+        + " | ".join(f"{r} thr | mIoU @{r} | val mIoU @val {r}" for r in RULES) + " |",
+        "| --- " * (10 + 3 * len(RULES)) + "|",
     ]
     for e in summary:
         dm = fmt(e.get("d_miou"), signed=True) if "d_miou" in e else "-"
         dv = fmt(e.get("d_val_miou"), signed=True) if "d_val_miou" in e else "-"
         lines.append(
             f"| {e['row']} | `{e['flags']}` | {fmt(e['miou'])} | {fmt(e['fpr'])} | {fmt(e['fnr'])} | {fmt(e['threshold'], 2)} | "
-            f"{fmt(e['val_miou'])} | {fmt(e['empty_share'])} | {dm} | {dv} | {fmt(e['otsu_threshold'], 2)} | {fmt(e['otsu_miou'])} | "
-            f"{fmt(e['val_otsu_miou'])} |"
+            f"{fmt(e['val_miou'])} | {fmt(e['empty_share'])} | {dm} | {dv} | "
+            + " | ".join(f"{fmt(e[f'{r}_threshold'], 2)} | {fmt(e[f'{r}_miou'])} | {fmt(e[f'val_{r}_miou'])}" for r in RULES) + " |"
         )
     return "\n".join(lines) + "\n"
 
@@ -293,13 +295,15 @@ def main(argv: list[str] | None = None) -> int:
                 m = metrics_at(ev["counts"][step])
                 e = ev["empty"][step]
                 r = {**m, "empty_share": 100.0 * e[0] / max(e[1], 1), "empty": e.tolist()}
-                o = metrics_at(ev["counts"][step], rule_index(ev["hist"][step], "otsu"))
-                r.update(otsu_threshold=o["threshold"], otsu_miou=o["miou"])
+                for rule in RULES:
+                    o = metrics_at(ev["counts"][step], rule_index(ev["hist"][step], rule))
+                    r.update({f"{rule}_threshold": o["threshold"], f"{rule}_miou": o["miou"]})
                 if va is not None:
                     v = metrics_at(va["counts"][step], m["index"])
                     r.update(val_miou=v["miou"], val_fpr=v["fpr"], val_fnr=v["fnr"])
-                    vo = metrics_at(va["counts"][step], rule_index(va["hist"][step], "otsu"))
-                    r.update(val_otsu_threshold=vo["threshold"], val_otsu_miou=vo["miou"])
+                    for rule in RULES:
+                        vo = metrics_at(va["counts"][step], rule_index(va["hist"][step], rule))
+                        r.update({f"val_{rule}_threshold": vo["threshold"], f"val_{rule}_miou": vo["miou"]})
                 results[row.name, seed, step] = r
     meta = {
         "dataset": args.dataset, "root": str(args.root), "backbone": args.backbone, "family": family, "seeds": seeds,

@@ -29,6 +29,8 @@ def synth20(tmp_path_factory):
 
 @pytest.mark.slow
 def test_deit_from_scratch_learns_beyond_the_prior_and_seeds_are_not_empty(synth20, tmp_path):
+    from usage_cli.stages.evaluate import EvaluateConfig
+    from usage_cli.stages.evaluate import run as evaluate
     from usage_cli.stages.gen_seeds import GenSeedsConfig
     from usage_cli.stages.gen_seeds import run as gen_seeds
     from usage_cli.stages.train_cls import TrainClsConfig
@@ -47,6 +49,16 @@ def test_deit_from_scratch_learns_beyond_the_prior_and_seeds_are_not_empty(synth
     gen_seeds(GenSeedsConfig(ckpt=ckpt, dataset="voc", root=synth20, split="train", out=tmp_path / "seeds", scales=(1.0,), overlays=0, workers=0, device="cpu", quiet=True))
     empty = json.loads((tmp_path / "seeds" / "manifest.json").read_text())
     assert empty["empty_seeds"] < EMPTY_SHARE * empty["present_pairs"], {k: empty[k] for k in ("empty_seeds", "present_pairs")}
+    # issue 18: the default seed step keeps what the cm mapping learned. Propagating these maps along the
+    # diffuse attention of a DeiT from scratch (MCTformer's patch affinity, the default before) averaged
+    # them flat; the default must score no worse than either refinement on the same checkpoint
+    scores = {}
+    for name, refine in (("default", "auto"), ("none", "none"), ("patch-affinity", "patch-affinity")):
+        out = tmp_path / f"seeds-{name}"
+        gen_seeds(GenSeedsConfig(ckpt=ckpt, dataset="voc", root=synth20, split="train", out=out, scales=(1.0,), refine=refine, overlays=0, workers=0, device="cpu", quiet=True))
+        scores[name] = evaluate(EvaluateConfig(root=synth20, pred=out / "seeds.h5", dataset="voc", split="train", workers=1, quiet=True))["miou"]
+    assert scores["default"] >= max(scores["none"], scores["patch-affinity"]) - 0.5, scores
+    assert json.loads((tmp_path / "seeds-default" / "manifest.json").read_text())["seed_step"]["refine"] == "none"
 
 
 # 24 epochs = 144 steps. Before the fix (head N(0, 0.01), final-norm tokens) this run ended at 0.97x
