@@ -54,19 +54,20 @@ def _run(cmd: list[str], log: Path, tag: str) -> float:
 
 
 def candidate_flags(preset: str, seeds_dir: Path) -> list[str]:
-    """``auto:fg=F/bg=B``: the auto preset with other confident-label cuts (F and B times the seeds' own
-    threshold), as the --crf-la / --crf-ha they give for this store (a candidate of the study, which
-    chooses presets.AUTO_CUTS); nothing for a plain preset. Read when the step runs (the store exists)."""
+    """``auto:fg=F/bg=B[/logt=L]``: the auto preset with other confident-label cuts (F and B times the
+    seeds' own threshold), as the --crf-la / --crf-ha they give for this store, and other refine-psa
+    options (a candidate of the study, which chooses presets.AUTO_CUTS); nothing for a plain preset."""
     if ":" not in preset:
         return []
     from usage_cli.algorithms.thresholds import psa_constants
 
-    cuts = {k: float(v) for k, v in (kv.split("=") for kv in preset.split(":", 1)[1].split("/"))}
+    opts = {k: float(v) for k, v in (kv.split("=") for kv in preset.split(":", 1)[1].split("/"))}
+    extra = [x for k in opts if k not in ("fg", "bg") for x in (f"--{k}", f"{opts[k]:g}")]
     manifest = seeds_dir / "manifest.json"
     if not manifest.exists():
-        return ["--crf-la", "<from the seeds>", "--crf-ha", "<from the seeds>"]
-    c = psa_constants(json.loads(manifest.read_text())["bg_threshold"], cuts["fg"], cuts["bg"])
-    return ["--crf-la", str(c["crf_la"]), "--crf-ha", str(c["crf_ha"])]
+        return ["--crf-la", "<from the seeds>", "--crf-ha", "<from the seeds>", *extra]
+    c = psa_constants(json.loads(manifest.read_text())["bg_threshold"], opts.get("fg", 1.5), opts.get("bg", 0.5))
+    return ["--crf-la", str(c["crf_la"]), "--crf-ha", str(c["crf_ha"]), *extra]
 
 
 def chain_commands(args, st: dict, d: Path, preset: str) -> list[tuple[str, list[str], Path]]:
