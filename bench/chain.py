@@ -77,24 +77,25 @@ def chain_commands(args, st: dict, d: Path, preset: str) -> list[tuple[str, list
     dev = ["--device", st["device"]]
     workers = ["--workers", str(st["workers"])] if st["workers"] is not None else []
     tr, va = args.train_split, args.val_split
-    seeds = {s: d / f"seeds-{s}" for s in (tr, va)}
+    splits = (tr, va) if va else (tr,)  # --val-split '': a data set with one split (coco128)
+    seeds = {s: d / f"seeds-{s}" for s in splits}
     p = d / preset.replace(":", "_").replace("/", "_").replace("=", "")
     steps: list[tuple[str, list[str], Path]] = []
-    for s in (tr, va):
+    for s in splits:
         steps.append((f"gen-seeds-{s}", [*exe, "gen-seeds", "--ckpt", str(d / "cls" / "checkpoint.pt"), *data, "--split", s,
                       "--out", str(seeds[s]), "--overlays", "0", "--quiet", "--scales", st["scales"], *dev, *workers,
                       *shlex.split(args.gen_seeds_extra or "")], seeds[s] / "seeds.h5"))  # fmt: skip
     refine = [*exe, "refine-psa", *data, "--preset", preset.split(":")[0], *dev, *workers, "--quiet"]
     steps.append((f"refine-psa-{tr}", [*refine, "--seeds", str(seeds[tr] / "seeds.h5"), "--split", tr, "--out", str(p / f"masks-{tr}"),
                   *candidate_flags(preset, seeds[tr]), *shlex.split(args.aff_args)], p / f"masks-{tr}" / "manifest.json"))  # fmt: skip
-    steps.append((f"refine-psa-{va}", [*refine, "--seeds", str(seeds[va] / "seeds.h5"), "--split", va, "--out", str(p / f"masks-{va}"),
-                  "--affinity", str(p / f"masks-{tr}" / "affinity.pt")], p / f"masks-{va}" / "manifest.json"))  # fmt: skip
+    steps += [] if not va else [(f"refine-psa-{va}", [*refine, "--seeds", str(seeds[va] / "seeds.h5"), "--split", va, "--out", str(p / f"masks-{va}"),
+                  "--affinity", str(p / f"masks-{tr}" / "affinity.pt")], p / f"masks-{va}" / "manifest.json")]  # fmt: skip
     steps.append(("train-seg", [*exe, "train-seg", "--masks", str(p / f"masks-{tr}"), *data, "--split", tr, "--out", str(p / "seg"),
                   *dev, *workers, "--quiet", *shlex.split(args.seg_args)], p / "seg" / "checkpoint.pt"))  # fmt: skip
-    for s in (tr, va):
+    for s in splits:
         steps.append((f"predict-seg-{s}", [*exe, "predict-seg", "--ckpt", str(p / "seg" / "checkpoint.pt"), *data, "--split", s,
                       "--out", str(p / f"preds-{s}"), *dev, *workers, "--quiet", *shlex.split(args.pred_args)], p / f"preds-{s}" / "manifest.json"))  # fmt: skip
-    for s in (tr, va):
+    for s in splits:
         for kind, pred in (("seeds", seeds[s] / "seeds.h5"), ("masks", p / f"masks-{s}"), ("preds", p / f"preds-{s}")):
             out = (d if kind == "seeds" else p) / f"metrics-{kind}-{s}.json"
             steps.append((f"evaluate-{kind}-{s}", [*exe, "evaluate", "--pred", str(pred), *data, "--split", s, "--out", str(out),
@@ -122,7 +123,7 @@ def run_chain(args, st: dict, row, seed: int, preset: str) -> dict:
             pdir.mkdir(exist_ok=True)
             _run(cmd, pdir / f"{step}.log" if not step.startswith("gen-seeds") else d / f"{step}.log", f"{tag} {step}")
     out = {}
-    for s in (args.train_split, args.val_split):
+    for s in (args.train_split, args.val_split) if args.val_split else (args.train_split,):
         for kind in kinds:
             m = json.loads(((d if kind == "seeds" else pdir) / f"metrics-{kind}-{s}.json").read_text())
             out[f"{kind}-{s}"] = m["miou"]
@@ -144,6 +145,8 @@ GAINS = (("masks-{tr}", "seeds_auto-{tr}"), ("preds-{tr}", "masks-{tr}"), ("mask
 def render_md(meta: dict, results: dict) -> str:
     tr, va = meta["train_split"], meta["val_split"]
     f = {"tr": tr, "va": va}
+    columns = [c for c in COLUMNS if va or "{va}" not in c[0]]
+    gains = [g for g in GAINS if va or "{va}" not in g[0]]
     st = meta["settings"]
     lines = [
         "# Chain study: seeds -> pseudo masks -> segmentation, no ground truth in the chain",
@@ -158,13 +161,13 @@ def render_md(meta: dict, results: dict) -> str:
         "(own thr): at the threshold gen-seeds chose from the seed maps alone, which is what refine-psa's auto preset uses",
         "- each cell: mIoU %, mean ± sample std over seeds; gains: paired (same seed) differences, no ground truth in either term",
         "",
-        "| preset | " + " | ".join(h.format(**f) for _, h in COLUMNS) + " | " + " | ".join(f"{a.split('-')[0]} − {b.split('-')[0].replace('_auto', '')} {a.split('-')[1].format(**f)}" for a, b in GAINS) + " |",
-        "| --- |" + " --- |" * (len(COLUMNS) + len(GAINS)),
+        "| preset | " + " | ".join(h.format(**f) for _, h in columns) + " | " + " | ".join(f"{a.split('-')[0]} − {b.split('-')[0].replace('_auto', '')} {a.split('-')[1].format(**f)}" for a, b in gains) + " |",
+        "| --- |" + " --- |" * (len(columns) + len(gains)),
     ]
     for preset in meta["presets"]:
         per = {s: results[preset, s] for s in meta["seeds"] if (preset, s) in results}
-        cells = [pt.fmt_stat(pt.mean_std(r.get(k.format(**f)) for r in per.values())) for k, _ in COLUMNS]
-        for a, b in GAINS:
+        cells = [pt.fmt_stat(pt.mean_std(r.get(k.format(**f)) for r in per.values())) for k, _ in columns]
+        for a, b in gains:
             diffs = pt.paired_diffs({s: r.get(a.format(**f)) for s, r in per.items()}, {s: r.get(b.format(**f)) for s, r in per.items()})
             cells.append(pt.fmt_stat(pt.mean_std(diffs.values()), signed=True))
         lines.append(f"| {preset} | " + " | ".join(cells) + " |")
