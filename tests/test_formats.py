@@ -21,6 +21,8 @@ from usage_cli.artifacts.checkpoint import save_checkpoint
 from usage_cli.artifacts.manifest import config_hash, run_config
 from usage_cli.artifacts.outdir import (
     PNG_MARKERS,
+    RUN_STATE,
+    check_owned,
     finish_png_folder,
     resume_png_folder,
     start_png_folder,
@@ -176,6 +178,19 @@ def test_png_folder_marker_resumes_the_same_run_only(stage, tmp_path):
         resume_png_folder(out, {"config_hash": "other"}, stage=stage, force=False)
     finish_png_folder(out, stage=stage)
     assert not (out / PNG_MARKERS[stage]).exists()
+
+
+@pytest.mark.parametrize("stage", [*PNG_MARKERS, "train-aff"])
+def test_an_interrupted_run_of_every_stage_is_its_own(stage, tmp_path):
+    """A run killed before its manifest (the PNGs and the marker, or last.pt, written) is resumed, not
+    refused as a user's files: every PNG stage and every training stage proves its unfinished run."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a.png").write_bytes(b"")
+    with pytest.raises(ArtifactError, match="which no usage run wrote"):
+        check_owned(out, stage, ("*.png",), None)  # no run's state: a user's PNGs, refused
+    (out / RUN_STATE[stage][0]).write_text("{}")
+    check_owned(out, stage, ("*.png",), None)  # an unfinished run of this stage: its own
 
 
 # --- image-level labels: PSA's pickled cls_labels.npy, cls_labels.json -------------------------------

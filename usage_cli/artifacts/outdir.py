@@ -44,14 +44,21 @@ F = TypeVar("F", bound=Callable[..., Any])
 LOCK_NAME = ".usage.lock"  # in every claimed --out while a stage writes it; never an artifact
 _HELD: dict[str, int] = {}  # resolved folder -> the open, locked lock file of this process
 
+# stage -> the marker file in its PNG folder while a run writes it; it holds that run's key
+PNG_MARKERS = {
+    "refine-psa": ".refine-psa.partial", "predict-seg": ".predict-seg.partial.json",
+    "psa-labels": ".psa-labels.partial.json", "psa-walk": ".psa-walk.partial.json",
+}  # fmt: skip
+
 # stage -> files whose presence, with no manifest yet, proves an unfinished run of that stage in the folder
-# (a complete seeds.h5 waits for its overlays and manifest; its format is checked when it is read)
+# (a complete seeds.h5 waits for its overlays and manifest; its format is checked when it is read);
+# every PNG stage's marker is one (an interrupted psa-labels or psa-walk run resumes)
 RUN_STATE = {
     "train-cls": ("last.pt",),
+    "train-aff": ("last.pt",),
     "train-seg": ("last.pt",),
     "gen-seeds": ("seeds.h5.partial", "seeds.h5"),
-    "refine-psa": (".refine-psa.partial",),
-    "predict-seg": (".predict-seg.partial.json",),
+    **{stage: (marker,) for stage, marker in PNG_MARKERS.items()},
 }
 
 
@@ -335,11 +342,6 @@ def check_replaceable_file(path: Path, is_own: Callable[[Any], bool], what: str,
     return path
 
 
-# stage -> the marker file in its PNG folder while a run writes it; it holds that run's key
-PNG_MARKERS = {
-    "refine-psa": ".refine-psa.partial", "predict-seg": ".predict-seg.partial.json",
-    "psa-labels": ".psa-labels.partial.json", "psa-walk": ".psa-walk.partial.json",
-}  # fmt: skip
 
 
 def resume_png_folder(out: Path, key: dict[str, Any], *, stage: str, force: bool, main: bool = True) -> set[str]:
