@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -111,7 +112,8 @@ def run(cfg: ReportConfig) -> list[dict]:
     entries = load_entries(cfg.metrics)
     plan = plan_html(entries, cfg) if cfg.html is not None else None  # its refusals come before any output
     rows = [_row(e.name, e.metrics) for e in entries if e.metrics is not None]
-    console = Console()
+    # a pipe or a log file has no width: rich would fold the table to 80 columns and cut every cell
+    console = Console() if sys.stdout.isatty() else Console(width=200)
     if rows:
         console.print(render(rows))
     else:
