@@ -53,7 +53,8 @@ def run_dir(tmp_path_factory):
             for r in ds.records:
                 gt = read_label_png(r.mask_path)
                 w.write(r.id, r.labels, _seed_maps(gt, r.labels, rng, shift), gt.shape)
-            w.commit()
+            # the USAGE store records its own threshold, as gen-seeds --bg-threshold auto does
+            w.commit({"bg_threshold": 0.437, "bg_threshold_rule": "test"} if name == SEEDS[1] else None)
         write_manifest(run / name, build_manifest("gen-seeds", {**cfg, "ckpt": f"run/cls-{name}/checkpoint.pt"}))
     for r in ds.records:  # pseudo masks: the ground truth with the left third turned to background
         gt = read_label_png(r.mask_path)
@@ -126,8 +127,13 @@ def test_two_seed_stores_draw_both_curves_and_bars_sorted_by_gap(run_dir, tmp_pa
         (line,) = [ln for ln in mIoU.get_lines() if ln.get_label().startswith(name)]
         assert np.allclose(line.get_xdata(), [float(t) for t in curve])
         assert np.allclose(line.get_ydata(), list(curve.values()))
-        (marker,) = [c for c in mIoU.collections if np.allclose(c.get_facecolor()[0][:3], to_rgb(line.get_color()))]
+        marker, *own = [c for c in mIoU.collections if np.allclose(c.get_facecolor()[0][:3], to_rgb(line.get_color()))]
         assert tuple(marker.get_offsets()[0]) == pytest.approx((metrics[name]["threshold"], metrics[name]["miou"]))
+        pipeline = metrics[name].get("pipeline")  # the store's own threshold: a cross at its exact score
+        assert (pipeline is not None) == (name == SEEDS[1]) and len(own) == (pipeline is not None)
+        if pipeline:
+            assert tuple(own[0].get_offsets()[0]) == pytest.approx((0.437, pipeline["miou"]))
+            assert "no-GT t=0.44" in line.get_label()
         for ax, key in ((fpr, "curve_fpr"), (fnr, "curve_fnr")):
             (ln,) = [ln for ln in ax.get_lines() if ln.get_label().startswith(name)]
             assert np.allclose(ln.get_ydata(), list(metrics[name][key].values()))

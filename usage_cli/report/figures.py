@@ -42,6 +42,8 @@ class Curve:
     fpr: np.ndarray | None
     fnr: np.ndarray | None
     chosen: float | None
+    own: float | None = None  # the store's own threshold (gen-seeds --bg-threshold auto), scored as `pipeline`
+    own_at: dict | None = None  # its exact miou / fpr / fnr there (`pipeline`)
 
 
 def curve_of(name: str, metrics: dict) -> Curve | None:
@@ -64,12 +66,15 @@ def curve_of(name: str, metrics: dict) -> Curve | None:
         fpr=values("curve_fpr"),
         fnr=values("curve_fnr"),
         chosen=metrics.get("threshold"),
+        own=(metrics.get("pipeline") or {}).get("threshold"),
+        own_at=metrics.get("pipeline"),
     )
 
 
 def threshold_figure(curves: list[Curve], title: str):
     """mIoU | mean FPR | mean FNR against the background threshold, one colour per seed store, its
-    chosen threshold marked (dotted line and dot)."""
+    chosen threshold marked (dotted line and dot) and its own no-ground-truth threshold, where the store
+    records one (dashed line and cross)."""
     Figure = require_matplotlib()
     panels = [(label, key) for label, key in (("mIoU %", "miou"), ("mean FPR %", "fpr"), ("mean FNR %", "fnr"))
               if any(getattr(c, key) is not None for c in curves)]  # fmt: skip
@@ -87,6 +92,12 @@ def threshold_figure(curves: list[Curve], title: str):
                 tag = f"{c.name} (t={c.chosen:.2f}: {at:.1f})"
                 ax.axvline(c.chosen, color=colour, ls=":", lw=1)
                 ax.scatter([c.chosen], [at], color=colour, s=22, zorder=3)
+            if c.own is not None:
+                exact = (c.own_at or {}).get(key)
+                at = float(exact) if exact is not None else float(np.interp(c.own, c.thresholds, y))
+                tag += f"; no-GT t={c.own:.2f}: {at:.1f}"
+                ax.axvline(c.own, color=colour, ls="--", lw=0.8, alpha=0.7)
+                ax.scatter([c.own], [at], color=colour, marker="x", s=30, zorder=3)
             ax.plot(c.thresholds, y, color=colour, lw=1.6, label=tag)
         ax.set_xlabel("background threshold")
         ax.set_ylabel(label)

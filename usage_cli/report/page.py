@@ -15,8 +15,8 @@ from usage_cli.report.inputs import Entry
 
 # the config keys that say most about an artifact, per producing stage (the rest is one click away)
 KEY_CONFIG = {
-    "gen-seeds": ("ckpt", "source", "refine", "scales", "flip"),
-    "refine-psa": ("seeds", "preset", "bg_mode", "bg_power", "crf", "walk", "affinity"),
+    "gen-seeds": ("ckpt", "source", "refine", "normalise", "scales", "flip", "bg_threshold"),
+    "refine-psa": ("seeds", "preset", "crf_la", "crf_ha", "bg_mode", "bg_const", "bg_power", "walk", "affinity"),
     "predict-seg": ("ckpt", "scales", "flip", "fuse", "crf"),
     "train-cls": ("backbone", "mapping", "reg", "epochs"),
     "train-seg": ("backbone", "masks", "epochs"),
@@ -87,7 +87,7 @@ def render_page(
     if curves:
         parts.append('<h2 id="curves">Threshold curves</h2>')
         parts.append('<p class="sub">Each seed store scored at every background threshold; the dotted line and dot mark the threshold '
-                     "its metrics use.</p>")  # fmt: skip
+                     "its metrics use (the best of the sweep); the dashed line and cross, the threshold gen-seeds chose from the seed maps alone (no-GT).</p>")  # fmt: skip
         parts += [_figure(f) for f in curves]
     if bars:
         parts.append('<h2 id="classes">Per-class IoU</h2>')
