@@ -77,7 +77,7 @@ PAPER = {
     },
 }
 TABLE8_VARIANTS = ("cam+none", "mil+none", "cm+none", "mct+none", "cam+aa", "cm+gt", "cm+oaa", "cm+aa")
-METRIC_KEYS = ("miou", "fpr", "fnr", "threshold", "val_miou", "val_fpr", "val_fnr")
+METRIC_KEYS = ("miou", "fpr", "fnr", "threshold", "val_miou", "val_fpr", "val_fnr", "own_threshold", "own_miou")
 # the classifier's last-epoch diagnostics (train-cls log.jsonl), summarised per row like the metrics
 DIAG_KEYS = ("loss_cls", "empty_share", "present_max", "cm_ess", "aa_agree", "aa_kl", "learning_fraction", "student_drop_path")
 
@@ -209,7 +209,7 @@ def summarize(rows: list[Row], runs: list[dict]) -> list[dict]:
         walls = [run["wall_s"]["total"] for run in runs if run["row"] == r.name and run.get("status") == "done" and run.get("wall_s", {}).get("total")]
         entry["wall_s"] = mean_std(walls)
         if base is not None:
-            for k in ("miou", "val_miou"):
+            for k in ("miou", "val_miou", "own_miou"):
                 d = paired_diffs({s: m.get(k) for s, m in per_seed.items()}, {s: m.get(k) for s, m in by_row[base.name].items()})
                 entry[f"d_{k}"] = {**mean_std(d.values()), "per_seed": d, "vs": base.name}
         out.append(entry)
@@ -408,6 +408,8 @@ def run_one(args, st: dict, table: str, row: Row, seed: int, val: bool) -> dict:
     metrics = {k: (em or {}).get(k) for k in ("miou", "fpr", "fnr", "threshold")}
     if vm:
         metrics.update({f"val_{k}": vm.get(k) for k in ("miou", "fpr", "fnr", "threshold")})
+    own = (em or {}).get("pipeline") or {}  # the store's own threshold (gen-seeds --bg-threshold auto): no ground truth
+    metrics.update(own_threshold=own.get("threshold"), own_miou=own.get("miou"))
     if val:
         cmds = commands(args, st, table, row, seed, val, threshold=metrics["threshold"])
     record.update(
@@ -440,6 +442,8 @@ def render_md(meta: dict, rows: list[Row], summary: list[dict], notes: list[str]
         + "".join(f"; {row}: `--refine {s['refine']} --normalise {s['normalise']}`" for row, s in meta.get("seed_steps", {}).items())
         + f"; scored on `{meta['eval_split']}` at the best "
         f"background threshold of the 0.00:0.95:0.01 sweep (tuned on that split's ground truth); val: {val}",
+        "- no-GT: the seeds at the threshold gen-seeds chose from its own maps (`--bg-threshold auto`), what a user without "
+        "ground truth gets; scored on the same split",
         "- each cell: mean ± sample std (ddof=1) over seeds, or the value and n=1; Δ: paired (same seed) difference to the "
         "`cam` row, then mean ± std; all in %",
     ]
@@ -447,16 +451,18 @@ def render_md(meta: dict, rows: list[Row], summary: list[dict], notes: list[str]
     lines += [f"- FAILED: {f['row']} seed{f['seed']} at {f['failed_step']} (exit {f['returncode']}, {f['log']})" for f in failures]
     lines += [
         "",
-        "| row | flags | mIoU | FPR | FNR | bg thr | val mIoU @thr | Δ mIoU vs cam | Δ val mIoU vs cam | paper mIoU | n | wall s/run |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| row | flags | mIoU | FPR | FNR | bg thr | val mIoU @thr | Δ mIoU vs cam | Δ val mIoU vs cam | no-GT thr | mIoU @no-GT thr | Δ @no-GT vs cam | paper mIoU | n | wall s/run |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r, s in zip(rows, summary, strict=True):
         paper = r.paper[0] if isinstance(r.paper, tuple) else r.paper
         dm = "-" if r.baseline else fmt_stat(s.get("d_miou", {}), signed=True)
         dv = "-" if r.baseline else fmt_stat(s.get("d_val_miou", {}), signed=True)
+        do = "-" if r.baseline else fmt_stat(s.get("d_own_miou", {}), signed=True)
         lines.append(
             f"| {r.name} | `{' '.join(r.flags)}` | {fmt_stat(s['miou'])} | {fmt_stat(s['fpr'])} | {fmt_stat(s['fnr'])} | "
-            f"{fmt_stat(s['threshold'], 2)} | {fmt_stat(s['val_miou'])} | {dm} | {dv} | {'-' if paper is None else paper} | "
+            f"{fmt_stat(s['threshold'], 2)} | {fmt_stat(s['val_miou'])} | {dm} | {dv} | "
+            f"{fmt_stat(s['own_threshold'], 2)} | {fmt_stat(s['own_miou'])} | {do} | {'-' if paper is None else paper} | "
             f"{s['miou']['n']} | {fmt_stat(s['wall_s'], 0).replace(' (n=1)', '')} |"
         )
     lines += [

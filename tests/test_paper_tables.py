@@ -275,14 +275,18 @@ def test_table1_end_to_end_one_seed(synth_root, tmp_path):
     assert [e["row"] for e in doc["summary"]] == ["cam", "cm", "cm+aa"]
     for run in doc["runs"]:
         assert run["status"] == "done", run
-        for k in ("miou", "fpr", "fnr", "threshold", "val_miou", "val_fpr", "val_fnr"):
+        for k in ("miou", "fpr", "fnr", "threshold", "val_miou", "val_fpr", "val_fnr", "own_threshold", "own_miou"):
             assert math.isfinite(run["metrics"][k])
+        # the no-GT column: the store's own threshold, scored on the same split, never above the sweep's best
+        assert run["metrics"]["own_threshold"] == run["eval"]["pipeline"]["threshold"]
+        assert run["metrics"]["own_miou"] <= run["metrics"]["miou"] + 1e-9
         assert run["metrics"]["val_threshold"] == run["metrics"]["threshold"] and run["val"]["threshold_mode"] == "fixed"
         assert "loss_cls" in run["train_log"] and run["wall_s"]["total"] > 0
     assert "loss_reg" in next(r for r in doc["runs"] if r["row"] == "cm+aa")["train_log"]
     for e in doc["summary"]:
         assert e["miou"]["n"] == 1 and math.isfinite(e["miou"]["mean"])
     assert doc["summary"][1]["d_miou"]["n"] == 1 and doc["summary"][2]["d_val_miou"]["n"] == 1
+    assert doc["summary"][2]["d_own_miou"]["n"] == 1
     assert doc["val_used"] and doc["settings"]["mode"] == "reduced"
     md = (out / "table1.md").read_text()
     rows = [ln for ln in md.splitlines() if ln.startswith("| ") and not ln.startswith("| ---")]
