@@ -342,8 +342,6 @@ def check_replaceable_file(path: Path, is_own: Callable[[Any], bool], what: str,
     return path
 
 
-
-
 def resume_png_folder(out: Path, key: dict[str, Any], *, stage: str, force: bool, main: bool = True) -> set[str]:
     """Ids whose ``<id>.png`` an unfinished run of the same ``key`` already wrote (to be skipped).
 
