@@ -190,7 +190,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    seeds = [int(s) for s in str(args.seeds).split(",") if s.strip()]
+    seeds = pt.seed_list(args)
     family = pt.family_of(args.backbone)
     st = pt.resolve_settings(args, family)
     rows, _ = pt.table_rows("table1", family, st["tau1s"], [args.row])

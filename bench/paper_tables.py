@@ -224,6 +224,14 @@ def family_of(backbone: str) -> str:
     return backbone_family(backbone)
 
 
+def seed_list(args) -> list[int]:
+    """``--seeds 0,1,2`` as distinct integers (one line and exit otherwise); every bench script's."""
+    seeds = [int(s) for s in str(args.seeds).split(",") if s.strip()]
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise SystemExit(f"--seeds {args.seeds}: give distinct integers")
+    return seeds
+
+
 def resolve_settings(args, family: str) -> dict:
     """The settings every row shares: the paper's (``--paper``) or the reduced CPU budget, with
     explicit command-line values winning over both."""
@@ -544,9 +552,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    seeds = [int(s) for s in str(args.seeds).split(",") if s.strip()]
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise SystemExit(f"--seeds {args.seeds}: give distinct integers")
+    seeds = seed_list(args)
     family = family_of(args.backbone)
     st = resolve_settings(args, family)
     only = [n.strip() for n in args.rows.split(",")] if args.rows else None

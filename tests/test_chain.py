@@ -3,24 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from bench_module import load_bench
 
-
-def _load():
-    sys.path.insert(0, str(REPO / "bench"))
-    spec = importlib.util.spec_from_file_location("chain", REPO / "bench" / "chain.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["chain"] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-ch = _load()
+ch = load_bench("chain")
 
 
 def _args(**kw) -> argparse.Namespace:

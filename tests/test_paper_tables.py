@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import shlex
@@ -12,22 +11,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from bench_module import load_bench
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _load():
-    name = "paper_tables"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, REPO / "bench" / "paper_tables.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod  # dataclasses look the module up while the class is made
-    spec.loader.exec_module(mod)
-    return mod
-
-
-pt = _load()
+pt = load_bench("paper_tables")
 
 
 # ------------------------------------------------------------------------------------------ maths

@@ -3,13 +3,11 @@ the same options (so the study measures the shipped seed step, not a copy of it)
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import torch
+from bench_module import load_bench
 
 from usage_cli.artifacts.checkpoint import save_checkpoint
 from usage_cli.models.classifier import build_classifier
@@ -18,19 +16,7 @@ from usage_cli.stages.evaluate import run as evaluate
 from usage_cli.stages.gen_seeds import GenSeedsConfig
 from usage_cli.stages.gen_seeds import run as gen_seeds
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _load():
-    sys.path.insert(0, str(REPO / "bench"))
-    spec = importlib.util.spec_from_file_location("seed_step", REPO / "bench" / "seed_step.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["seed_step"] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-ss = _load()
+ss = load_bench("seed_step")
 
 
 @pytest.fixture(scope="module")
