@@ -118,8 +118,13 @@ def power_for_cut(t: float) -> float:
 def psa_constants(t: float, fg: float, bg: float) -> dict[str, float]:
     """refine-psa's constants from the seeds' threshold ``t``: confident foreground above ``fg * t``
     (``crf_la``), confident background below ``bg * t`` (``crf_ha``), the walk's background at ``t``."""
-    fg_cut, bg_cut = min(fg * t, 0.95), max(bg * t, 0.01)
+    fg_cut, bg_cut = _cuts(t, fg, bg)
     return {"crf_la": round(power_for_cut(fg_cut), 4), "crf_ha": round(power_for_cut(bg_cut), 4), "bg_const": round(float(t), 4)}
+
+
+def _cuts(t: float, fg: float, bg: float) -> tuple[float, float]:
+    """The confident-foreground and confident-background cuts at ``fg * t`` and ``bg * t``, kept inside (0, 1)."""
+    return min(fg * t, 0.95), max(bg * t, 0.01)
 
 
 def store_threshold(reader) -> tuple[float, str]:
@@ -136,5 +141,5 @@ def auto_psa_constants(reader, cuts: dict[str, float]) -> dict:
     """refine-psa's ``auto`` preset for a seed store (``reader``): its threshold, how it was chosen, the
     confident-label cuts and the constants they give (:func:`psa_constants`)."""
     t, rule = store_threshold(reader)
-    fg_cut, bg_cut = min(cuts["fg"] * t, 0.95), max(cuts["bg"] * t, 0.01)
+    fg_cut, bg_cut = _cuts(t, cuts["fg"], cuts["bg"])
     return {"seed_threshold": t, "seed_threshold_rule": rule, "fg_cut": round(fg_cut, 4), "bg_cut": round(bg_cut, 4), **psa_constants(t, **cuts)}
