@@ -127,12 +127,19 @@ def _cuts(t: float, fg: float, bg: float) -> tuple[float, float]:
     return min(fg * t, 0.95), max(bg * t, 0.01)
 
 
+def recorded_threshold(attrs) -> tuple[float, str] | None:
+    """The background threshold a seed store's attributes record and how it was chosen (None: none recorded)."""
+    if attrs.get("bg_threshold") is None:
+        return None
+    return float(attrs["bg_threshold"]), str(attrs.get("bg_threshold_rule", "recorded"))
+
+
 def store_threshold(reader) -> tuple[float, str]:
     """A seed store's own background threshold and how it was chosen: what gen-seeds recorded, or, for a
     store that records none (another tool's, an older one), the ``auto`` rule over its maps now."""
-    attrs = reader.attrs
-    if attrs.get("bg_threshold") is not None:
-        return float(attrs["bg_threshold"]), str(attrs.get("bg_threshold_rule", "recorded"))
+    recorded = recorded_threshold(reader.attrs)
+    if recorded is not None:
+        return recorded
     st = seed_statistics((reader.read(i) for i in reader.ids()), "auto")["attrs"]
     return st["bg_threshold"], f"{st['bg_threshold_rule']} (the store records none: computed now)"
 

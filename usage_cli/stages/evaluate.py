@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from usage_cli.algorithms.thresholds import recorded_threshold
 from usage_cli.artifacts.compat import check_class_names
 from usage_cli.artifacts.labels import folder_class_names, label_ids
 from usage_cli.artifacts.manifest import build_manifest, config_paths, read_manifest, run_config
@@ -80,10 +81,8 @@ def is_metrics_file(doc) -> bool:
 def _pipeline_threshold(pred: Path) -> dict | None:
     """The background threshold gen-seeds chose without ground truth (None for a store without one)."""
     with SeedReader(pred) as r:
-        attrs = r.attrs
-    if attrs.get("bg_threshold") is None:
-        return None
-    return {"value": float(attrs["bg_threshold"]), "rule": str(attrs.get("bg_threshold_rule", ""))}
+        recorded = recorded_threshold(r.attrs)
+    return None if recorded is None else {"value": recorded[0], "rule": recorded[1]}
 
 
 def _prediction_ids(pred: Path) -> tuple[str, set[str]]:
