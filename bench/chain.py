@@ -19,7 +19,8 @@ restarts where it stopped):
 The table: per preset, mean +- sample std over seeds of each artifact's mIoU; for seeds both the
 field's figure (best threshold, tuned on ground truth) and the no-ground-truth one (the store's own
 threshold); each stage's paired gain over the stage before it (no ground truth anywhere).
-Writes DIR/chain.json and DIR/chain.md (also printed).
+Writes DIR/chain.json and DIR/chain.md (also printed); with --tag T (another AffinityNet / segnet budget)
+the presets run in <preset>@T beside the others, sharing the classifier and seeds, into DIR/chain-T.*.
 """
 
 from __future__ import annotations
@@ -70,6 +71,12 @@ def candidate_flags(preset: str, seeds_dir: Path) -> list[str]:
     return ["--crf-la", str(c["crf_la"]), "--crf-ha", str(c["crf_ha"]), *extra]
 
 
+def preset_dir(d: Path, preset: str, tag: str = "") -> Path:
+    """One seed's folder for one preset: ``auto``, ``auto_fg1_bg0.4`` for a candidate, ``auto@TAG`` for
+    another budget of the same preset (--tag), beside the others and sharing the classifier and seeds."""
+    return d / (preset.replace(":", "_").replace("/", "_").replace("=", "") + (f"@{tag}" if tag else ""))
+
+
 def chain_commands(args, st: dict, d: Path, preset: str) -> list[tuple[str, list[str], Path]]:
     """(step, command, product) of one seed's chain for one preset, in order."""
     exe = pt.usage_exe()
@@ -79,7 +86,7 @@ def chain_commands(args, st: dict, d: Path, preset: str) -> list[tuple[str, list
     tr, va = args.train_split, args.val_split
     splits = (tr, va) if va else (tr,)  # --val-split '': a data set with one split (coco128)
     seeds = {s: d / f"seeds-{s}" for s in splits}
-    p = d / preset.replace(":", "_").replace("/", "_").replace("=", "")
+    p = preset_dir(d, preset, args.tag)
     steps: list[tuple[str, list[str], Path]] = []
     for s in splits:
         steps.append((f"gen-seeds-{s}", [*exe, "gen-seeds", "--ckpt", str(d / "cls" / "checkpoint.pt"), *data, "--split", s,
@@ -115,7 +122,7 @@ def run_chain(args, st: dict, row, seed: int, preset: str) -> dict:
     if not (d / "cls" / "checkpoint.pt").exists():
         cmd = pt.commands(args, st, "table1", row, seed, val=False)["train-cls"]
         _run([*cmd, "--resume"] if (d / "cls" / "last.pt").exists() else cmd, d / "train-cls.log", f"{tag} train-cls")
-    pdir = d / preset.replace(":", "_").replace("/", "_").replace("=", "")
+    pdir = preset_dir(d, preset, args.tag)
     kinds = ("seeds", "masks", "preds") if args.until == "preds" else ("seeds", "masks")
     for step, _, product in chain_commands(args, st, d, preset):
         if not product.exists() and not _skipped(step, kinds):
@@ -184,6 +191,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seg-args", default="--backbone efficientnet_lite0 --pretrained --epochs 8 --batch-size 8 --crop 192 --lr 0.01 --aspp-channels 64",
                    help="train-seg flags")
     p.add_argument("--pred-args", default="--scales 1.0 --flip", help="predict-seg flags")
+    p.add_argument("--tag", default="", help="a name for these --aff-args/--seg-args (another budget): the chain runs "
+                   "in <preset>@TAG beside the others, sharing the classifier and seeds, and writes chain-TAG.json/.md")
     p.add_argument("--until", choices=("masks", "preds"), default="preds", help="stop at the pseudo masks (choosing refine-psa settings)")
     return p.parse_args(argv)
 
@@ -203,14 +212,15 @@ def main(argv: list[str] | None = None) -> int:
     meta = {
         "dataset": args.dataset, "root": str(args.root), "backbone": args.backbone, "row": row.name, "seeds": seeds,
         "train_split": args.train_split, "val_split": args.val_split, "presets": presets, "settings": st,
-        "aff_args": args.aff_args, "seg_args": args.seg_args, "pred_args": args.pred_args, "gen_seeds_extra": args.gen_seeds_extra,
+        "tag": args.tag, "aff_args": args.aff_args, "seg_args": args.seg_args, "pred_args": args.pred_args, "gen_seeds_extra": args.gen_seeds_extra,
         "argv": [sys.executable, str(Path(__file__).resolve()), *(argv if argv is not None else sys.argv[1:])],
     }  # fmt: skip
     md = render_md(meta, results)
     out = Path(args.out)
     runs = [{"preset": k[0], "seed": k[1], **v} for k, v in results.items()]
-    (out / "chain.json").write_text(json.dumps({**meta, "runs": runs}, indent=2) + "\n")
-    (out / "chain.md").write_text(md)
+    name = f"chain-{args.tag}" if args.tag else "chain"
+    (out / f"{name}.json").write_text(json.dumps({**meta, "runs": runs}, indent=2) + "\n")
+    (out / f"{name}.md").write_text(md)
     print(md)
     return 0
 

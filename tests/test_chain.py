@@ -51,3 +51,12 @@ def test_table_gains_are_paired_and_without_ground_truth():
     # masks - seeds at their own threshold: +5, +7 -> 6.0 ± 1.4; preds - masks: -1, +1 -> 0.0 ± 1.4
     assert cells[8] == "+6.0 ± 1.4" and cells[9] == "+0.0 ± 1.4"
     assert cells[1] == "51.0 ± 1.4" and cells[2] == "41.0 ± 1.4"
+
+
+def test_a_tagged_budget_runs_beside_the_preset_and_shares_the_seeds(tmp_path):
+    steps = {s: (c, p) for s, c, p in ch.chain_commands(_args(tag="aff8"), _settings(), tmp_path, "auto")}
+    cmd, product = steps["refine-psa-train"]
+    assert product == tmp_path / "auto@aff8" / "masks-train" / "manifest.json"
+    assert cmd[cmd.index("--seeds") + 1] == str(tmp_path / "seeds-train" / "seeds.h5")  # the untagged run's seeds
+    assert steps["evaluate-seeds-train"][1] == tmp_path / "metrics-seeds-train.json"
+    assert ch.preset_dir(tmp_path, "auto") == tmp_path / "auto"
