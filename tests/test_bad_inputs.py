@@ -294,6 +294,7 @@ ROWS += [
     ("psa-walk --affinity random bytes", lambda w: psa_walk(w, None, None, "--affinity", w / "random.bin"), ("random.bin",)),
     ("psa-walk --affinity a classifier checkpoint", lambda w: psa_walk(w, None, None, "--affinity", w / "cls" / "checkpoint.pt"), ("checkpoint.pt", "--ckpt")),
     ("psa-walk --logt 20", lambda w: psa_walk(w, None, None, "--logt", 20), ("--logt",)),
+    ("psa-walk --walk-norm mean", lambda w: psa_walk(w, None, None, "--walk-norm", "mean"), ("--walk-norm", "class-max")),
 ]
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from usage_cli.algorithms.psa_refine import WalkSettings, refine_image, seed_scores
+from usage_cli.algorithms.psa_refine import WalkSettings, refine_image, rescale_walked, seed_scores
 
 CONST = WalkSettings(radius=2, beta=8.0, logt=3, bg_mode="const", bg_power=16.0, bg_const=0.39)
 POWER = WalkSettings(radius=2, beta=8.0, logt=3, bg_mode="power", bg_power=16.0, bg_const=0.39)
@@ -52,3 +52,26 @@ def test_labels_are_the_keys_or_background():
     out = refine_image(lambda x: torch.randn(1, 8, x.shape[2] // STRIDE, x.shape[3] // STRIDE, generator=torch.Generator().manual_seed(0)),
                        _padded(16, 24), cams, [3, 12], CONST, STRIDE)  # fmt: skip
     assert out.shape == (16, 24) and set(np.unique(out)) <= {0, 3, 12}
+
+
+def test_rescaling_the_walked_scores_leaves_the_background_as_walked():
+    rw = torch.stack([torch.full((3, 4), 0.3), torch.linspace(0, 0.5, 12).view(3, 4), torch.linspace(0, 0.25, 12).view(3, 4)])[None]
+    assert torch.equal(rescale_walked(rw, "none"), rw)
+    per_class = rescale_walked(rw, "class-max")
+    assert torch.equal(per_class[0, 0], rw[0, 0]) and torch.allclose(per_class[0, 1:].amax(dim=(1, 2)), torch.ones(2))
+    joint = rescale_walked(rw, "max")  # IRN: one maximum for all classes, their ratio kept
+    assert torch.equal(joint[0, 0], rw[0, 0]) and torch.isclose(joint[0, 1:].max(), torch.tensor(1.0))
+    assert torch.allclose(joint[0, 2], joint[0, 1] / 2)
+    # a walked class that stays zero is not divided by zero
+    assert torch.isfinite(rescale_walked(torch.zeros(1, 2, 3, 4), "class-max")).all()
+
+
+def test_a_peak_shrinks_in_the_walk_unless_rescaled():
+    """The walk averages a peaked class map down while a constant background keeps its value: as walked,
+    the peak can fall below a background it beat before the walk; rescaled to its maximum, it cannot."""
+    cams = np.zeros((1, 16, 16), np.float32)
+    cams[0, 6:10, 6:10] = 1.0
+    s = WalkSettings(radius=2, beta=8.0, logt=4, bg_mode="const", bg_power=16.0, bg_const=0.6)
+    walked = refine_image(_flat_features, _padded(16, 16), cams, [5], s, STRIDE)
+    kept = refine_image(_flat_features, _padded(16, 16), cams, [5], WalkSettings(**{**s.__dict__, "norm": "class-max"}), STRIDE)
+    assert not (walked == 5).any() and (kept == 5).any()

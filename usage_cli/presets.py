@@ -34,9 +34,9 @@ TRAIN_CLS: dict[str, dict[str, dict[str, Any]]] = {
 # confident background below AUTO_CUTS["bg"] x t (as PSA background powers, so the CRF step is PSA's),
 # the walk's constant background at t. All start AffinityNet from ImageNet weights.
 REFINE_PSA: dict[str, dict[str, Any]] = {
-    "auto": {"crf_la": None, "crf_ha": None, "beta": 8.0, "logt": 6, "bg_mode": "const", "bg_power": 16.0, "bg_const": None, "pretrained": True},
-    "psa": {"crf_la": 4.0, "crf_ha": 32.0, "beta": 8.0, "logt": 8, "bg_mode": "power", "bg_power": 16.0, "bg_const": 0.39, "pretrained": True},
-    "mctformer": {"crf_la": 1.0, "crf_ha": 12.0, "beta": 8.0, "logt": 6, "bg_mode": "const", "bg_power": 16.0, "bg_const": 0.39, "pretrained": True},
+    "auto": {"crf_la": None, "crf_ha": None, "beta": 8.0, "logt": 6, "bg_mode": "const", "bg_power": 16.0, "bg_const": None, "walk_norm": "none", "pretrained": True},
+    "psa": {"crf_la": 4.0, "crf_ha": 32.0, "beta": 8.0, "logt": 8, "bg_mode": "power", "bg_power": 16.0, "bg_const": 0.39, "walk_norm": "none", "pretrained": True},
+    "mctformer": {"crf_la": 1.0, "crf_ha": 12.0, "beta": 8.0, "logt": 6, "bg_mode": "const", "bg_power": 16.0, "bg_const": 0.39, "walk_norm": "none", "pretrained": True},
 }
 DEFAULT_REFINE_PRESET = "auto"
 # the auto preset's confident-label cuts as multiples of the seeds' threshold (chosen by bench/chain.py on

@@ -39,6 +39,24 @@ class WalkSettings:
     bg_power: float
     bg_const: float
     method: str = "auto"  # auto | dense | local (random_walk.walk)
+    norm: str = "none"  # none | class-max | max: the walked class scores rescaled before the arg-max (rescale_walked)
+
+
+WALK_NORMS = ("none", "class-max", "max")
+
+
+def rescale_walked(rw: torch.Tensor, norm: str) -> torch.Tensor:
+    """The walked scores (1 x (n+1) x h x w, background first) with the class channels rescaled before the
+    arg-max. The walk averages each score with its neighbours', so a peaked class map loses height while a
+    constant background keeps its value: compared as they are (``none``, PSA and MCTformer), objects shrink
+    against a background cut chosen on the unwalked maps. ``class-max`` divides each class map by its own
+    maximum, as the seeds were normalised (gen-seeds ``--normalise max``); ``max`` divides all of them by
+    their joint maximum (IRN's ``rw_up / max(rw_up)``). The background channel is left as walked."""
+    if norm == "none" or rw.shape[1] < 2:
+        return rw
+    fg = rw[:, 1:]
+    peak = fg.amax(dim=(2, 3), keepdim=True) if norm == "class-max" else fg.amax(dim=(1, 2, 3), keepdim=True)
+    return torch.cat([rw[:, :1], fg / peak.clamp_min(1e-5)], dim=1)
 
 
 def seed_scores(cams: np.ndarray, s: WalkSettings) -> torch.Tensor:
@@ -62,7 +80,7 @@ def refine_image(features: Features, x: torch.Tensor, cams: np.ndarray, keys: Se
         scores = seed_scores(np.pad(cams, ((0, 0), (0, x.shape[2] - h), (0, x.shape[3] - w))), s)[None].to(x.device)
         small = F.avg_pool2d(scores, stride, stride)
         # 3. walk, back to the padded size, crop, arg-max -> label values
-        rw = walk(small, pair, offsets, s.beta, s.logt, method=s.method)
+        rw = rescale_walked(walk(small, pair, offsets, s.beta, s.logt, method=s.method), s.norm)
         up = F.interpolate(rw, size=x.shape[-2:], mode="bilinear", align_corners=False)[0, :, :h, :w]
     lut = np.asarray([0, *keys], np.uint8)
     return lut[up.argmax(0).cpu().numpy()]

@@ -77,6 +77,7 @@ class RefinePsaConfig:
     bg_mode: str | None = None  # power | const
     bg_power: float | None = None
     bg_const: float | None = None
+    walk_norm: str | None = None
     crf: bool = True
     radius: int = 5
     backbone: str = "resnet50"
@@ -141,7 +142,7 @@ def steps(cfg: RefinePsaConfig) -> tuple[psa_labels.PsaLabelsConfig, train_aff.T
     data.update(split=cfg.infer_split or cfg.split, split_file=cfg.infer_split_file if infer else cfg.split_file)
     walk = psa_walk.PsaWalkConfig(
         seeds=cfg.seeds, affinity=cfg.affinity or train_aff.affinity_path(aff), out=out, preset=cfg.preset, beta=cfg.beta, logt=cfg.logt,
-        bg_mode=cfg.bg_mode, bg_power=cfg.bg_power, bg_const=cfg.bg_const, radius=cfg.radius, walk=cfg.walk, runtime=rt, **data,
+        bg_mode=cfg.bg_mode, bg_power=cfg.bg_power, bg_const=cfg.bg_const, walk_norm=cfg.walk_norm, radius=cfg.radius, walk=cfg.walk, runtime=rt, **data,
     )  # fmt: skip
     return labels, aff, walk
 

@@ -30,6 +30,7 @@ def command(
     bg_mode: Annotated[str | None, typer.Option(help=preset_help("bg_mode", "Walk background: power or const.", REFINE_PSA))] = None,
     bg_power: Annotated[float | None, typer.Option(help=preset_help("bg_power", "Background (1-max)^power in the walk.", REFINE_PSA))] = None,
     bg_const: Annotated[float | None, typer.Option(help=preset_help("bg_const", "Constant background score in the walk.", REFINE_PSA))] = None,
+    walk_norm: Annotated[str | None, typer.Option(help=preset_help("walk_norm", "The walked class scores before the arg-max: none (as walked), class-max (each / its max, as the seeds) or max (all / their joint max, IRN).", REFINE_PSA))] = None,
     radius: Annotated[int, typer.Option(help="Affinity radius on the feature grid.")] = 5,
     walk: Annotated[str, typer.Option(help="Random walk: auto, dense (GPU) or local (low memory).")] = "auto",
     runtime: Runtime = DEFAULTS,
@@ -43,7 +44,7 @@ def command(
 
     cfg = PsaWalkConfig(
         seeds=seeds, affinity=affinity, root=root, out=out, dataset=dataset, split=split, split_file=split_file,
-        classes_file=classes, preset=preset, beta=beta, logt=logt, bg_mode=bg_mode, bg_power=bg_power, bg_const=bg_const,
+        classes_file=classes, preset=preset, beta=beta, logt=logt, bg_mode=bg_mode, bg_power=bg_power, bg_const=bg_const, walk_norm=walk_norm,
         radius=radius, walk=walk, runtime=runtime,
     )  # fmt: skip
     cfg = apply_cli_config(ctx, cfg, config, print_config, resolve=resolve)

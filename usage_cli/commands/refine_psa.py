@@ -47,6 +47,7 @@ def command(
     bg_mode: Annotated[str | None, typer.Option(help=preset_help("bg_mode", "Walk background: power or const.", REFINE_PSA))] = None,
     bg_power: Annotated[float | None, typer.Option(help=preset_help("bg_power", "Background (1-max)^power in the walk.", REFINE_PSA))] = None,
     bg_const: Annotated[float | None, typer.Option(help=preset_help("bg_const", "Constant background score in the walk.", REFINE_PSA))] = None,
+    walk_norm: Annotated[str | None, typer.Option(help=preset_help("walk_norm", "The walked class scores before the arg-max: none (as walked), class-max (each / its max, as the seeds) or max (all / their joint max, IRN).", REFINE_PSA))] = None,
     radius: Annotated[int, typer.Option(help="Affinity radius on the feature grid.")] = 5,
     backbone: Annotated[str, typer.Option(help="resnet50, resnet101, efficientnet_lite0, deit_s, deit_t or a timm name.")] = "resnet50",
     pretrained: Annotated[bool | None, typer.Option("--pretrained/--no-pretrained", help=preset_help("pretrained", "Start AffinityNet from ImageNet weights (efficientnet_lite0/lite2: bundled, offline; others: hub, or --weights FILE).", REFINE_PSA), show_default=False)] = None,
@@ -72,7 +73,7 @@ def command(
     cfg = RefinePsaConfig(
         seeds=seeds, dataset=dataset, root=root, split=split, out=out, split_file=split_file, classes_file=classes,
         infer_split=infer_split, infer_split_file=infer_split_file, preset=preset, crf_la=crf_la, crf_ha=crf_ha, crf=crf, beta=beta, logt=logt,
-        bg_mode=bg_mode, bg_power=bg_power, bg_const=bg_const, radius=radius, backbone=backbone, pretrained=pretrained,
+        bg_mode=bg_mode, bg_power=bg_power, bg_const=bg_const, walk_norm=walk_norm, radius=radius, backbone=backbone, pretrained=pretrained,
         weights=weights, epochs=epochs, batch_size=batch_size, crop=crop, lr=lr, weight_decay=weight_decay,
         head_lr_mult=head_lr_mult, scale=number_pair(scale, "--scale"), img_size=img_size, walk=walk, aff_out=aff_out, affinity=affinity,
         runtime=runtime,

@@ -55,7 +55,7 @@ from usage_cli.progress import make_progress
 from usage_cli.runtime import Runtime, config_drop, runtime_checks, takes_runtime
 
 STAGE = "psa-walk"
-WALK_KEYS = ("beta", "logt", "bg_mode", "bg_power", "bg_const")  # the preset's walk settings
+WALK_KEYS = ("beta", "logt", "bg_mode", "bg_power", "bg_const", "walk_norm")  # the preset's walk settings
 
 
 @takes_runtime(STAGE)
@@ -75,6 +75,7 @@ class PsaWalkConfig:
     bg_mode: str | None = None  # power | const
     bg_power: float | None = None
     bg_const: float | None = None
+    walk_norm: str | None = None  # none | class-max | max (psa_refine.rescale_walked)
     radius: int = 5
     walk: str = "auto"  # auto | dense | local
     runtime: Runtime = Runtime()
@@ -101,6 +102,7 @@ def walk_checks(cfg) -> list[tuple[bool, str]]:
     """The walk settings' ranges (``cfg``: any config with them, refine-psa's too)."""
     return [
         (cfg.bg_mode in ("power", "const"), f"--bg-mode must be power or const, got {cfg.bg_mode!r}"),
+        (cfg.walk_norm in psa_refine.WALK_NORMS, f"--walk-norm must be one of {', '.join(psa_refine.WALK_NORMS)}, got {cfg.walk_norm!r}"),
         (cfg.walk in ("auto", "dense", "local"), f"--walk must be auto, dense or local, got {cfg.walk!r}"),
         (cfg.beta > 0 and 0 <= cfg.logt <= 12, f"need --beta > 0 and 0 <= --logt <= 12, got {cfg.beta} / {cfg.logt}"),
         ((cfg.bg_const is None or 0 <= cfg.bg_const <= 1) and cfg.bg_power > 0, "need 0 <= --bg-const <= 1 and --bg-power > 0"),
@@ -180,7 +182,7 @@ def walk(cfg, ds, reader, key: dict, stage: str, info: DistInfo | None = None) -
 def walk_settings(cfg) -> psa_refine.WalkSettings:
     return psa_refine.WalkSettings(
         radius=cfg.radius, beta=cfg.beta, logt=cfg.logt, bg_mode=cfg.bg_mode, bg_power=cfg.bg_power, bg_const=cfg.bg_const,
-        method=cfg.walk,
+        method=cfg.walk, norm=cfg.walk_norm,
     )  # fmt: skip
 
 
