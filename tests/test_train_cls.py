@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -74,6 +76,24 @@ def test_resume_continues_exactly(synth_root, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a), "resumed run differs from the straight run"
     with pytest.raises(ConfigError, match="another config"):
         run(replace(cfg, resume=True, lr=5e-3))
+
+
+def test_a_path_spelled_another_way_is_the_same_run(synth_root, tmp_path, monkeypatch):
+    """Relative or absolute, the same root is the same option: --resume continues an interrupted run and
+    a finished run is rerun in place; another folder with the same files is another option."""
+    monkeypatch.chdir(synth_root.parent)
+    relative = Path(synth_root.name)
+    cfg = _cfg(relative, tmp_path / "run", epochs=2)
+    _run_first_epoch_only(cfg)
+    epochs = lambda: [json.loads(line)["epoch"] for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]  # noqa: E731
+    run(replace(cfg, root=synth_root.resolve(), resume=True))  # the interrupted run, root given absolute: epoch 0 is not redone
+    assert epochs() == [1]
+    run(replace(cfg, root=synth_root.resolve(), epochs=3, resume=True))  # the finished run extended, absolute again
+    assert epochs() == [1, 2]
+    copy = tmp_path / "copy"
+    shutil.copytree(synth_root, copy)
+    with pytest.raises(ConfigError, match=r"another config \(root differ"):
+        run(replace(cfg, root=copy, epochs=3, resume=True))
 
 
 def _run_first_epoch_only(cfg):

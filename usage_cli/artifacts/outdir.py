@@ -91,10 +91,24 @@ def _plain(d: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in json.loads(json.dumps(d, default=str)).items() if "sha256" not in k}
 
 
-def differing(old: dict[str, Any], new: dict[str, Any], ignore: Iterable[str] = ()) -> list[str]:
+def differing(old: dict[str, Any], new: dict[str, Any], ignore: Iterable[str] = (), old_paths: dict[str, str] | None = None) -> list[str]:
+    """The option names whose values differ. ``old_paths``: where the old run's path options pointed
+    (a manifest's ``paths``): a path spelled another way (relative / absolute, through a link) that
+    names the same place is the same option."""
     a, b = _plain(old), _plain(new)
-    skip = set(ignore)
-    return sorted(k for k in set(a) | set(b) if k not in skip and a.get(k) != b.get(k))
+    skip, where = set(ignore), old_paths or {}
+    return sorted(k for k in set(a) | set(b) if k not in skip and a.get(k) != b.get(k) and not same_place(b.get(k), where.get(k)))
+
+
+def same_place(value: Any, resolved: str | None) -> bool:
+    """``value`` (an option as given) is a path naming ``resolved`` (an absolute path recorded earlier)."""
+    return resolved is not None and isinstance(value, (str, Path)) and bool(value) and str(Path(value).resolve()) == resolved
+
+
+def resolved_paths(options: dict[str, Any]) -> dict[str, str]:
+    """The absolute form of every option that names an existing file or folder (for :func:`differing`'s
+    ``old_paths`` when no manifest records them: a resume state)."""
+    return {k: str(Path(v).resolve()) for k, v in options.items() if isinstance(v, str) and v and Path(v).exists()}
 
 
 def _main_rank() -> bool:
@@ -254,7 +268,7 @@ def claim_out(
                 f"{out}: holds a '{old.get('stage', 'unknown')}' artifact, not {stage} output; choose another --out "
                 f"or pass --force to replace it"
             )
-        changed = differing(old.get("config", {}), options, ignore)
+        changed = differing(old.get("config", {}), options, ignore, old.get("paths"))
         if changed:
             raise ConfigError(
                 f"{out}: holds a finished {stage} run of another config ({', '.join(changed[:6])}"

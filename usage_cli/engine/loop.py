@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from usage_cli.artifacts.atomic import write_text_atomic
 from usage_cli.artifacts.last_checkpoint import last_path, log_path, read_last, save_last
 from usage_cli.artifacts.manifest import config_hash
-from usage_cli.artifacts.outdir import differing
+from usage_cli.artifacts.outdir import differing, resolved_paths, same_place
 from usage_cli.engine.distributed import (
     DEFAULT_TIMEOUT_MIN,
     DistInfo,
@@ -208,9 +208,12 @@ def check_resume(out_dir: Path, *, resume: bool, force: bool, epochs: int) -> No
 
 def _resume(path: Path, run_key: dict, task, optimizer, scheduler, scaler) -> int:
     ckpt = read_last(path)
-    if ckpt.get("run_config_hash") != config_hash(run_key):
-        old = ckpt.get("run_config", {})
-        changed = sorted(set(differing(old.get("run", {}), run_key["run"]) + differing(old.get("loop", {}), run_key["loop"]))) if old else []
+    old = ckpt.get("run_config", {})
+    # a path option spelled another way (relative / absolute) naming the same place is no change
+    where = ckpt.get("run_paths") or {}
+    as_before = {**run_key, "run": {k: old["run"][k] if same_place(v, where.get(k)) else v for k, v in run_key["run"].items()}} if old else run_key
+    if ckpt.get("run_config_hash") != config_hash(as_before):
+        changed = sorted(set(differing(old.get("run", {}), run_key["run"], old_paths=where) + differing(old.get("loop", {}), run_key["loop"]))) if old else []
         which = f" ({', '.join(changed)})" if changed else ""
         raise ConfigError(f"{path}: was written by a run with another config{which}; only --epochs (and --warmup-epochs) may change on --resume: rerun with the same options, or pass --force to start over")
     task.load_state_dict(ckpt["model"])
@@ -350,6 +353,7 @@ def sync_batchnorm(task: torch.nn.Module, sync_bn: bool, info: DistInfo, device:
 def _save_last(path, task, optimizer, scheduler, scaler, epoch, epochs, run_key) -> None:
     save_last(
         path, epoch=epoch, epochs=epochs, run_key=json.loads(json.dumps(run_key, default=str)), run_key_hash=config_hash(run_key),
+        run_paths=resolved_paths(json.loads(json.dumps(run_key["run"], default=str))),
         model=task.state_dict(), optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
         scaler=scaler.state_dict() if scaler.is_enabled() else {},
     )  # fmt: skip
