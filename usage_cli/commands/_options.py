@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 
+from usage_cli.presets import REFINE_PSA, preset_help
 from usage_cli.runtime import DEFAULTS, OPTIONS, Runtime
 
 # the run-time options' flags and help (their defaults are usage_cli/runtime.py's); a command may word
@@ -78,3 +79,13 @@ Dataset = Annotated[str, typer.Option(help="Dataset loader: voc or coco.")]
 Root = Annotated[Path | None, typer.Option(help="Dataset root. Required (here or in --config).")]
 SplitFile = Annotated[Path | None, typer.Option(help="Explicit split list (bare ids or PSA pairs), instead of the split's own list.")]
 Classes = Annotated[Path | None, typer.Option(help="classes.txt replacing the dataset's class names.")]
+
+# the random walk's options (psa-walk, and refine-psa, which runs it): None takes the preset's value
+Beta = Annotated[float | None, typer.Option(help=preset_help("beta", "Affinity sharpening power.", REFINE_PSA))]
+Logt = Annotated[int | None, typer.Option(help=preset_help("logt", "log2 of the number of walk steps.", REFINE_PSA))]
+BgMode = Annotated[str | None, typer.Option(help=preset_help("bg_mode", "Walk background: power or const.", REFINE_PSA))]
+BgPower = Annotated[float | None, typer.Option(help=preset_help("bg_power", "Background (1-max)^power in the walk.", REFINE_PSA))]
+BgConst = Annotated[float | None, typer.Option(help=preset_help("bg_const", "Constant background score in the walk.", REFINE_PSA))]
+WalkNorm = Annotated[str | None, typer.Option(help=preset_help("walk_norm", "The walked class scores before the arg-max: none (as walked), class-max (each / its max, as the seeds) or max (all / their joint max, IRN).", REFINE_PSA))]
+Radius = Annotated[int, typer.Option(help="Affinity radius on the feature grid.")]
+Walk = Annotated[str, typer.Option(help="Random walk: auto, dense (GPU) or local (low memory).")]

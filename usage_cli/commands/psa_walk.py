@@ -7,9 +7,23 @@ from typing import Annotated
 
 import typer
 
-from usage_cli.commands._options import Classes, Dataset, Root, SplitFile, runtime_options
+from usage_cli.commands._options import (
+    Beta,
+    BgConst,
+    BgMode,
+    BgPower,
+    Classes,
+    Dataset,
+    Logt,
+    Radius,
+    Root,
+    SplitFile,
+    Walk,
+    WalkNorm,
+    runtime_options,
+)
 from usage_cli.config import ConfigFile, PrintConfig
-from usage_cli.presets import REFINE_PSA, preset_help, refine_psa_preset_help
+from usage_cli.presets import refine_psa_preset_help
 from usage_cli.runtime import DEFAULTS, Runtime
 
 
@@ -25,14 +39,14 @@ def command(
     split_file: SplitFile = None,
     classes: Classes = None,
     preset: Annotated[str, typer.Option(help=refine_psa_preset_help())] = "auto",
-    beta: Annotated[float | None, typer.Option(help=preset_help("beta", "Affinity sharpening power.", REFINE_PSA))] = None,
-    logt: Annotated[int | None, typer.Option(help=preset_help("logt", "log2 of the number of walk steps.", REFINE_PSA))] = None,
-    bg_mode: Annotated[str | None, typer.Option(help=preset_help("bg_mode", "Walk background: power or const.", REFINE_PSA))] = None,
-    bg_power: Annotated[float | None, typer.Option(help=preset_help("bg_power", "Background (1-max)^power in the walk.", REFINE_PSA))] = None,
-    bg_const: Annotated[float | None, typer.Option(help=preset_help("bg_const", "Constant background score in the walk.", REFINE_PSA))] = None,
-    walk_norm: Annotated[str | None, typer.Option(help=preset_help("walk_norm", "The walked class scores before the arg-max: none (as walked), class-max (each / its max, as the seeds) or max (all / their joint max, IRN).", REFINE_PSA))] = None,
-    radius: Annotated[int, typer.Option(help="Affinity radius on the feature grid.")] = 5,
-    walk: Annotated[str, typer.Option(help="Random walk: auto, dense (GPU) or local (low memory).")] = "auto",
+    beta: Beta = None,
+    logt: Logt = None,
+    bg_mode: BgMode = None,
+    bg_power: BgPower = None,
+    bg_const: BgConst = None,
+    walk_norm: WalkNorm = None,
+    radius: Radius = 5,
+    walk: Walk = "auto",
     runtime: Runtime = DEFAULTS,
     config: ConfigFile = None,
     print_config: PrintConfig = False,
