@@ -375,3 +375,28 @@ def test_affinity_checkpoint_records_the_statistics_of_its_weights(refined):
     ckpt = torch.load(Path(cfg.out) / "affinity.pt", weights_only=True)
     assert (ckpt["model_config"]["mean"], ckpt["model_config"]["std"]) == ([0.5] * 3, [0.5] * 3)
     assert load_affinitynet(Path(cfg.out) / "affinity.pt")[0].input_norm() == ((0.5,) * 3, (0.5,) * 3)
+
+
+def test_auto_constants_read_a_store_once_until_it_changes(synth_root, tmp_path, monkeypatch):
+    """A store that records no threshold is scanned in full for the auto constants; the stages of one
+    run (each resolving its config, then writing its manifest) share one scan per file version."""
+    import os
+
+    from usage_cli.algorithms import thresholds
+    from usage_cli.artifacts.seeds import auto_constants
+    from usage_cli.presets import AUTO_CUTS
+
+    ds = load_dataset("voc", synth_root, "train")
+    path = write_ground_truth_seeds(tmp_path / "seeds.h5", ds.records, ds.meta.num_classes)
+    calls = []
+    real = thresholds.auto_psa_constants
+    monkeypatch.setattr(thresholds, "auto_psa_constants", lambda reader, cuts: calls.append(1) or real(reader, cuts))
+    first = auto_constants(path, AUTO_CUTS)
+    assert auto_constants(Path(os.path.relpath(path)), AUTO_CUTS) == first and len(calls) == 1  # same file, spelled otherwise
+    first["bg_const"] = -1.0  # a caller's copy: the remembered value is not changed through it
+    assert auto_constants(path, AUTO_CUTS)["bg_const"] != -1.0 and len(calls) == 1
+    assert auto_constants(path, {"fg": 0.5, "bg": 0.2}) != auto_constants(path, AUTO_CUTS) and len(calls) == 2
+    write_ground_truth_seeds(path, ds.records[:2], ds.meta.num_classes)  # rewritten: read again
+    os.utime(path, ns=(1, 1))
+    auto_constants(path, AUTO_CUTS)
+    assert len(calls) == 3

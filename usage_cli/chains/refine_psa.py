@@ -22,7 +22,6 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from usage_cli.algorithms.thresholds import auto_psa_constants
 from usage_cli.artifacts import aff_checkpoint
 from usage_cli.artifacts.compat import check_seeds_cover
 from usage_cli.artifacts.labels import FOLDER_VERSION, clear_legacy_cache
@@ -35,7 +34,7 @@ from usage_cli.artifacts.manifest import (
     write_manifest,
 )
 from usage_cli.artifacts.outdir import claim_out, finish_png_folder, holds_out_lock, owned_files
-from usage_cli.artifacts.seeds import SeedReader
+from usage_cli.artifacts.seeds import SeedReader, auto_constants
 from usage_cli.data import DataSpec
 from usage_cli.data.identity import check_pairing, identity, recorded_data
 from usage_cli.engine.distributed import (
@@ -103,7 +102,7 @@ def resolve(cfg: RefinePsaConfig) -> RefinePsaConfig:
         raise ConfigError(f"--preset must be one of {', '.join(PRESETS)}, got {cfg.preset!r}")
     if cfg.preset == "auto" and Path(cfg.seeds).is_file():  # the cuts and the walk's background from the seeds' own threshold
         # (without the store, --print-config shows them unset: they come from it)
-        auto = _auto(cfg)
+        auto = auto_constants(cfg.seeds, AUTO_CUTS)
         cfg = replace(cfg, **{k: auto[k] for k in ("crf_la", "crf_ha", "bg_const") if getattr(cfg, k) is None})
     cfg = replace(cfg, **{k: v for k, v in PRESETS[cfg.preset].items() if getattr(cfg, k) is None})
     check_options([
@@ -121,10 +120,6 @@ def resolve(cfg: RefinePsaConfig) -> RefinePsaConfig:
     ])
     return cfg
 
-
-def _auto(cfg: RefinePsaConfig) -> dict:
-    with SeedReader(cfg.seeds) as reader:
-        return auto_psa_constants(reader, AUTO_CUTS)
 
 
 def steps(cfg: RefinePsaConfig) -> tuple[psa_labels.PsaLabelsConfig, train_aff.TrainAffConfig, psa_walk.PsaWalkConfig]:
@@ -190,7 +185,7 @@ def run(cfg: RefinePsaConfig) -> dict:
             extra={"images": len(walk_ds), "split": walk_ds.split, "class_names": list(walk_ds.meta.class_names),
                    "affinity": str(aff_path), "affinity_sha256": key["affinity_sha256"], "affinity_trained_now": trained,
                    **({"pairing": pairing} if pairing and pairing["forced"] else {}),
-                   **({"auto_constants": _auto(cfg)} if cfg.preset == "auto" else {})},
+                   **({"auto_constants": auto_constants(cfg.seeds, AUTO_CUTS)} if cfg.preset == "auto" else {})},
             paths=config_paths(cfg), data=data, files=owned_files(out, ("*.png", aff_checkpoint.FILENAME, AFFINITY_TRAIN, CONFIDENT)),
         )  # fmt: skip
         write_manifest(out, manifest)

@@ -17,7 +17,6 @@ import numpy as np
 
 from usage_cli.algorithms.affinity import confident_label_for_image
 from usage_cli.algorithms.crf import crf_map
-from usage_cli.algorithms.thresholds import auto_psa_constants
 from usage_cli.artifacts.compat import check_seeds_cover
 from usage_cli.artifacts.labels import FOLDER_VERSION, label_path, write_label_png
 from usage_cli.artifacts.manifest import (
@@ -37,7 +36,7 @@ from usage_cli.artifacts.outdir import (
     resume_png_folder,
     start_png_folder,
 )
-from usage_cli.artifacts.seeds import SeedReader
+from usage_cli.artifacts.seeds import SeedReader, auto_constants
 from usage_cli.data import DataSpec
 from usage_cli.data.identity import check_pairing, identity, recorded_data
 from usage_cli.data.io import read_image
@@ -73,7 +72,7 @@ def resolve(cfg: PsaLabelsConfig) -> PsaLabelsConfig:
     if cfg.preset not in REFINE_PSA:
         raise ConfigError(f"--preset must be one of {', '.join(REFINE_PSA)}, got {cfg.preset!r}")
     if cfg.preset == "auto" and None in (cfg.crf_la, cfg.crf_ha) and Path(cfg.seeds).is_file():  # cuts from the seeds' own threshold
-        cfg = replace(cfg, **{k: v for k, v in auto_constants(cfg).items() if k in ("crf_la", "crf_ha") and getattr(cfg, k) is None})
+        cfg = replace(cfg, **{k: v for k, v in auto_constants(cfg.seeds, AUTO_CUTS).items() if k in ("crf_la", "crf_ha") and getattr(cfg, k) is None})
     cfg = replace(cfg, **{k: REFINE_PSA[cfg.preset][k] for k in ("crf_la", "crf_ha") if getattr(cfg, k) is None})
     check_options([
         *runtime_checks(cfg.runtime),
@@ -81,11 +80,6 @@ def resolve(cfg: PsaLabelsConfig) -> PsaLabelsConfig:
     ])
     return cfg
 
-
-def auto_constants(cfg: PsaLabelsConfig) -> dict:
-    """The auto preset's values for these seeds (``algorithms.thresholds.auto_psa_constants``)."""
-    with SeedReader(cfg.seeds) as reader:
-        return auto_psa_constants(reader, AUTO_CUTS)
 
 
 def manifest_config(cfg: PsaLabelsConfig) -> dict:
@@ -129,7 +123,7 @@ def run(cfg: PsaLabelsConfig) -> dict:
             STAGE, config, inputs={"seeds": cfg.seeds}, format_version=FOLDER_VERSION,
             extra={"images": len(ds), "split": ds.split, "class_names": list(ds.meta.class_names),
                    **({"pairing": pairing} if pairing and pairing["forced"] else {}),
-                   **({"auto_constants": auto_constants(cfg)} if cfg.preset == "auto" else {})},
+                   **({"auto_constants": auto_constants(cfg.seeds, AUTO_CUTS)} if cfg.preset == "auto" else {})},
             paths=config_paths(cfg), data=data, files=owned_files(out, ("*.png",)),
         )  # fmt: skip
         write_manifest(out, manifest)

@@ -17,7 +17,6 @@ import numpy as np
 import torch
 
 from usage_cli.algorithms import psa_refine
-from usage_cli.algorithms.thresholds import auto_psa_constants
 from usage_cli.artifacts.compat import check_seeds_cover
 from usage_cli.artifacts.labels import FOLDER_VERSION, label_path, write_label_png
 from usage_cli.artifacts.manifest import (
@@ -36,7 +35,7 @@ from usage_cli.artifacts.outdir import (
     resume_png_folder,
     start_png_folder,
 )
-from usage_cli.artifacts.seeds import SeedReader
+from usage_cli.artifacts.seeds import SeedReader, auto_constants
 from usage_cli.data import DataSpec
 from usage_cli.data.identity import check_pairing, identity, recorded_data
 from usage_cli.data.io import read_image
@@ -86,16 +85,11 @@ def resolve(cfg: PsaWalkConfig) -> PsaWalkConfig:
     if cfg.preset not in REFINE_PSA:
         raise ConfigError(f"--preset must be one of {', '.join(REFINE_PSA)}, got {cfg.preset!r}")
     if cfg.preset == "auto" and cfg.bg_const is None and Path(cfg.seeds).is_file():  # the walk's background at the seeds' own threshold
-        cfg = replace(cfg, bg_const=auto_constants(cfg)["bg_const"])
+        cfg = replace(cfg, bg_const=auto_constants(cfg.seeds, AUTO_CUTS)["bg_const"])
     cfg = replace(cfg, **{k: REFINE_PSA[cfg.preset][k] for k in WALK_KEYS if getattr(cfg, k) is None})
     check_options(walk_checks(cfg) + runtime_checks(cfg.runtime))
     return cfg
 
-
-def auto_constants(cfg: PsaWalkConfig) -> dict:
-    """The auto preset's values for these seeds (``algorithms.thresholds.auto_psa_constants``)."""
-    with SeedReader(cfg.seeds) as reader:
-        return auto_psa_constants(reader, AUTO_CUTS)
 
 
 def walk_checks(cfg) -> list[tuple[bool, str]]:
@@ -140,7 +134,7 @@ def run(cfg: PsaWalkConfig) -> dict:
             STAGE, config, inputs={"seeds": cfg.seeds, "affinity": cfg.affinity}, format_version=FOLDER_VERSION,
             extra={"images": len(ds), "split": ds.split, "class_names": list(ds.meta.class_names), "affinity": str(cfg.affinity), "affinity_sha256": aff_sha,
                    **({"pairing": pairing} if pairing and pairing["forced"] else {}),
-                   **({"auto_constants": auto_constants(cfg)} if cfg.preset == "auto" else {})},
+                   **({"auto_constants": auto_constants(cfg.seeds, AUTO_CUTS)} if cfg.preset == "auto" else {})},
             paths=config_paths(cfg), data=data, files=owned_files(out, ("*.png",)),
         )  # fmt: skip
         write_manifest(out, manifest)
