@@ -400,3 +400,27 @@ def test_auto_constants_read_a_store_once_until_it_changes(synth_root, tmp_path,
     os.utime(path, ns=(1, 1))
     auto_constants(path, AUTO_CUTS)
     assert len(calls) == 3
+
+
+def test_walk_grid_reproduces_psa_walk_and_scores_like_evaluate(synth_root, seeds, refined, tmp_path):
+    """bench/walk_grid.py's cell for the preset's own settings is the masks refine-psa wrote (same
+    function, features shared across the grid), scored by the evaluator."""
+    from bench_module import load_bench
+
+    from usage_cli.metrics.confusion import ConfusionMatrix, metrics_from_confusion
+    from usage_cli.presets import REFINE_PSA
+
+    grid = load_bench("walk_grid")
+    cfg, _ = refined
+    ds = load_dataset("voc", synth_root, "train")
+    logt = REFINE_PSA["auto"]["logt"]
+    res = grid.walk_grid(ds, seeds, Path(cfg.out) / "affinity.pt", [1, logt], ["none", "max"])
+    cm = ConfusionMatrix(ds.meta.num_classes + 1)
+    for rec in ds.records:
+        cm.update(read_label_png(Path(cfg.out) / f"{rec.id}.png"), read_label_png(rec.mask_path))
+    assert res[grid.variant(logt, "none")]["miou"] == pytest.approx(100 * metrics_from_confusion(cm.mat)["miou"], abs=1e-6)
+    assert set(res) == {grid.SEEDS} | {grid.variant(L, m) for L in (1, logt) for m in ("none", "max")}
+    # the confident labels' precision against the ground truth: ground-truth seeds give right labels
+    prec = grid.confident_precision(ds, Path(cfg.out) / "confident")
+    assert prec["bg_precision"] > 90 and 0 < prec["fg_share"] < 100
+    assert grid.main(["--root", str(synth_root), "--runs", str(tmp_path), "--seeds", "0"]) == 2  # no chain run there: one line, exit 2
