@@ -31,9 +31,9 @@ import numpy as np
 import torch
 
 from usage_cli.algorithms import psa_refine
-from usage_cli.algorithms.thresholds import store_threshold
+from usage_cli.algorithms.thresholds import auto_constants, store_threshold
 from usage_cli.artifacts.labels import read_label_png
-from usage_cli.artifacts.seeds import SeedReader, auto_constants
+from usage_cli.artifacts.seeds import SeedReader
 from usage_cli.data import DataSpec
 from usage_cli.data.io import read_image
 from usage_cli.data.joint_transforms import normalize

@@ -383,7 +383,7 @@ def test_auto_constants_read_a_store_once_until_it_changes(synth_root, tmp_path,
     import os
 
     from usage_cli.algorithms import thresholds
-    from usage_cli.artifacts.seeds import auto_constants
+    from usage_cli.algorithms.thresholds import auto_constants
     from usage_cli.presets import AUTO_CUTS
 
     ds = load_dataset("voc", synth_root, "train")

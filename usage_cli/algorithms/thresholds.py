@@ -11,12 +11,14 @@ least one labelled class, accumulated as a histogram (one pass over a store, any
 * ``mean``: the mean of ``m``;
 * a number: a fixed constant (the anchors' habit, e.g. MCTformer's 0.39).
 
-Pure functions of arrays.
+Pure functions of arrays, except :func:`auto_constants`, which reads a seed store (once per version).
 """
 
 from __future__ import annotations
 
+import functools
 import math
+from pathlib import Path
 
 import numpy as np
 
@@ -150,3 +152,21 @@ def auto_psa_constants(reader, cuts: dict[str, float]) -> dict:
     t, rule = store_threshold(reader)
     fg_cut, bg_cut = _cuts(t, cuts["fg"], cuts["bg"])
     return {"seed_threshold": t, "seed_threshold_rule": rule, "fg_cut": round(fg_cut, 4), "bg_cut": round(bg_cut, 4), **psa_constants(t, **cuts)}
+
+
+def auto_constants(path: str | Path, cuts: dict[str, float]) -> dict:
+    """refine-psa's ``auto`` constants for the seed store at ``path`` (:func:`auto_psa_constants`), for
+    psa-labels, psa-walk and refine-psa. Remembered per file (its resolved path, size and modification
+    time), so the stages of one run, each resolving its config and writing its manifest, scan a store
+    that records no threshold once, not once per call."""
+    p = Path(path).resolve()
+    st = p.stat()
+    return dict(_auto_constants(str(p), st.st_size, st.st_mtime_ns, tuple(sorted(cuts.items()))))
+
+
+@functools.lru_cache(maxsize=8)
+def _auto_constants(path: str, size: int, mtime_ns: int, cuts: tuple[tuple[str, float], ...]) -> dict:
+    from usage_cli.artifacts.seeds import SeedReader  # the store's format; the rest reads arrays
+
+    with SeedReader(path) as reader:
+        return auto_psa_constants(reader, dict(cuts))

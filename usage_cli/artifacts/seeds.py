@@ -20,7 +20,6 @@ open is discarded with a warning.
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 from collections.abc import Iterable
@@ -272,21 +271,3 @@ class SeedReader:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def auto_constants(path: str | Path, cuts: dict[str, float]) -> dict:
-    """refine-psa's ``auto`` constants for the seed store at ``path``
-    (:func:`usage_cli.algorithms.thresholds.auto_psa_constants`). Remembered per file (its resolved
-    path, size and modification time), so the stages of one run that each resolve their config and
-    write their manifest read a store that records no threshold once, not once per call."""
-    p = Path(path).resolve()
-    st = p.stat()
-    return dict(_auto_constants(str(p), st.st_size, st.st_mtime_ns, tuple(sorted(cuts.items()))))
-
-
-@functools.lru_cache(maxsize=8)
-def _auto_constants(path: str, size: int, mtime_ns: int, cuts: tuple[tuple[str, float], ...]) -> dict:
-    from usage_cli.algorithms.thresholds import auto_psa_constants
-
-    with SeedReader(path) as reader:
-        return auto_psa_constants(reader, dict(cuts))

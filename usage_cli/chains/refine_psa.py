@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from usage_cli.algorithms.thresholds import auto_constants
 from usage_cli.artifacts import aff_checkpoint
 from usage_cli.artifacts.compat import check_seeds_cover
 from usage_cli.artifacts.labels import FOLDER_VERSION, clear_legacy_cache
@@ -34,7 +35,7 @@ from usage_cli.artifacts.manifest import (
     write_manifest,
 )
 from usage_cli.artifacts.outdir import claim_out, finish_png_folder, holds_out_lock, owned_files
-from usage_cli.artifacts.seeds import SeedReader, auto_constants
+from usage_cli.artifacts.seeds import SeedReader
 from usage_cli.data import DataSpec
 from usage_cli.data.identity import check_pairing, identity, recorded_data
 from usage_cli.engine.distributed import (

@@ -17,6 +17,7 @@ import numpy as np
 
 from usage_cli.algorithms.affinity import confident_label_for_image
 from usage_cli.algorithms.crf import crf_map
+from usage_cli.algorithms.thresholds import auto_constants
 from usage_cli.artifacts.compat import check_seeds_cover
 from usage_cli.artifacts.labels import FOLDER_VERSION, label_path, write_label_png
 from usage_cli.artifacts.manifest import (
@@ -36,7 +37,7 @@ from usage_cli.artifacts.outdir import (
     resume_png_folder,
     start_png_folder,
 )
-from usage_cli.artifacts.seeds import SeedReader, auto_constants
+from usage_cli.artifacts.seeds import SeedReader
 from usage_cli.data import DataSpec
 from usage_cli.data.identity import check_pairing, identity, recorded_data
 from usage_cli.data.io import read_image
@@ -79,6 +80,7 @@ def resolve(cfg: PsaLabelsConfig) -> PsaLabelsConfig:
         (None in (cfg.crf_la, cfg.crf_ha) or 0 < cfg.crf_la <= cfg.crf_ha, f"need 0 < --crf-la <= --crf-ha, got {cfg.crf_la} / {cfg.crf_ha}"),
     ])
     return cfg
+
 
 
 

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from usage_cli.algorithms import psa_refine
+from usage_cli.algorithms.thresholds import auto_constants
 from usage_cli.artifacts.compat import check_seeds_cover
 from usage_cli.artifacts.labels import FOLDER_VERSION, label_path, write_label_png
 from usage_cli.artifacts.manifest import (
@@ -35,7 +36,7 @@ from usage_cli.artifacts.outdir import (
     resume_png_folder,
     start_png_folder,
 )
-from usage_cli.artifacts.seeds import SeedReader, auto_constants
+from usage_cli.artifacts.seeds import SeedReader
 from usage_cli.data import DataSpec
 from usage_cli.data.identity import check_pairing, identity, recorded_data
 from usage_cli.data.io import read_image
