@@ -122,7 +122,6 @@ def resolve(cfg: RefinePsaConfig) -> RefinePsaConfig:
     return cfg
 
 
-
 def steps(cfg: RefinePsaConfig) -> tuple[psa_labels.PsaLabelsConfig, train_aff.TrainAffConfig, psa_walk.PsaWalkConfig]:
     """The configs of the three stages this run chains (of a resolved ``cfg``)."""
     out, rt = Path(cfg.out), replace(cfg.runtime, workers=worker_count(cfg.runtime))

@@ -82,8 +82,6 @@ def resolve(cfg: PsaLabelsConfig) -> PsaLabelsConfig:
     return cfg
 
 
-
-
 def manifest_config(cfg: PsaLabelsConfig) -> dict:
     """What defines the labels: the manifest's config (of a resolved ``cfg``)."""
     return run_config(cfg, config_drop(cfg, ("out",)))

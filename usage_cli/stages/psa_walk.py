@@ -92,7 +92,6 @@ def resolve(cfg: PsaWalkConfig) -> PsaWalkConfig:
     return cfg
 
 
-
 def walk_checks(cfg) -> list[tuple[bool, str]]:
     """The walk settings' ranges (``cfg``: any config with them, refine-psa's too)."""
     return [
