@@ -156,16 +156,17 @@ def auto_psa_constants(reader, cuts: dict[str, float]) -> dict:
 
 def auto_constants(path: str | Path, cuts: dict[str, float]) -> dict:
     """refine-psa's ``auto`` constants for the seed store at ``path`` (:func:`auto_psa_constants`), for
-    psa-labels, psa-walk and refine-psa. Remembered per file (its resolved path, size and modification
-    time), so the stages of one run, each resolving its config and writing its manifest, scan a store
-    that records no threshold once, not once per call."""
+    psa-labels, psa-walk and refine-psa. Remembered per file version (its resolved path, inode, size and
+    modification time: gen-seeds writes a new store by renaming, so a new inode), so the stages of one
+    run, each resolving its config and writing its manifest, scan a store that records no threshold
+    once, not once per call."""
     p = Path(path).resolve()
     st = p.stat()
-    return dict(_auto_constants(str(p), st.st_size, st.st_mtime_ns, tuple(sorted(cuts.items()))))
+    return dict(_auto_constants(str(p), (st.st_ino, st.st_size, st.st_mtime_ns), tuple(sorted(cuts.items()))))
 
 
 @functools.lru_cache(maxsize=8)
-def _auto_constants(path: str, size: int, mtime_ns: int, cuts: tuple[tuple[str, float], ...]) -> dict:
+def _auto_constants(path: str, version: tuple[int, int, int], cuts: tuple[tuple[str, float], ...]) -> dict:
     from usage_cli.artifacts.seeds import SeedReader  # the store's format; the rest reads arrays
 
     with SeedReader(path) as reader:
