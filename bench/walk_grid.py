@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -31,7 +30,7 @@ import numpy as np
 import torch
 
 from usage_cli.algorithms import psa_refine
-from usage_cli.algorithms.thresholds import auto_constants, store_threshold
+from usage_cli.algorithms.thresholds import auto_constants
 from usage_cli.artifacts.labels import read_label_png
 from usage_cli.artifacts.seeds import SeedReader
 from usage_cli.data import DataSpec
@@ -40,6 +39,9 @@ from usage_cli.data.joint_transforms import normalize
 from usage_cli.metrics.confusion import ConfusionMatrix, metrics_from_confusion
 from usage_cli.models.affinitynet import load_affinitynet, pad_to_multiple
 from usage_cli.presets import AUTO_CUTS, REFINE_PSA
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import paper_tables as pt  # noqa: E402  (the statistics and their format, as the tables print them)
 
 SEEDS = "seeds"  # the variant name of the seeds themselves
 
@@ -54,10 +56,11 @@ def walk_grid(ds, seeds: Path, affinity: Path, logts: list[int], norms: list[str
     base = {k: v for k, v in REFINE_PSA[preset].items() if k in ("beta", "logt", "bg_mode", "bg_power", "bg_const")}
     n = ds.meta.num_classes + 1
     mats = {name: ConfusionMatrix(n) for name in [SEEDS] + [variant(L, m) for L in logts for m in norms]}
+    auto = auto_constants(seeds, AUTO_CUTS)
+    t = auto["seed_threshold"]  # the store's own threshold, the cut of the seeds
+    walk_bg = {"bg_mode": "const", "bg_const": auto["bg_const"]} if preset == "auto" else {}  # t, as psa-walk resolves it
+    settings = psa_refine.WalkSettings(radius=5, **{**base, **walk_bg})
     with SeedReader(seeds) as reader:
-        t, _ = store_threshold(reader)
-        walk_bg = {"bg_mode": "const", "bg_const": auto_constants(seeds, AUTO_CUTS)["bg_const"]} if preset == "auto" else {}  # t, as psa-walk resolves it
-        settings = psa_refine.WalkSettings(radius=5, **{**base, **walk_bg})
         for rec in ds.records:
             e, gt = reader.read(rec.id), read_label_png(rec.mask_path)
             cams, keys = e.cam.astype(np.float32), [int(k) for k in e.keys]
@@ -94,12 +97,6 @@ def confident_precision(ds, folder: Path) -> dict:
     return {"fg_share": 100 * fg / total, "fg_precision": 100 * fg_ok / max(fg, 1), "bg_share": 100 * bg / total, "bg_precision": 100 * bg_ok / max(bg, 1)}
 
 
-def _ms(values: list[float], signed: bool = False) -> str:
-    m = statistics.mean(values)
-    s = f"{m:+.1f}" if signed else f"{m:.1f}"
-    return f"{s} ± {statistics.stdev(values):.1f}" if len(values) > 1 else f"{s} (n=1)"
-
-
 def table(results: dict, splits: list[str]) -> str:
     """Markdown: per variant and split, masks mIoU and the paired gain over the seeds."""
     seeds_ = sorted(results)
@@ -109,9 +106,9 @@ def table(results: dict, splits: list[str]) -> str:
     for name in names:
         cells = []
         for sp in splits:
-            vals = [results[s][sp][name]["miou"] for s in seeds_]
-            gains = [results[s][sp][name]["miou"] - results[s][sp][SEEDS]["miou"] for s in seeds_]
-            cells += [_ms(vals), "-" if name == SEEDS else _ms(gains, signed=True)]
+            vals = {s: results[s][sp][name]["miou"] for s in seeds_}
+            gains = pt.paired_diffs(vals, {s: results[s][sp][SEEDS]["miou"] for s in seeds_})
+            cells += [pt.fmt_stat(pt.mean_std(vals.values())), "-" if name == SEEDS else pt.fmt_stat(pt.mean_std(gains.values()), signed=True)]
         lines.append(f"| {'seeds (own threshold)' if name == SEEDS else '`' + name + '`'} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -152,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     print(table(results, splits))
     if confident:
         keys = ("fg_share", "fg_precision", "bg_share", "bg_precision")
-        print("\nconfident labels (train): " + ", ".join(f"{k} {_ms([c[k] for c in confident.values()])} %" for k in keys))
+        print("\nconfident labels (train): " + ", ".join(f"{k} {pt.fmt_stat(pt.mean_std(c[k] for c in confident.values()))} %" for k in keys))
     if a.out:
         a.out.write_text(json.dumps({"results": results, "confident": confident, "args": {k: str(v) for k, v in vars(a).items()}}, indent=1))
     return 0
