@@ -474,7 +474,7 @@ def test_a_second_writer_is_refused_naming_the_holder_and_the_first_finishes(w):
     import subprocess
     import sys
 
-    lock = w / "two-writers" / ".usage.lock"  # artifacts.outdir.LOCK_NAME
+    lock = w / "two-writers" / ".usage.lock"  # artifacts.lock.LOCK_NAME
     out = lock.parent
     out.mkdir()
     lock.write_text("PID 1 on nowhere, usage gen-seeds\n")  # left by a killed run: it holds no lock
@@ -495,7 +495,7 @@ def test_a_second_writer_is_refused_naming_the_holder_and_the_first_finishes(w):
 HOLD_LOCK = """
 import sys
 from pathlib import Path
-from usage_cli.artifacts.outdir import lock_out
+from usage_cli.artifacts.lock import lock_out
 lock_out(Path(sys.argv[1]), "gen-seeds")
 print("locked", flush=True)
 sys.stdin.read()
@@ -507,7 +507,8 @@ def test_torchrun_ranks_share_the_folder_rank_0_holds(w, monkeypatch):
     import subprocess
     import sys
 
-    from usage_cli.artifacts.outdir import claim_out, holds_out_lock
+    from usage_cli.artifacts.claims import claim_out
+    from usage_cli.artifacts.lock import holds_out_lock
 
     out = w / "ranks"
     out.mkdir()

@@ -51,6 +51,7 @@ OAA_SCRIPT = textwrap.dedent(
     from pathlib import Path
     import usage_cli.engine.loop as loop
     from usage_cli.engine.distributed import current_info
+    from usage_cli.engine.sampling import epoch_loaders
     from usage_cli.stages.train_cls import TrainClsConfig, run
     from usage_cli.tasks.classification import ClassificationTask
 
@@ -88,7 +89,7 @@ OAA_SCRIPT = textwrap.dedent(
         def __getitem__(self, i):
             return torch.rand(1)
 
-    loaders = loop._epoch_loaders(Draws(), loop.LoopConfig(epochs=1, batch_size=2, lr=0.1, workers=1), current_info(), None, False)
+    loaders = epoch_loaders(Draws(), loop.LoopConfig(epochs=1, batch_size=2, lr=0.1, workers=1), current_info(), None, False)
     torch.save(torch.cat(list(loaders(0))), out / f"draws{rank}.pt")
     """
 )

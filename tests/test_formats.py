@@ -18,15 +18,14 @@ import torch
 
 from usage_cli.artifacts import aff_checkpoint, cls_checkpoint, seg_checkpoint
 from usage_cli.artifacts.checkpoint import save_checkpoint
-from usage_cli.artifacts.manifest import config_hash, run_config
-from usage_cli.artifacts.outdir import (
+from usage_cli.artifacts.claims import RUN_STATE, check_owned
+from usage_cli.artifacts.labels import (
     PNG_MARKERS,
-    RUN_STATE,
-    check_owned,
     finish_png_folder,
     resume_png_folder,
     start_png_folder,
 )
+from usage_cli.artifacts.manifest import config_hash, run_config
 from usage_cli.data.labels_io import (
     load_cls_labels,
     load_cls_labels_json,

@@ -232,10 +232,11 @@ class _Draws(torch.utils.data.Dataset):
 
 
 def _draws(workers: int, rank: int, epochs, world: int = 2, seed: int = 0):
-    from usage_cli.engine.loop import LoopConfig, _epoch_loaders
+    from usage_cli.engine.loop import LoopConfig
+    from usage_cli.engine.sampling import epoch_loaders
 
     cfg = LoopConfig(epochs=3, batch_size=2, lr=0.1, workers=workers, seed=seed)
-    loaders = _epoch_loaders(_Draws(), cfg, DistInfo(rank=rank, world_size=world), None, pin_memory=False)
+    loaders = epoch_loaders(_Draws(), cfg, DistInfo(rank=rank, world_size=world), None, pin_memory=False)
     out = {}
     for e in epochs:
         out[e] = torch.cat([b["draw"] for b in loaders(e)])
@@ -258,19 +259,20 @@ def test_loader_without_workers_is_unchanged_and_pins_memory_only_for_cuda():
     (seed, epoch) generator drew before the two paths became one: the same batches, the same items."""
     from torch.utils.data import DataLoader
 
-    from usage_cli.engine.loop import LoopConfig, _epoch_loaders, seed_everything
+    from usage_cli.engine.loop import LoopConfig
+    from usage_cli.engine.sampling import epoch_loaders, seed_everything
 
     cfg = LoopConfig(epochs=1, batch_size=4, lr=0.1, seed=3)
     one = DistInfo()
     for epoch in (0, 3):
         seed_everything(epoch)
-        a = list(_epoch_loaders(_Draws(), cfg, one, None, pin_memory=False)(epoch))
+        a = list(epoch_loaders(_Draws(), cfg, one, None, pin_memory=False)(epoch))
         seed_everything(epoch)
         g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
         b = list(DataLoader(_Draws(), batch_size=4, shuffle=True, drop_last=True, generator=g))
         assert len(a) == len(b) == 3
         assert all(torch.equal(x["i"], y["i"]) and torch.equal(x["draw"], y["draw"]) for x, y in zip(a, b, strict=True))
-    assert _epoch_loaders(_Draws(), cfg, one, None, pin_memory=True)(0).pin_memory
+    assert epoch_loaders(_Draws(), cfg, one, None, pin_memory=True)(0).pin_memory
 
 
 def test_deit_learning_rate_follows_the_global_batch(monkeypatch):

@@ -98,20 +98,20 @@ def test_a_path_spelled_another_way_is_the_same_run(synth_root, tmp_path, monkey
 
 def _run_first_epoch_only(cfg):
     """Train with the 2-epoch config but stop after epoch 0, as a killed run would."""
-    from usage_cli.engine import loop
+    from usage_cli.engine import resume
 
-    original = loop._save_last
+    original = resume._save_last
 
     def save_then_stop(*args):
         original(*args)
         raise KeyboardInterrupt
 
-    loop._save_last = save_then_stop
+    resume._save_last = save_then_stop
     try:
         with pytest.raises(KeyboardInterrupt):
             run(cfg)
     finally:
-        loop._save_last = original
+        resume._save_last = original
     assert not (cfg.out / "checkpoint.pt").exists()  # an interrupted run publishes nothing
 
 

@@ -7,7 +7,8 @@ flags, ``commands/_options.py:runtime_options``), its config nests them as ``cfg
 ``engine.loop.loop_config`` turns them into the training loop's settings.
 
 Which of them enter a stage's manifest ``config`` (and so its hash, which ``--force``, reruns and
-``--resume`` compare): :data:`IN_CONFIG`, the ones that change what a run computes. Torch-free, so
+``--resume`` compare): :data:`IN_CONFIG`, the ones that change what a run computes; never those of
+:data:`HOW_ONLY`, the one list of options that only change how it goes. Torch-free, so
 that ``usage --help`` stays fast.
 """
 
@@ -35,8 +36,13 @@ class Runtime:
 FIELDS = tuple(f.name for f in dataclasses.fields(Runtime))
 DEFAULTS = Runtime()
 
-# run-time options that change what a run computes: in the manifest's config (when the stage takes them)
-IN_CONFIG = ("amp", "sync_bn", "seed")
+# the one exclusion list: run-time options that change how a run goes, never what it computes — out of
+# every key a rerun or resume compares (the manifest config, the loop's resume key in last.pt)
+HOW_ONLY = ("timeout", "workers", "resume", "force", "quiet")
+# the options that change what a run computes: in the manifest's config (when the stage takes them).
+# The device is in the loop's resume key (a run resumes where it began) but not in a manifest config
+# (train-cls keeps it there: its manifests always had it)
+IN_CONFIG = tuple(n for n in FIELDS if n not in HOW_ONLY and n != "device")
 
 # stage -> the run-time options it takes (its command's flags, in this order)
 OPTIONS: dict[str, tuple[str, ...]] = {

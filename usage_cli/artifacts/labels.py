@@ -3,12 +3,14 @@ label-PNG folder that holds one per image with its manifest (:func:`read_label_f
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from usage_cli.artifacts.atomic import atomic_path
+from usage_cli.artifacts.atomic import atomic_path, write_text_atomic
 from usage_cli.artifacts.manifest import MANIFEST_NAME, PRODUCERS, read_manifest
 from usage_cli.errors import ArtifactError
 
@@ -60,7 +62,7 @@ def read_label_png(path: str | Path) -> np.ndarray:
 
 # --- the label-PNG folder: <id>.png per image and a manifest.json (psa-labels, psa-walk, refine-psa,
 # predict-seg write one; train-aff, train-seg and evaluate read one). The manifest's format_version is
-# this layout's version; resuming an unfinished folder is artifacts/outdir.py's marker.
+# this layout's version; an unfinished folder resumes by its stage's marker (PNG_MARKERS below).
 
 FOLDER_VERSION = "1.0.0"
 
@@ -109,3 +111,60 @@ def clear_legacy_cache(folder: str | Path) -> bool:
         p.unlink()
     (folder / LEGACY_CACHE).unlink()
     return True
+
+# --- resuming an unfinished label-PNG folder: while a run writes it, its stage's marker file holds that
+# run's key; the PNGs of a run with the same key are kept, the folder reads as finished only once its
+# manifest is written and the marker removed
+
+# stage -> the marker file in its PNG folder while a run writes it; it holds that run's key
+PNG_MARKERS = {
+    "refine-psa": ".refine-psa.partial", "predict-seg": ".predict-seg.partial.json",
+    "psa-labels": ".psa-labels.partial.json", "psa-walk": ".psa-walk.partial.json",
+}  # fmt: skip
+
+
+def resume_png_folder(out: Path, key: dict[str, Any], *, stage: str, force: bool, main: bool = True) -> set[str]:
+    """Ids whose ``<id>.png`` an unfinished run of the same ``key`` already wrote (to be skipped).
+
+    The stage's marker file (:data:`PNG_MARKERS`) holds the key of the run writing the folder. PNGs of an
+    unfinished run with another key are not mixed into this run: without ``force`` that is an error, with
+    it they are deleted (by the ``main`` process only). PNGs no run of ``stage`` is writing are not
+    usage's to delete: always an error (``artifacts/claims.py:claim_out`` says so first)."""
+    m = Path(out) / PNG_MARKERS[stage]
+    pngs = sorted(Path(out).glob("*.png"))
+    old = None
+    if m.exists():
+        try:
+            old = json.loads(m.read_text())
+        except (OSError, json.JSONDecodeError):
+            old = {}
+        if old == key and not force:
+            return {p.stem for p in pngs}
+    if pngs and old is None:
+        raise ArtifactError(
+            f"{out}: holds {len(pngs)} PNG files no {stage} run is writing (first: {pngs[0].name}); usage never deletes "
+            f"those — move them away or choose an empty folder"
+        )
+    if pngs and not force:
+        raise ArtifactError(
+            f"{out}: an unfinished {stage} run of another config or other inputs is here; rerun it with the same "
+            f"options to resume, or pass --force to start over"
+        )
+    if main:
+        for p in pngs:
+            p.unlink(missing_ok=True)
+    return set()
+
+
+def start_png_folder(out: Path, key: dict[str, Any], *, stage: str) -> None:
+    """Before the PNGs: the folder stops reading as finished (manifest removed) and its marker names the
+    run writing it. Called by the main process only, after every process has read the old marker."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MANIFEST_NAME).unlink(missing_ok=True)
+    write_text_atomic(out / PNG_MARKERS[stage], json.dumps(key) + "\n")
+
+
+def finish_png_folder(out: Path, *, stage: str) -> None:
+    """After the manifest is written: no run is writing the folder any more."""
+    (Path(out) / PNG_MARKERS[stage]).unlink(missing_ok=True)

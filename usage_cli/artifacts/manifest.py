@@ -108,7 +108,7 @@ def build_manifest(
     folder input without a manifest (PNGs made by hand) is recorded with ``sha256`` null, not refused.
     ``data``: the identity of the split the artifact was made from (``data.identity``: root, split,
     class names, fingerprint), which its consumers compare with theirs; ``files``: what the stage wrote
-    into its folder (``outdir.owned_files``) — the only files a later run there removes or replaces."""
+    into its folder (``claims.owned_files``) — the only files a later run there removes or replaces."""
     inputs = inputs or {}
     extra = {**(extra or {}), **({"data": data} if data is not None else {}), **({"files": files} if files is not None else {})}
     return {

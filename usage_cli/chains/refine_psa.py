@@ -24,8 +24,10 @@ from pathlib import Path
 
 from usage_cli.algorithms.thresholds import auto_constants
 from usage_cli.artifacts import aff_checkpoint
+from usage_cli.artifacts.claims import claim_out, owned_files
 from usage_cli.artifacts.compat import check_seeds_cover
-from usage_cli.artifacts.labels import FOLDER_VERSION, clear_legacy_cache
+from usage_cli.artifacts.labels import FOLDER_VERSION, clear_legacy_cache, finish_png_folder
+from usage_cli.artifacts.lock import holds_out_lock
 from usage_cli.artifacts.manifest import (
     build_manifest,
     config_hash,
@@ -34,7 +36,6 @@ from usage_cli.artifacts.manifest import (
     sha256_file,
     write_manifest,
 )
-from usage_cli.artifacts.outdir import claim_out, finish_png_folder, holds_out_lock, owned_files
 from usage_cli.artifacts.seeds import SeedReader
 from usage_cli.data import DataSpec
 from usage_cli.data.identity import check_pairing, identity, recorded_data
@@ -45,7 +46,7 @@ from usage_cli.engine.distributed import (
     is_main_process,
     worker_count,
 )
-from usage_cli.engine.loop import check_resume
+from usage_cli.engine.resume import check_resume
 from usage_cli.errors import ConfigError, check_options
 from usage_cli.presets import AUTO_CUTS, DEFAULT_REFINE_PRESET, REFINE_PSA
 from usage_cli.progress import log

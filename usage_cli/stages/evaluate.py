@@ -22,7 +22,7 @@ from usage_cli.artifacts.compat import check_class_names
 from usage_cli.artifacts.labels import folder_class_names, label_ids
 from usage_cli.artifacts.manifest import build_manifest, config_paths, read_manifest, run_config
 from usage_cli.artifacts.metrics_file import write_metrics
-from usage_cli.artifacts.outdir import check_replaceable_file
+from usage_cli.artifacts.replaceable import check_replaceable_file
 from usage_cli.artifacts.seeds import SeedReader, is_seed_store
 from usage_cli.data import DataSpec
 from usage_cli.data.identity import check_pairing, identity, recorded_data

@@ -17,7 +17,9 @@ import torch
 from usage_cli.algorithms.cam_infer import CamInference, resolve_seed_step, views_to_maps
 from usage_cli.algorithms.fuse import NORMALISE, seed_maps
 from usage_cli.algorithms.thresholds import METHODS, rule_ok, seed_statistics
+from usage_cli.artifacts.claims import claim_out, owned_files
 from usage_cli.artifacts.compat import check_class_names
+from usage_cli.artifacts.lock import holds_out_lock
 from usage_cli.artifacts.manifest import (
     build_manifest,
     config_hash,
@@ -26,7 +28,6 @@ from usage_cli.artifacts.manifest import (
     sha256_file,
     write_manifest,
 )
-from usage_cli.artifacts.outdir import claim_out, holds_out_lock, owned_files
 from usage_cli.artifacts.seeds import FILENAME, SeedReader, SeedWriter, rank_part
 from usage_cli.data import DataSpec
 from usage_cli.data.identity import identity

@@ -18,8 +18,16 @@ import torch
 from usage_cli.algorithms.crf import crf_map
 from usage_cli.algorithms.seg_infer import crf_refine, fuse_views, to_label
 from usage_cli.artifacts import labels  # write_label_png through the module: a test interrupts it
+from usage_cli.artifacts.claims import claim_out, owned_files
 from usage_cli.artifacts.compat import check_class_names
-from usage_cli.artifacts.labels import FOLDER_VERSION, label_path
+from usage_cli.artifacts.labels import (
+    FOLDER_VERSION,
+    finish_png_folder,
+    label_path,
+    resume_png_folder,
+    start_png_folder,
+)
+from usage_cli.artifacts.lock import holds_out_lock
 from usage_cli.artifacts.manifest import (
     build_manifest,
     config_hash,
@@ -27,14 +35,6 @@ from usage_cli.artifacts.manifest import (
     run_config,
     sha256_file,
     write_manifest,
-)
-from usage_cli.artifacts.outdir import (
-    claim_out,
-    finish_png_folder,
-    holds_out_lock,
-    owned_files,
-    resume_png_folder,
-    start_png_folder,
 )
 from usage_cli.data import DataSpec
 from usage_cli.data.identity import identity

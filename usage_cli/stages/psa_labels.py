@@ -18,8 +18,17 @@ import numpy as np
 from usage_cli.algorithms.affinity import confident_label_for_image
 from usage_cli.algorithms.crf import crf_map
 from usage_cli.algorithms.thresholds import auto_constants
+from usage_cli.artifacts.claims import claim_out, owned_files
 from usage_cli.artifacts.compat import check_seeds_cover
-from usage_cli.artifacts.labels import FOLDER_VERSION, label_path, write_label_png
+from usage_cli.artifacts.labels import (
+    FOLDER_VERSION,
+    finish_png_folder,
+    label_path,
+    resume_png_folder,
+    start_png_folder,
+    write_label_png,
+)
+from usage_cli.artifacts.lock import holds_out_lock
 from usage_cli.artifacts.manifest import (
     build_manifest,
     config_hash,
@@ -28,14 +37,6 @@ from usage_cli.artifacts.manifest import (
     sha256_file,
     up_to_date,
     write_manifest,
-)
-from usage_cli.artifacts.outdir import (
-    claim_out,
-    finish_png_folder,
-    holds_out_lock,
-    owned_files,
-    resume_png_folder,
-    start_png_folder,
 )
 from usage_cli.artifacts.seeds import SeedReader
 from usage_cli.data import DataSpec

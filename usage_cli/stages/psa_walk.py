@@ -18,8 +18,17 @@ import torch
 
 from usage_cli.algorithms import psa_refine
 from usage_cli.algorithms.thresholds import auto_constants
+from usage_cli.artifacts.claims import claim_out, owned_files
 from usage_cli.artifacts.compat import check_seeds_cover
-from usage_cli.artifacts.labels import FOLDER_VERSION, label_path, write_label_png
+from usage_cli.artifacts.labels import (
+    FOLDER_VERSION,
+    finish_png_folder,
+    label_path,
+    resume_png_folder,
+    start_png_folder,
+    write_label_png,
+)
+from usage_cli.artifacts.lock import holds_out_lock
 from usage_cli.artifacts.manifest import (
     build_manifest,
     config_hash,
@@ -27,14 +36,6 @@ from usage_cli.artifacts.manifest import (
     run_config,
     sha256_file,
     write_manifest,
-)
-from usage_cli.artifacts.outdir import (
-    claim_out,
-    finish_png_folder,
-    holds_out_lock,
-    owned_files,
-    resume_png_folder,
-    start_png_folder,
 )
 from usage_cli.artifacts.seeds import SeedReader
 from usage_cli.data import DataSpec

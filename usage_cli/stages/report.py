@@ -19,8 +19,9 @@ from rich.table import Table
 
 from usage_cli import __version__
 from usage_cli.artifacts.atomic import atomic_dir, write_text_atomic
+from usage_cli.artifacts.claims import owned_files
 from usage_cli.artifacts.manifest import build_manifest, write_manifest
-from usage_cli.artifacts.outdir import check_replaceable_file, check_replaceable_folder, owned_files
+from usage_cli.artifacts.replaceable import check_replaceable_file, check_replaceable_folder
 from usage_cli.data.records import voc_palette
 from usage_cli.errors import ArtifactError
 from usage_cli.report import gallery  # render_gallery through the module: a test makes it fail

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from usage_cli.artifacts.claims import check_writable_folder
+from usage_cli.artifacts.lock import holds_out_lock, lock_out
 from usage_cli.artifacts.manifest import (
     MANIFEST_NAME,
     build_manifest,
@@ -13,7 +15,6 @@ from usage_cli.artifacts.manifest import (
     run_config,
     write_manifest,
 )
-from usage_cli.artifacts.outdir import check_writable_folder, holds_out_lock, lock_out
 from usage_cli.data.synth import CLASSES, MAX_CLASSES, generate
 from usage_cli.errors import ConfigError
 from usage_cli.runtime import Runtime, config_drop, takes_runtime

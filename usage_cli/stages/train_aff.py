@@ -16,8 +16,10 @@ import torch
 
 from usage_cli.algorithms.affinity import search_offsets
 from usage_cli.artifacts import aff_checkpoint, last_checkpoint
+from usage_cli.artifacts.claims import claim_out, owned_files
 from usage_cli.artifacts.compat import check_class_names
 from usage_cli.artifacts.labels import label_ids, read_label_folder
+from usage_cli.artifacts.lock import holds_out_lock
 from usage_cli.artifacts.manifest import (
     build_manifest,
     config_paths,
@@ -26,11 +28,11 @@ from usage_cli.artifacts.manifest import (
     up_to_date,
     write_manifest,
 )
-from usage_cli.artifacts.outdir import claim_out, holds_out_lock, owned_files
 from usage_cli.data import DataSpec
 from usage_cli.data.identity import check_pairing, identity, recorded_data
 from usage_cli.engine.distributed import barrier, check_device, is_main_process
-from usage_cli.engine.loop import check_resume, fit, loop_config
+from usage_cli.engine.loop import fit, loop_config
+from usage_cli.engine.resume import check_resume
 from usage_cli.errors import ArtifactError, check_options
 from usage_cli.models.affinitynet import build_affinitynet, check_crop, load_backbone_weights
 from usage_cli.runtime import Runtime, config_drop, runtime_checks, takes_runtime

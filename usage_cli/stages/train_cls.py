@@ -6,6 +6,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from usage_cli.artifacts import cls_checkpoint, last_checkpoint
+from usage_cli.artifacts.claims import claim_out, owned_files
+from usage_cli.artifacts.lock import holds_out_lock
 from usage_cli.artifacts.manifest import (
     MANIFEST_NAME,
     build_manifest,
@@ -13,7 +15,6 @@ from usage_cli.artifacts.manifest import (
     run_config,
     write_manifest,
 )
-from usage_cli.artifacts.outdir import claim_out, holds_out_lock, owned_files
 from usage_cli.data import DataSpec
 from usage_cli.data.identity import identity
 from usage_cli.data.labels_io import root_label_file
@@ -21,8 +22,9 @@ from usage_cli.data.torchdata import ClassificationSet
 from usage_cli.data.transforms import RECIPES, build_transform
 from usage_cli.engine import loop as engine_loop  # fit through the module: tests wrap it
 from usage_cli.engine.distributed import check_device, is_main_process, worker_count, world_size
-from usage_cli.engine.loop import check_resume, seed_everything
 from usage_cli.engine.optim import backbone_head_groups
+from usage_cli.engine.resume import check_resume
+from usage_cli.engine.sampling import seed_everything
 from usage_cli.errors import ConfigError, DatasetError, check_options
 from usage_cli.models.backbones import TOKENS, backbone_family
 from usage_cli.models.classifier import build_classifier

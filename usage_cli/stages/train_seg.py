@@ -14,8 +14,10 @@ from pathlib import Path
 import torch
 
 from usage_cli.artifacts import last_checkpoint, seg_checkpoint
+from usage_cli.artifacts.claims import claim_out, owned_files
 from usage_cli.artifacts.compat import check_class_names
 from usage_cli.artifacts.labels import label_ids, read_label_folder
+from usage_cli.artifacts.lock import holds_out_lock
 from usage_cli.artifacts.manifest import (
     build_manifest,
     config_paths,
@@ -23,11 +25,11 @@ from usage_cli.artifacts.manifest import (
     sha256_file,
     write_manifest,
 )
-from usage_cli.artifacts.outdir import claim_out, holds_out_lock, owned_files
 from usage_cli.data import DataSpec
 from usage_cli.data.identity import check_pairing, identity, recorded_data
 from usage_cli.engine.distributed import check_device, is_main_process
-from usage_cli.engine.loop import check_resume, fit, loop_config
+from usage_cli.engine.loop import fit, loop_config
+from usage_cli.engine.resume import check_resume
 from usage_cli.errors import ArtifactError, ConfigError, check_options
 from usage_cli.models.segnet import build_segnet, load_backbone_weights
 from usage_cli.runtime import Runtime, config_drop, runtime_checks, takes_runtime
