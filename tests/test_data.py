@@ -33,8 +33,8 @@ def _voc(tmp_path, ids=("a", "b"), classes=None, cls_labels=None, xml=True, mask
 
 
 def test_registry_lists_and_rejects_unknown(tmp_path):
-    assert {"voc", "coco"} <= set(dataset_names())
-    with pytest.raises(DatasetError, match="unknown dataset 'cityscapes'; known: coco, voc"):
+    assert {"voc", "coco", "folder", "images"} <= set(dataset_names())
+    with pytest.raises(DatasetError, match="unknown dataset 'cityscapes'; known: coco, folder, images, voc"):
         load_dataset("cityscapes", tmp_path, "train")
 
 

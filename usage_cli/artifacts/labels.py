@@ -68,12 +68,19 @@ FOLDER_VERSION = "1.0.0"
 
 
 def label_path(folder: str | Path, image_id: str) -> Path:
-    return Path(folder) / f"{image_id}.png"
+    """``<folder>/<id>.png``; an id of a photo in a subfolder (``a/b``) is one file, ``a%2Fb.png``
+    (``%`` itself is ``%25``), as the seed store names its groups."""
+    return Path(folder) / f"{image_id.replace('%', '%25').replace('/', '%2F')}.png"
+
+
+def png_id(path: str | Path) -> str:
+    """The image id of a label PNG (the inverse of :func:`label_path`)."""
+    return Path(path).stem.replace("%2F", "/").replace("%25", "%")
 
 
 def label_ids(folder: str | Path) -> set[str]:
     """The ids that have a PNG in ``folder``."""
-    return {p.stem for p in Path(folder).glob("*.png")}
+    return {png_id(p) for p in Path(folder).glob("*.png")}
 
 
 def read_label_folder(folder: str | Path, stages: tuple[str, ...]) -> dict:
@@ -139,7 +146,7 @@ def resume_png_folder(out: Path, key: dict[str, Any], *, stage: str, force: bool
         except (OSError, json.JSONDecodeError):
             old = {}
         if old == key and not force:
-            return {p.stem for p in pngs}
+            return {png_id(p) for p in pngs}
     if pngs and old is None:
         raise ArtifactError(
             f"{out}: holds {len(pngs)} PNG files no {stage} run is writing (first: {pngs[0].name}); usage never deletes "

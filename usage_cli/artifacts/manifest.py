@@ -31,6 +31,7 @@ PRODUCERS = {
     "train-seg": "usage train-seg",
     "predict-seg": "usage predict-seg",
     "evaluate": "usage evaluate",
+    "coco-masks": "a stage given --dataset coco with annotations/instances_<split>.json",
 }
 
 

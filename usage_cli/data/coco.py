@@ -1,6 +1,11 @@
 """MS COCO in the WSSS convention: 80 classes, single-channel PNG masks (0 bg, 1..80, 255 ignore).
 
-Accepted layouts (``ROOT`` = the COCO folder):
+The official download (``ROOT/train2014/``, ``ROOT/annotations/instances_train2014.json``, likewise
+val and 2017, or any ``instances_<split>.json``) is read by ``data/coco_json.py``: labels from the
+annotations, masks rendered into usage's cache. It is used when the split has no PNG mask folder
+with a split list (the PNG layouts below keep working as they were).
+
+PNG layouts (``ROOT`` = the COCO folder):
 
 * flat (``../shared/data/coco128``): ``images/*.jpg``, ``SegmentationClass/*.png``, ``<split>.txt``
 * MCTformer style: ``train2014/``, ``val2014/`` (or ``images/train2014``), masks in
@@ -16,6 +21,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from usage_cli.data import coco_json
 from usage_cli.data.labels_io import load_cls_labels, read_class_names, read_split_file
 from usage_cli.data.records import Dataset, DatasetMeta, Record
 from usage_cli.data.voc import _labels_from_mask
@@ -40,9 +46,9 @@ _IMAGE_EXT = (".jpg", ".jpeg", ".png")
 def _subsets(split: str) -> list[str]:
     s = split.lower()
     if s.startswith("train"):
-        return ["train2014", "train"]
+        return list(dict.fromkeys([split, "train2014", "train"]))
     if s.startswith("val"):
-        return ["val2014", "val"]
+        return list(dict.fromkeys([split, "val2014", "val"]))
     return [split]
 
 
@@ -58,6 +64,20 @@ def _split_path(root: Path, split: str, split_file) -> Path:
             return p
     have = sorted({q.stem for c in cands if c.parent.is_dir() for q in c.parent.glob("*.txt")})
     raise DatasetError(f"{cands[0]}: split file not found (lists here: {', '.join(have) or 'none'}; or pass --split-file)")
+
+
+def _mask_dirs(root: Path, split: str) -> list[Path]:
+    subs = _subsets(split)
+    return [root / b / s for b in ("SegmentationClass", "mask", "masks") for s in subs] + [root / "SegmentationClass", root / "mask", root / "masks"]
+
+
+def _png_layout(root: Path, split: str, split_file) -> bool:
+    """The split is in a PNG layout: a mask folder and a split list (given, or found in ROOT)."""
+    try:
+        _split_path(root, split, split_file)
+    except DatasetError:
+        return False
+    return any(d.is_dir() for d in _mask_dirs(root, split))
 
 
 def _pick_dir(cands: list[Path], probe_id: str) -> Path | None:
@@ -92,6 +112,9 @@ def load(
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"{root}: dataset root not found")
+    json_path = coco_json.annotation_file(root, split)
+    if json_path is not None and not _png_layout(root, split, split_file):
+        return coco_json.load(root, split, json_path, split_file=split_file, classes_file=classes_file, require_images=require_images)
     names = read_class_names(classes_file, [root / "classes.txt"], COCO_CLASSES)
     ids = sorted(read_split_file(_split_path(root, split, split_file)))
     # 2. resolve the image and mask folders of this split
@@ -102,10 +125,7 @@ def load(
     )
     if img_dir is None and require_images:
         raise DatasetError(f"{root}: no image folder (looked for images/, JPEGImages/, {'/, '.join(subs)}/)")
-    mask_dir = _pick_dir(
-        [root / b / s for b in ("SegmentationClass", "mask", "masks") for s in subs] + [root / "SegmentationClass", root / "mask", root / "masks"],
-        ids[0],
-    )
+    mask_dir = _pick_dir(_mask_dirs(root, split), ids[0])
     images, masks = _listing(img_dir), _listing(mask_dir)
     # 3. labels: cls_labels*.npy, else masks
     cls_files = sorted(root.glob("cls_labels*.npy"))

@@ -19,10 +19,12 @@ from usage_cli.errors import DatasetError
 
 CLS_LABELS_JSON = "usage-cls-labels"  # format name of cls_labels.json
 CLS_LABELS_JSON_VERSION = "1.0.0"
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")  # photos a folder dataset reads
 
 
-def read_split_file(path: Path) -> list[str]:
+def read_split_file(path: Path, folders: bool = False) -> list[str]:
     """Ids of a split list: bare ids (IRN/MCTformer) or PSA/SEAM pairs (`/JPEGImages/X.jpg /Seg.../X.png`).
+    ``folders``: ids are paths inside a folder of photos (``dogs/a`` or ``dogs/a.jpg`` is ``dogs/a``).
 
     An id listed twice is an error naming both lines: every count (images scored, seeds written) is per
     image, and a repeated id would be counted twice."""
@@ -33,7 +35,10 @@ def read_split_file(path: Path) -> list[str]:
         if not line or line.startswith("#"):
             continue
         first = line.split()[0]
-        image_id = Path(first).stem if ("/" in first or "." in Path(first).name[-5:]) else first
+        if folders:
+            image_id = first.strip("/").removesuffix(Path(first).suffix) if Path(first).suffix.lower() in IMAGE_SUFFIXES else first.strip("/")
+        else:
+            image_id = Path(first).stem if ("/" in first or "." in Path(first).name[-5:]) else first
         if image_id in seen:
             raise DatasetError(f"{path}: id '{image_id}' is listed twice (lines {seen[image_id]} and {number}); list each image once")
         seen[image_id] = number

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from usage_cli.artifacts.labels import read_label_png
+from usage_cli.artifacts.labels import label_path, read_label_png
 from usage_cli.artifacts.seeds import SeedReader
 from usage_cli.data.io import read_image, read_mask
 from usage_cli.data.records import Dataset
@@ -197,7 +197,7 @@ def render_gallery(split: str, ids: list[str], entries: list[Entry], ds: Dataset
                     thr = (e.metrics or {}).get("threshold")
                     caption = "seed" + (f" · bg {thr:.2f}" if thr is not None else "")
                 else:
-                    png = e.artifact / f"{image_id}.png"
+                    png = label_path(e.artifact, image_id)
                     if not png.exists():
                         continue
                     label, caption = read_label_png(png), {"masks": "pseudo mask", "preds": "prediction"}.get(e.kind, "label map")

@@ -24,6 +24,7 @@ import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from usage_cli.artifacts.labels import label_ids
 from usage_cli.artifacts.manifest import read_manifest
 from usage_cli.artifacts.seeds import SeedReader
 from usage_cli.data import DataSpec
@@ -277,7 +278,7 @@ def _artifact_ids(artifact: Path | None) -> set[str] | None:
     if artifact is None:
         return None
     if artifact.is_dir():
-        return {p.stem for p in artifact.glob("*.png")}
+        return label_ids(artifact)
     try:
         with SeedReader(artifact) as r:
             return set(r.ids())

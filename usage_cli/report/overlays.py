@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from usage_cli.artifacts.atomic import atomic_path
-from usage_cli.artifacts.labels import voc_palette
+from usage_cli.artifacts.labels import label_path, voc_palette
 from usage_cli.artifacts.seeds import SeedReader
 from usage_cli.data.io import read_image
 
@@ -62,7 +62,7 @@ def write_overlays(seeds: Path, ds, out_dir: Path, count: int, threshold: float)
         for image_id in r.ids()[:count]:
             e = r.read(image_id)
             panel = overlay_panel(read_image(by_id[image_id].image_path), e.cam, e.keys, threshold, ds.meta.all_names)
-            path = out_dir / f"{image_id}.png"
+            path = label_path(out_dir, image_id)
             with atomic_path(path) as tmp:
                 Image.fromarray(panel).save(tmp, format="PNG")
             written.append(path)
