@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Regenerate docs/cli.md from the commands' own --help (run from the repository root).
 set -euo pipefail
-U=".venv/bin/usage"
+U=".venv/bin/usage"; PY=".venv/bin/python"
+[ -x "$U" ] || { U="usage"; PY="python"; }  # a worktree without its own venv: the ones on PATH
+# the commands, in the registry's order (usage_cli/registry.py)
+COMMANDS=$("$PY" -c 'from usage_cli.registry import STAGES; print(" ".join(s.name for s in STAGES))')
 {
   echo "# Command-line reference"
   echo
@@ -32,7 +35,7 @@ EOF
   echo '```'
   COLUMNS=110 NO_COLOR=1 TERM=dumb $U --help
   echo '```'
-  for c in synth train-cls gen-seeds refine-psa psa-labels train-aff psa-walk train-seg predict-seg evaluate report; do
+  for c in $COMMANDS; do
     echo
     echo "## usage $c"
     echo

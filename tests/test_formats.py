@@ -18,7 +18,7 @@ import torch
 
 from usage_cli.artifacts import aff_checkpoint, cls_checkpoint, seg_checkpoint
 from usage_cli.artifacts.checkpoint import save_checkpoint
-from usage_cli.artifacts.claims import RUN_STATE, check_owned
+from usage_cli.artifacts.claims import check_owned, run_state
 from usage_cli.artifacts.labels import (
     PNG_MARKERS,
     finish_png_folder,
@@ -188,7 +188,7 @@ def test_an_interrupted_run_of_every_stage_is_its_own(stage, tmp_path):
     (out / "a.png").write_bytes(b"")
     with pytest.raises(ArtifactError, match="which no usage run wrote"):
         check_owned(out, stage, ("*.png",), None)  # no run's state: a user's PNGs, refused
-    (out / RUN_STATE[stage][0]).write_text("{}")
+    (out / run_state(stage)[0]).write_text("{}")
     check_owned(out, stage, ("*.png",), None)  # an unfinished run of this stage: its own
 
 

@@ -62,25 +62,21 @@ def test_the_format_rule_catches_what_it_should(tmp_path):
 
 
 def _stage_configs() -> dict[str, type]:
-    from usage_cli.chains.refine_psa import RefinePsaConfig
-    from usage_cli.stages import (
-        evaluate,
-        gen_seeds,
-        predict_seg,
-        psa_labels,
-        psa_walk,
-        synth,
-        train_aff,
-        train_cls,
-        train_seg,
-    )
+    """Every stage's config class, found from the registry alone: the class its module decorates with
+    ``@takes_runtime(<name>)``."""
+    import importlib
 
-    return {
-        "synth": synth.SynthConfig, "train-cls": train_cls.TrainClsConfig, "gen-seeds": gen_seeds.GenSeedsConfig,
-        "refine-psa": RefinePsaConfig, "psa-labels": psa_labels.PsaLabelsConfig, "train-aff": train_aff.TrainAffConfig,
-        "psa-walk": psa_walk.PsaWalkConfig, "train-seg": train_seg.TrainSegConfig, "predict-seg": predict_seg.PredictSegConfig,
-        "evaluate": evaluate.EvaluateConfig,
-    }  # fmt: skip
+    from usage_cli.registry import STAGES
+
+    configs = {}
+    for s in STAGES:
+        if s.runtime is None:
+            continue
+        module = importlib.import_module(f"usage_cli.{s.package}.{s.module}")
+        found = [c for c in vars(module).values() if isinstance(c, type) and getattr(c, "STAGE", None) == s.name and c.__module__ == module.__name__]
+        assert len(found) == 1, f"{module.__name__}: one config decorated @takes_runtime({s.name!r}), found {found}"
+        configs[s.name] = found[0]
+    return configs
 
 
 def test_every_stage_config_nests_the_runtime_block_and_declares_no_runtime_option_itself():
@@ -216,3 +212,47 @@ def test_dense_networks_train_with_the_statistics_their_weights_expect_and_old_c
     assert lite.input_norm() == (IMAGENET_MEAN, IMAGENET_STD)  # a config without them: a checkpoint of before, ImageNet's
     lite.model_config.update(lite.expected_norm())  # what train-aff / train-seg record
     assert lite.input_norm() == ((0.5,) * 3, (0.5,) * 3)
+
+
+# ---------------------------------------------------------------- one stage registry
+
+
+def test_every_command_and_stage_module_is_declared_once_in_the_registry():
+    """usage_cli/registry.py lists every command; its modules exist, and no command or stage module is
+    left out of it."""
+    from usage_cli.registry import KINDS, STAGES
+
+    names = {s.module for s in STAGES}
+    assert len(names) == len(STAGES)
+    for s in STAGES:
+        assert s.writes in KINDS, s.name
+        assert (PKG / "commands" / f"{s.module}.py").is_file() and (PKG / s.package / f"{s.module}.py").is_file(), s.name
+    assert {p.stem for p in (PKG / "commands").glob("*.py") if not p.stem.startswith("_")} == names
+    assert {p.stem for pkg in ("stages", "chains") for p in (PKG / pkg).glob("*.py") if p.stem != "__init__"} == names
+
+
+def _stage_name_tables(path: Path) -> list[tuple[int, list[str]]]:
+    """(line, names) of the literal dicts, tuples, lists and sets of ``path`` that name two or more stages."""
+    from usage_cli.registry import BY_NAME
+
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        items = node.keys if isinstance(node, ast.Dict) else node.elts if isinstance(node, ast.Tuple | ast.List | ast.Set) else []
+        names = sorted({i.value for i in items if isinstance(i, ast.Constant) and i.value in BY_NAME})
+        if len(names) >= 2:
+            found.append((node.lineno, names))
+    return found
+
+
+@pytest.mark.parametrize("path", [p for p in _sources(".") if p.name != "registry.py"], ids=lambda p: str(p.relative_to(PKG)))
+def test_no_second_table_of_stages(path):
+    """A list of stages outside the registry drifts (the report once missed psa-walk's masks): derive it
+    from ``usage_cli/registry.py`` (``writing(kind)``, ``kind_of(stage)``, ``STAGES``)."""
+    found = [f"{path.relative_to(PKG)}:{line}: {names}" for line, names in _stage_name_tables(path)]
+    assert not found, "derive it from usage_cli/registry.py: " + "; ".join(found)
+
+
+def test_the_stage_table_rule_catches_what_it_should(tmp_path):
+    src = tmp_path / "m.py"
+    src.write_text('MASKS = ("refine-psa", "psa-walk")\nKIND = {"gen-seeds": "seeds", "x": 1}\nONE = ("psa-walk", "masks")\n')
+    assert _stage_name_tables(src) == [(1, ["psa-walk", "refine-psa"])]

@@ -361,9 +361,26 @@ def test_cli_of_the_three_steps(synth_root, seeds, tmp_path):
         r = CliRunner().invoke(app, [str(a) for a in args + common])
         assert r.exit_code == 0, r.output
     assert len(list((tmp_path / "w").glob("*.png"))) == 12
+    _report_shows_each_steps_folder(app, synth_root, tmp_path)
     r = CliRunner().invoke(app, ["train-aff", "--labels", str(tmp_path / "c"), "--root", str(synth_root), "--out", str(tmp_path / "b"), "--crop", "60",
                                  "--backbone", "efficientnet_lite0", "--split", "train"])  # fmt: skip
     assert r.exit_code == 2 and "--crop must be a multiple of 32" in r.output
+
+
+def _report_shows_each_steps_folder(app, synth_root, run_dir):
+    """`usage report RUN_DIR` on the three steps run by hand: psa-walk's masks labelled as masks, found
+    unscored and scored, psa-labels' folder as confident labels (each by the kind the registry gives the
+    stage its manifest names); train-aff's folder holds no labels and is not shown."""
+    from usage_cli.report.inputs import load_entries
+
+    assert {e.name: e.kind for e in load_entries((run_dir,))} == {"c": "confident", "w": "masks"}
+    args = ["evaluate", "--pred", run_dir / "w", "--root", synth_root, "--split", "train", "--out", run_dir / "metrics" / "walk.json", "--quiet"]
+    assert CliRunner().invoke(app, [str(a) for a in args]).exit_code == 0
+    assert {e.name: e.kind for e in load_entries((run_dir,))} == {"c": "confident", "walk": "masks"}
+    r = CliRunner().invoke(app, ["report", str(run_dir), "--html", str(run_dir / "page"), "--gallery", "2"])
+    assert r.exit_code == 0, r.output
+    page = (run_dir / "page" / "index.html").read_text()
+    assert 'alt="pseudo mask' in page and 'alt="confident labels' in page and "psa-walk" in page
 
 
 def test_affinity_checkpoint_records_the_statistics_of_its_weights(refined):

@@ -19,6 +19,8 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from usage_cli.registry import ALL, STAGES
+
 
 @dataclass(frozen=True)
 class Runtime:
@@ -44,19 +46,8 @@ HOW_ONLY = ("timeout", "workers", "resume", "force", "quiet")
 # (train-cls keeps it there: its manifests always had it)
 IN_CONFIG = tuple(n for n in FIELDS if n not in HOW_ONLY and n != "device")
 
-# stage -> the run-time options it takes (its command's flags, in this order)
-OPTIONS: dict[str, tuple[str, ...]] = {
-    "synth": ("seed", "force"),
-    "train-cls": FIELDS,
-    "gen-seeds": ("device", "amp", "timeout", "workers", "force", "quiet"),
-    "refine-psa": FIELDS,
-    "psa-labels": ("timeout", "workers", "force", "quiet"),
-    "train-aff": FIELDS,
-    "psa-walk": ("device", "amp", "timeout", "force", "quiet"),
-    "train-seg": FIELDS,
-    "predict-seg": ("device", "amp", "timeout", "workers", "force", "quiet"),
-    "evaluate": ("workers", "force", "quiet"),
-}
+# stage -> the run-time options it takes (its command's flags, in this order), as the registry declares them
+OPTIONS: dict[str, tuple[str, ...]] = {s.name: FIELDS if s.runtime == ALL else s.runtime for s in STAGES if s.runtime is not None}
 
 
 def takes_runtime(stage: str):

@@ -29,22 +29,28 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from usage_cli.artifacts.labels import PNG_MARKERS
+from usage_cli.artifacts.labels import png_marker
+from usage_cli.artifacts.last_checkpoint import LAST
 from usage_cli.artifacts.lock import LOCK_NAME, lock_out, main_rank
 from usage_cli.artifacts.manifest import MANIFEST_NAME
 from usage_cli.artifacts.option_diff import differing
+from usage_cli.artifacts.seeds import FILENAME as SEEDS_FILE
+from usage_cli.artifacts.seeds import partial_path
 from usage_cli.errors import ArtifactError, ConfigError
+from usage_cli.registry import LABEL_FOLDERS, SEEDS, TRAINED, kind_of
 
-# stage -> files whose presence, with no manifest yet, proves an unfinished run of that stage in the folder
-# (a complete seeds.h5 waits for its overlays and manifest; its format is checked when it is read);
-# every PNG stage's marker is one (an interrupted psa-labels or psa-walk run resumes)
-RUN_STATE = {
-    "train-cls": ("last.pt",),
-    "train-aff": ("last.pt",),
-    "train-seg": ("last.pt",),
-    "gen-seeds": ("seeds.h5.partial", "seeds.h5"),
-    **{stage: (marker,) for stage, marker in PNG_MARKERS.items()},
-}
+
+def run_state(stage: str) -> tuple[str, ...]:
+    """Files whose presence, with no manifest yet, proves an unfinished run of ``stage`` in its folder,
+    by the kind of artifact the registry says it writes: a training's ``last.pt``; a seed store's partial
+    file or the complete store (which waits for its overlays and manifest; its format is checked when
+    it is read); a label-PNG folder's resume marker (an interrupted psa-labels or psa-walk run resumes)."""
+    kind = kind_of(stage)
+    if kind in TRAINED:
+        return (LAST,)
+    if kind == SEEDS:
+        return (partial_path(SEEDS_FILE).name, SEEDS_FILE)
+    return (png_marker(stage),) if kind in LABEL_FOLDERS else ()
 
 
 
@@ -106,7 +112,7 @@ def owned_files(out: Path, patterns: Iterable[str]) -> list[str]:
 def check_owned(out: Path, stage: str, owned: Iterable[str], old: dict[str, Any] | None) -> None:
     """Every entry of ``owned``'s names in ``out`` must be provably a usage run's (module doc): listed by
     the manifest ``old``; of a manifest written before manifests listed their files; or, with no manifest,
-    of the unfinished run that :data:`RUN_STATE` proves. Otherwise one line naming the first, even with
+    of the unfinished run that :func:`run_state` proves. Otherwise one line naming the first, even with
     ``--force``."""
     present = sorted({p for pattern in owned for p in out.glob(pattern) if p.name not in (LOCK_NAME, MANIFEST_NAME)})
     if not present:
@@ -115,7 +121,7 @@ def check_owned(out: Path, stage: str, owned: Iterable[str], old: dict[str, Any]
         listed, why = set(old["files"]), f"not listed in its {MANIFEST_NAME}"
     elif old is not None:
         return  # a manifest written before manifests listed their files: its stage's names are its own
-    elif any((out / name).exists() for name in RUN_STATE.get(stage, ())):
+    elif any((out / name).exists() for name in run_state(stage)):
         return  # an unfinished run of this stage, which the stage resumes or (with --force) starts over
     else:
         listed, why = set(), f"no {MANIFEST_NAME} and no unfinished {stage} run here"

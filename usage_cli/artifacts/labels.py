@@ -11,8 +11,9 @@ import numpy as np
 from PIL import Image
 
 from usage_cli.artifacts.atomic import atomic_path, write_text_atomic
-from usage_cli.artifacts.manifest import MANIFEST_NAME, PRODUCERS, read_manifest
+from usage_cli.artifacts.manifest import MANIFEST_NAME, read_manifest
 from usage_cli.errors import ArtifactError
+from usage_cli.registry import LABEL_FOLDERS, producer, writing
 
 
 def voc_palette() -> list[int]:
@@ -91,7 +92,7 @@ def read_label_folder(folder: str | Path, stages: tuple[str, ...]) -> dict:
     if version.split(".")[0] != FOLDER_VERSION.split(".")[0]:
         raise ArtifactError(
             f"{folder}: label folder version {version} is not readable by this usage ({FOLDER_VERSION.split('.')[0]}.x); "
-            f"rerun `{PRODUCERS.get(stages[0], stages[0])}`, or use the usage version that wrote it"
+            f"rerun `{producer(stages[0])}`, or use the usage version that wrote it"
         )
     return manifest
 
@@ -123,11 +124,16 @@ def clear_legacy_cache(folder: str | Path) -> bool:
 # run's key; the PNGs of a run with the same key are kept, the folder reads as finished only once its
 # manifest is written and the marker removed
 
-# stage -> the marker file in its PNG folder while a run writes it; it holds that run's key
-PNG_MARKERS = {
-    "refine-psa": ".refine-psa.partial", "predict-seg": ".predict-seg.partial.json",
-    "psa-labels": ".psa-labels.partial.json", "psa-walk": ".psa-walk.partial.json",
-}  # fmt: skip
+_OLD_MARKERS = {"refine-psa": ".refine-psa.partial"}  # named so before the others: kept, so its unfinished runs resume
+
+
+def png_marker(stage: str) -> str:
+    """The marker file in ``stage``'s PNG folder while a run writes it; it holds that run's key."""
+    return _OLD_MARKERS.get(stage, f".{stage}.partial.json")
+
+
+# every stage that writes a label-PNG folder (the registry's LABEL_FOLDERS kinds) -> its marker
+PNG_MARKERS = {stage: png_marker(stage) for stage in writing(*LABEL_FOLDERS)}
 
 
 def resume_png_folder(out: Path, key: dict[str, Any], *, stage: str, force: bool, main: bool = True) -> set[str]:

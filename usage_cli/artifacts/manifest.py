@@ -15,25 +15,10 @@ from typing import Any
 from usage_cli import __version__
 from usage_cli.artifacts.atomic import write_text_atomic
 from usage_cli.errors import ArtifactError
+from usage_cli.registry import producer
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_VERSION = "1.0.0"
-
-# stage name -> the command that produces it (for "run this first" messages)
-PRODUCERS = {
-    "synth": "usage synth",
-    "train-cls": "usage train-cls",
-    "gen-seeds": "usage gen-seeds",
-    "refine-psa": "usage refine-psa",
-    "psa-labels": "usage psa-labels",
-    "train-aff": "usage train-aff",
-    "psa-walk": "usage psa-walk",
-    "train-seg": "usage train-seg",
-    "predict-seg": "usage predict-seg",
-    "evaluate": "usage evaluate",
-    "coco-masks": "a stage given --dataset coco with annotations/instances_<split>.json",
-}
-
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
@@ -173,7 +158,7 @@ def read_manifest(path: str | Path, expect_stage: str | tuple[str, ...] | None =
     folder = p if p.is_dir() else p.parent
     mpath = folder / MANIFEST_NAME
     stages = (expect_stage,) if isinstance(expect_stage, str) else expect_stage
-    hint = f"; run `{PRODUCERS.get(stages[0], stages[0])}` first" if stages else ""
+    hint = f"; run `{producer(stages[0])}` first" if stages else ""
     if not mpath.exists():
         raise ArtifactError(f"{mpath}: not found{hint}")
     try:

@@ -1,7 +1,7 @@
 """One module per command; each exposes ``command`` (a Typer-annotated function).
 
 Heavy imports (torch, timm) happen inside the functions so ``usage --help`` stays fast.
-Commands are listed in pipeline order (the order of ``usage --help``).
+Commands are those of ``usage_cli/registry.py``, in its (pipeline) order: the order of ``usage --help``.
 """
 
 from __future__ import annotations
@@ -9,20 +9,10 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 
-# command name -> module under usage_cli.commands
-COMMAND_MODULES = {
-    "synth": "synth",
-    "train-cls": "train_cls",
-    "gen-seeds": "gen_seeds",
-    "refine-psa": "refine_psa",
-    "psa-labels": "psa_labels",
-    "train-aff": "train_aff",
-    "psa-walk": "psa_walk",
-    "train-seg": "train_seg",
-    "predict-seg": "predict_seg",
-    "evaluate": "evaluate",
-    "report": "report",
-}
+from usage_cli.registry import STAGES
+
+# command name -> module under usage_cli.commands (every command of the registry, in its order)
+COMMAND_MODULES = {s.name: s.module for s in STAGES}
 
 
 def _load() -> dict[str, Callable]:

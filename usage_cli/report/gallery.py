@@ -200,7 +200,7 @@ def render_gallery(split: str, ids: list[str], entries: list[Entry], ds: Dataset
                     png = label_path(e.artifact, image_id)
                     if not png.exists():
                         continue
-                    label, caption = read_label_png(png), {"masks": "pseudo mask", "preds": "prediction"}.get(e.kind, "label map")
+                    label, caption = read_label_png(png), {"confident": "confident labels", "masks": "pseudo mask", "preds": "prediction"}.get(e.kind, "label map")
                 if label is not None:
                     scores[e.name] = image_miou(label, gt, n)
                     if scores[e.name] is not None:

@@ -5,12 +5,14 @@ the Makefile's ``OUT``) expands to
 
 * every metrics file in ``RUN_DIR/metrics/*.json`` (or ``RUN_DIR/*.json`` when it has no
   ``metrics/``); JSON files there that are not metrics (e.g. ``usage report --out`` rows) are skipped;
-* every artifact in ``RUN_DIR/*/`` that no metrics file scored: a ``seeds.h5``, or a folder whose
-  ``manifest.json`` is a ``refine-psa`` / ``predict-seg`` one (a split without ground truth still gets
-  its gallery);
+* every artifact in ``RUN_DIR/*/`` that no metrics file scored: a ``seeds.h5``, or a label-PNG folder
+  whose ``manifest.json`` names a stage that writes one (``usage_cli/registry.py``: psa-labels'
+  confident labels, refine-psa's and psa-walk's pseudo masks, predict-seg's predictions; a split
+  without ground truth still gets its gallery);
 
-in the order seeds (by name, so ``seeds-cam-*`` before ``seeds-usage-*``), pseudo masks,
-predictions. Explicit files keep the order given.
+in the order seeds (by name, so ``seeds-cam-*`` before ``seeds-usage-*``), confident labels and pseudo
+masks, predictions. Explicit files keep the order given. An artifact's kind is the one the registry
+gives the stage its manifest names.
 
 ``metrics.json`` records the paths as ``usage evaluate`` was given them (relative to where it ran). A
 recorded path that does not exist from here is looked up under the RUN_DIR (or the folder above
@@ -31,10 +33,10 @@ from usage_cli.data import DataSpec
 from usage_cli.data.identity import check_pairing, recorded_data
 from usage_cli.data.records import Dataset
 from usage_cli.errors import ArtifactError, UsageError
+from usage_cli.registry import LABEL_FOLDERS, SEEDS, kind_of
 
-# manifest stage -> the kind of artifact it writes
-KIND_OF_STAGE = {"gen-seeds": "seeds", "refine-psa": "masks", "predict-seg": "preds"}
-_RANK = {"seeds": 0, "masks": 1, "labels": 1, "preds": 2}
+SHOWN = (SEEDS, *LABEL_FOLDERS)  # the kinds of artifact the report shows (the registry's), besides "labels"
+_RANK = {SEEDS: 0, "preds": 2}  # others (confident labels, masks, labels) between the two
 
 
 @dataclass(frozen=True)
@@ -42,7 +44,7 @@ class Entry:
     """One evaluated (or, in a RUN_DIR, found) artifact."""
 
     name: str  # unique display name: the metrics file's stem, or the artifact folder's name
-    kind: str  # "seeds" | "masks" | "preds" | "labels" (label PNGs of unknown origin)
+    kind: str  # "seeds" | "confident" | "masks" | "preds" | "labels" (label PNGs of unknown origin)
     split: str
     metrics: dict | None  # the metrics.json content; None for an artifact without one
     metrics_path: Path | None
@@ -121,7 +123,7 @@ def _artifacts_in(run_dir: Path) -> list[Path]:
     for sub in sorted(p for p in run_dir.iterdir() if p.is_dir()):
         if (sub / "seeds.h5").exists():
             out.append(sub / "seeds.h5")
-        elif (sub / "manifest.json").exists() and _manifest(sub).get("stage") in ("refine-psa", "predict-seg"):
+        elif (sub / "manifest.json").exists() and kind_of(_manifest(sub).get("stage")) in LABEL_FOLDERS:
             out.append(sub)
     return out
 
@@ -153,8 +155,8 @@ def _upstream(manifest: dict, bases: list[Path]) -> tuple[tuple[str, dict], ...]
 
 
 def _kind(artifact: Path | None, manifest: dict, metrics: dict | None) -> str:
-    if manifest.get("stage") in KIND_OF_STAGE:
-        return KIND_OF_STAGE[manifest["stage"]]
+    if kind_of(manifest.get("stage")) in SHOWN:
+        return kind_of(manifest["stage"])
     if (artifact is not None and artifact.suffix in (".h5", ".hdf5")) or (metrics or {}).get("threshold_mode", "labels") != "labels":
         return "seeds"
     return "labels"

@@ -10,17 +10,12 @@ import json
 from dataclasses import dataclass, field
 from html import escape
 
+from usage_cli.registry import STAGES
 from usage_cli.report.gallery import Gallery
 from usage_cli.report.inputs import Entry
 
 # the config keys that say most about an artifact, per producing stage (the rest is one click away)
-KEY_CONFIG = {
-    "gen-seeds": ("ckpt", "source", "refine", "normalise", "scales", "flip", "bg_threshold"),
-    "refine-psa": ("seeds", "preset", "crf_la", "crf_ha", "bg_mode", "bg_const", "bg_power", "walk", "affinity"),
-    "predict-seg": ("ckpt", "scales", "flip", "fuse", "crf"),
-    "train-cls": ("backbone", "mapping", "reg", "epochs"),
-    "train-seg": ("backbone", "masks", "epochs"),
-}
+KEY_CONFIG = {s.name: s.shown for s in STAGES if s.shown}
 
 CSS = """
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 0 auto; max-width: 1500px;

@@ -35,11 +35,12 @@ from usage_cli.engine.loop import fit, loop_config
 from usage_cli.engine.resume import check_resume
 from usage_cli.errors import ArtifactError, check_options
 from usage_cli.models.affinitynet import build_affinitynet, check_crop, load_backbone_weights
+from usage_cli.registry import writing
 from usage_cli.runtime import Runtime, config_drop, runtime_checks, takes_runtime
 from usage_cli.tasks.affinity import AffinityTask, ConfidentLabelSet
 
 STAGE = "train-aff"
-LABEL_STAGES = ("psa-labels",)
+LABEL_STAGES = writing("confident")  # the confident labels it trains on
 
 
 @takes_runtime(STAGE)

@@ -32,10 +32,11 @@ from usage_cli.engine.loop import fit, loop_config
 from usage_cli.engine.resume import check_resume
 from usage_cli.errors import ArtifactError, ConfigError, check_options
 from usage_cli.models.segnet import build_segnet, load_backbone_weights
+from usage_cli.registry import writing
 from usage_cli.runtime import Runtime, config_drop, runtime_checks, takes_runtime
 from usage_cli.tasks.segmentation import PseudoMaskDataset, SegmentationTask
 
-MASK_STAGES = ("refine-psa", "psa-walk", "predict-seg")
+MASK_STAGES = writing("masks", "preds")  # the folders it trains on: pseudo masks, or a network's predictions
 OWNED = (seg_checkpoint.FILENAME, *last_checkpoint.FILES)  # what a run writes into --out (its manifest lists them)
 
 
