@@ -20,6 +20,7 @@ from usage_cli.registry import producer
 MANIFEST_NAME = "manifest.json"
 MANIFEST_VERSION = "1.0.0"
 
+
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
