@@ -105,6 +105,16 @@ def test_flags_beat_the_file_even_at_their_default_value(tmp_path):
     assert cfg["scales"] == [1.0, 0.5] and isinstance(cfg["scales"][0], float)  # typed as the config field
 
 
+def test_an_option_of_an_earlier_version_is_said_and_ignored(tmp_path):
+    # gen-seeds' attn_budget_gb (gone with the attention maps patch affinity kept): an earlier config still runs
+    (tmp_path / "old.yaml").write_text("attn_budget_gb: 2.0\nbatch_size: 3\n")
+    r = _invoke("gen-seeds", *STAGES["gen-seeds"], "--config", tmp_path / "old.yaml", "--print-config")
+    assert r.exit_code == 0 and "'attn_budget_gb' is no longer an option" in r.stderr
+    cfg = yaml.safe_load(r.stdout)
+    assert cfg["batch_size"] == 3 and "attn_budget_gb" not in cfg
+    assert _invoke("gen-seeds", *STAGES["gen-seeds"], "--attn-budget-gb", 2, "--print-config").exit_code == 2  # no such flag
+
+
 @pytest.mark.parametrize(
     ("content", "expected"),
     [

@@ -12,13 +12,7 @@ import torch
 from conftest import torchrun
 from typer.testing import CliRunner
 
-from usage_cli.algorithms.fuse import (
-    fuse_views,
-    patch_affinity,
-    refine_with_affinity,
-    scaled_size,
-    seed_maps,
-)
+from usage_cli.algorithms.fuse import fuse_views, scaled_size, seed_maps
 from usage_cli.artifacts.checkpoint import save_checkpoint
 from usage_cli.artifacts.seeds import SeedReader, partial_path
 from usage_cli.cli import app
@@ -74,14 +68,7 @@ def test_normalisations_golden():
     assert fuse_views(views, [False, False], (1, 2))[0, 0, 0] == 1.0
 
 
-def test_identity_affinity_leaves_cams_unchanged():
-    cams = torch.rand(2, 3, 4, 5)
-    eye = torch.eye(20).expand(2, 20, 20)
-    torch.testing.assert_close(refine_with_affinity(cams, eye), cams)
-    attn = [torch.softmax(torch.randn(2, 3, 21, 21), -1) for _ in range(4)]
-    aff = patch_affinity(attn, num_prefix=1, layers=2)
-    assert aff.shape == (2, 20, 20)
-    torch.testing.assert_close(aff, attn[-1][:, :, 1:, 1:].mean(1) + attn[-2][:, :, 1:, 1:].mean(1))
+def test_scaled_sizes_are_multiples_of_the_patch():
     assert scaled_size(375, 500, 0.5, 16) == (192, 256) and scaled_size(10, 10, 0.1, 16) == (16, 16)
 
 
@@ -191,41 +178,6 @@ def test_two_ranks_merge_equals_single_process(ckpt, synth_root, tmp_path):
             np.testing.assert_allclose(ea.cam.astype(np.float32), eb.cam.astype(np.float32), atol=2e-3)
     counts = [{k: json.loads((tmp_path / d / "manifest.json").read_text())[k] for k in ("empty_seeds", "present_pairs")} for d in ("one", "two")]
     assert counts[0] == counts[1] and counts[1]["present_pairs"] > 0  # the merged store is counted whole
-
-
-def test_attention_budget_splits_the_forward_without_changing_the_maps(ckpt):
-    from dataclasses import replace
-
-    from usage_cli.algorithms.cam_infer import CamInference, views_per_forward, views_to_maps
-    from usage_cli.models.classifier import load_classifier
-
-    net, _ = load_classifier(ckpt)
-    images = torch.randint(0, 255, (3, 48, 64, 3), dtype=torch.uint8)
-    roomy = CamInference(scales=(1.0, 2.0), refine="patch-affinity", source="cam")
-    tight = replace(roomy, attn_budget_gb=1e-9)
-    assert views_per_forward(net, (96, 128), tight) == 1
-    assert views_per_forward(net, (96, 128), roomy) > 6
-    assert views_per_forward(net, (96, 128), replace(tight, refine="none")) > 6  # no attention kept: no split
-    assert views_per_forward(net, (96, 128), replace(roomy, refine="none"), torch.device("cpu")) == 1  # CPU: one view a forward
-    a = views_to_maps(net, images, roomy)
-    b = views_to_maps(net, images, tight)
-    for x, y in zip(a, b, strict=True):
-        torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-5)
-
-
-def test_kept_patch_attention_equals_the_affinity_of_the_whole_maps(ckpt):
-    from usage_cli.algorithms.fuse import patch_attention
-    from usage_cli.models.classifier import load_classifier
-
-    net, _ = load_classifier(ckpt)
-    x = torch.randn(2, 3, 48, 64)
-    p, layers = net.backbone.num_prefix_tokens, 3
-    first = len(net.backbone.model.blocks) - layers
-    whole = net(x, return_attn=True)
-    kept = net(x, return_attn=True, keep_attn=lambda i, a: patch_attention(a, p) if i >= first else None)
-    assert len(kept["attn"]) == layers and kept["attn"][0].shape == (2, 12, 12)
-    torch.testing.assert_close(sum(kept["attn"]), patch_affinity(whole["attn"], p, layers))
-    torch.testing.assert_close(kept["cams"], whole["cams"])
 
 
 def test_source_attn_needs_an_mct_checkpoint(ckpt, synth_root, tmp_path):

@@ -26,11 +26,12 @@ from usage_cli.models.segnet import build_segnet
 @pytest.mark.parametrize("mapping", ["cam", "mil", "cm", "mct"])
 def test_transformer_classifier_shapes(mapping):
     m = build_classifier({"backbone": "deit_t", "num_classes": 5, "mapping": mapping, "img_size": 64})
-    out = m(torch.randn(2, 3, 64, 48), return_attn=True)
+    out = m(torch.randn(2, 3, 64, 48), keep_qk=12, cls_attn=mapping == "mct")
     assert out["cams"].shape == (2, 5, 4, 3) and out["logits"].shape == (2, 5)
-    assert len(out["attn"]) == 12
+    assert len(out["qk"]) == 12
     prefix = 5 if mapping == "mct" else 1
-    assert out["attn"][0].shape == (2, 3, prefix + 12, prefix + 12)
+    q, k, scale = out["qk"][0]
+    assert q.shape == k.shape == (2, 3, prefix + 12, 64) and scale == 64**-0.5
     if mapping == "mct":
         assert out["cls_attn"].shape == (2, 5, 4, 3)
 

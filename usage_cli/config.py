@@ -76,6 +76,10 @@ def merge_config(cfg: C, data: dict[str, Any], given: set[str] | frozenset[str] 
     options are flat keys (``device: cpu``), as --print-config prints them. Every value is type-checked,
     also those a flag overrides: a bad value in the file is an error, never silently ignored."""
     names = option_names(cfg)
+    retired = getattr(type(cfg), "RETIRED_OPTIONS", {})  # options of earlier versions: said and skipped
+    for k in sorted(set(data) & set(retired)):
+        typer.echo(f"{source}: '{k}' is no longer an option ({retired[k]}); ignored", err=True)
+    data = {k: v for k, v in data.items() if k not in retired}
     unknown = sorted(set(data) - set(names))
     if unknown:
         near = {m for k in unknown for m in difflib.get_close_matches(k, names, n=1)}

@@ -7,7 +7,7 @@ un-flipped, resized to the image size and summed (``fuse.fuse_views``).
 
 The classifier is asked, not inspected: ``net.family``, ``net.mapping_spec`` (class tokens, seed
 sources), ``net.input_norm()`` and the geometry of ``net.backbone`` (``size_multiple``,
-``num_prefix_tokens``, ``attention_layers``, ``attention_heads``, ``num_tokens``).
+``num_prefix_tokens``, ``attention_layers``).
 """
 
 from __future__ import annotations
@@ -17,14 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from usage_cli.algorithms.fuse import (
-    fuse_views,
-    patch_affinity,
-    patch_attention,
-    refine_with_affinity,
-    relu_views,
-    scaled_size,
-)
+from usage_cli.algorithms.fuse import fuse_views, refine_with_attention, relu_views, scaled_size
 from usage_cli.errors import ConfigError
 
 REFINES = ("patch-affinity", "none")
@@ -40,7 +33,6 @@ class CamInference:
     refine: str = "none"  # patch-affinity | none
     source: str = "cam"  # cam | attn (class-to-patch attention x CAM, class tokens only)
     affinity_layers: int = 12  # the last layers whose attention makes the patch affinity
-    attn_budget_gb: float = 2.0  # attention kept per forward; larger batches of views are split
     amp: bool = False  # the network in bfloat16 autocast
     normalise: str = "max"  # how the views are fused (ReLU'd or not) for fuse.seed_maps; see fuse.NORMALISE
 
@@ -98,33 +90,14 @@ def resolve_seed_step(net, train_config: dict, refine: str, source: str, normali
     return step
 
 
-def views_per_forward(net, size: tuple[int, int], opts: CamInference, device: torch.device | None = None) -> int:
-    """How many views (images x flips of one scale) of ``size`` go through the network in one forward.
-
-    * On the CPU one: batching VOC-sized views there was slower, not faster (efficientnet_lite0,
-      4 scales x flip: 0.25 images/s at 8 images a batch against 0.44 one view at a time, as the
-      reference implementations do), since the activations of a batch outgrow the caches.
-    * Forwards that keep attention are split to stay within ``opts.attn_budget_gb``: patch affinity
-      keeps each of the last ``affinity_layers`` layers' head-mean patch block (B x N x N), class
-      tokens the last layers' whole B x heads x T x T maps (3 for the class attention,
-      ``affinity_layers`` with patch affinity; one DeiT-S view of a 500x375 image at scale 2 has
-      2,962 tokens: 0.4 GB kept for patch affinity, 2.5 GB for mct with 12 layers), in float32
-      (bfloat16 halves it).
-    """
-    if device is not None and device.type == "cpu":
-        return 1
-    whole = net.mapping_spec.class_tokens  # the class rows need the whole maps
-    if net.family != "transformer" or (opts.refine != "patch-affinity" and not whole):
-        return 1 << 30
-    bb = net.backbone
-    tokens, heads, layers = bb.num_tokens(*size), bb.attention_heads, bb.attention_layers
-    if whole:  # the last layers' whole attention is kept
-        cls_layers = net.mapping_spec.cls_attn_layers
-        kept = max(opts.affinity_layers, cls_layers) if opts.refine == "patch-affinity" else cls_layers
-        per_view = min(kept, layers) * heads * tokens * tokens * 4
-    else:  # the head-mean patch block of the last layers, plus one layer's maps in flight (x3 for the softmax)
-        per_view = (min(opts.affinity_layers, layers) + 3 * heads) * tokens * tokens * 4
-    return max(1, int(opts.attn_budget_gb * 2**30 // max(per_view, 1)))
+def views_per_forward(device: torch.device) -> int:
+    """How many views (images x flips of one scale) go through the network in one forward: on a GPU
+    all of them; on the CPU one: batching VOC-sized views there was slower, not faster
+    (efficientnet_lite0, 4 scales x flip: 0.25 images/s at 8 images a batch against 0.44 one view at
+    a time, as the reference implementations do), since the activations of a batch outgrow the caches.
+    Nothing else bounds a batch: what the refinement keeps of each layer (its queries and keys) grows
+    with the tokens, as the forward's own activations do."""
+    return 1 if device.type == "cpu" else 1 << 30
 
 
 @torch.no_grad()
@@ -149,7 +122,7 @@ def view_maps(net, images: torch.Tensor, opts: CamInference) -> tuple[list[torch
         # 2. per scale: the images and their mirror images, in forwards of at most views_per_forward views
         x = F.interpolate(x0, size=scaled_size(H, W, s, net.backbone.size_multiple), mode="bilinear", align_corners=False)
         batch = torch.cat([x, x.flip(-1)]) if opts.flip else x
-        z = torch.cat([_forward_maps(net, part, opts) for part in batch.split(views_per_forward(net, batch.shape[-2:], opts, batch.device))])
+        z = torch.cat([_forward_maps(net, part, opts) for part in batch.split(views_per_forward(batch.device))])
         n = x.shape[0]
         views.append(z[:n])
         flips.append(False)
@@ -161,25 +134,15 @@ def view_maps(net, images: torch.Tensor, opts: CamInference) -> tuple[list[torch
 
 def _forward_maps(net, part: torch.Tensor, opts: CamInference) -> torch.Tensor:
     """The float32 maps (V x C x h x w) of one forward of views: the source, refined."""
-    prefix = net.backbone.num_prefix_tokens
-    affinity = opts.refine == "patch-affinity"
-    keep_only = affinity and not net.mapping_spec.class_tokens  # keep only the head-mean patch block
-    first = net.backbone.attention_layers - opts.affinity_layers
-
-    def keep(i: int, a: torch.Tensor) -> torch.Tensor | None:  # what patch affinity needs of layer i
-        return patch_attention(a, prefix).float() if i >= first else None
-
-    # the network in bfloat16 autocast (amp), only the layers whose attention is used forming its
-    # weights; everything after it in float32
+    keep = opts.affinity_layers if opts.refine == "patch-affinity" else 0
+    # 1. the network in bfloat16 autocast (amp), every layer through the fused attention kernel; the
+    #    queries and keys of the last affinity_layers layers kept for the refinement
     with torch.autocast(part.device.type, dtype=torch.bfloat16, enabled=opts.amp):
-        if keep_only:
-            out = net(part, return_attn=True, keep_attn=keep, attn_layers=opts.affinity_layers)
-        else:
-            out = net(part, return_attn=affinity, attn_layers=opts.affinity_layers, cls_attn=opts.source == "attn")
+        out = net(part, keep_qk=keep, cls_attn=opts.source == "attn")
+    # 2. the source: the activation maps, or (class tokens) the class-to-patch attention x the ReLU'd maps
     cams = out["cams"].float()
-    if keep_only:
-        return refine_with_affinity(torch.relu(cams), sum(out["attn"]))  # ReLU first, as MCTformer-V2
     z = out["cls_attn"].float() * torch.relu(cams) if opts.source == "attn" else cams
-    if affinity:
-        z = refine_with_affinity(torch.relu(z), patch_affinity([a.float() for a in out["attn"]], prefix, opts.affinity_layers))
+    # 3. MCTformer's patch affinity (ReLU first, as MCTformer-V2), in float32 unless amp kept bfloat16 keys
+    if keep:
+        z = refine_with_attention(out["qk"], torch.relu(z), net.backbone.num_prefix_tokens)
     return z

@@ -1,5 +1,5 @@
-"""Seed maps from activation maps: patch-affinity refinement, multi-scale + flip fusion, present
-classes only, per-class normalisation to [0, 1]. Pure tensor functions.
+"""Seed maps from activation maps: patch-affinity refinement (from the attention's queries and keys),
+multi-scale + flip fusion, present classes only, per-class normalisation to [0, 1]. Pure tensor functions.
 
 The normalisations (``--normalise``), each a fusion order and a per-class scaling:
 
@@ -17,21 +17,30 @@ import torch
 import torch.nn.functional as F
 
 
-def patch_attention(attn: torch.Tensor, num_prefix: int) -> torch.Tensor:
-    """One layer's patch-to-patch attention averaged over heads: B x heads x T x T -> B x N x N."""
-    return attn[:, :, num_prefix:, num_prefix:].mean(1)
+def refine_with_attention(qk: Sequence[tuple[torch.Tensor, torch.Tensor, float]], cams: torch.Tensor, num_prefix: int) -> torch.Tensor:
+    """MCTformer's patch-affinity refinement of activation maps (B x C x h x w), without its affinity.
 
-
-def patch_affinity(attn: Sequence[torch.Tensor], num_prefix: int, layers: int = 12) -> torch.Tensor:
-    """MCTformer's patch-to-patch affinity: attention averaged over heads, summed over the last
-    ``layers`` layers, patch tokens only. ``attn``: per layer B x heads x T x T -> B x N x N."""
-    return sum(patch_attention(a, num_prefix) for a in list(attn)[-layers:])
-
-
-def refine_with_affinity(cams: torch.Tensor, affinity: torch.Tensor) -> torch.Tensor:
-    """Propagate activation maps (B x C x h x w) along the patch affinity (B x hw x hw)."""
+    MCTformer propagates the maps along ``sum_l mean_h A_lh[patch, patch]``, the patch-to-patch
+    attention of the kept layers averaged over heads. Each term ``A_lh[patch, patch] @ maps`` is the
+    output of layer l's attention for the patch queries whose values are the maps (zero on the
+    ``num_prefix`` class / register tokens), so the fused attention kernel computes it from the
+    layer's queries and keys, ``qk`` = (q, k, scale) per layer (B x heads x T x d), in memory linear
+    in the tokens T: no T x T matrix is formed."""
     B, C, h, w = cams.shape
-    return torch.bmm(affinity, cams.flatten(2).transpose(1, 2)).transpose(1, 2).reshape(B, C, h, w)
+    q0 = qk[0][0]
+    heads, d = q0.shape[1], q0.shape[-1]
+    # 1. the values: the maps of the patch tokens, zeros for the prefix tokens, padded to whole heads
+    #    (the kernels want values as wide as the queries)
+    width = -(-C // d) * d
+    values = F.pad(cams.flatten(2).transpose(1, 2), (0, width - C, num_prefix, 0)).to(q0.dtype)  # B x T x width
+    total = torch.zeros(B, h * w, width, device=cams.device)
+    for q, k, scale in qk:
+        # 2. each layer: the attention output of the patch queries, a head-wide slice of values at a time
+        out = [F.scaled_dot_product_attention(q[:, :, num_prefix:], k, values[:, None, :, j : j + d].expand(-1, heads, -1, -1), scale=scale)
+               for j in range(0, width, d)]  # fmt: skip
+        # 3. averaged over heads, summed over layers
+        total += torch.cat(out, -1).float().mean(1)
+    return total[..., :C].transpose(1, 2).reshape(B, C, h, w)
 
 
 NORMALISE = ("max", "minmax", "raw-minmax")

@@ -32,7 +32,6 @@ def command(
     bg_threshold: Annotated[str, typer.Option(help="The seeds' foreground/background cut, computed from the seed maps alone (no ground truth) and recorded in the store for refine-psa and evaluate: auto | otsu | mean | a number in [0, 1].")] = "auto",
     affinity_layers: Annotated[int, typer.Option(help="Layers summed for the patch affinity.")] = 12,
     source: Annotated[str, typer.Option(help="cam | attn (class-to-patch attention x CAM, mct) | auto.")] = "auto",
-    attn_budget_gb: Annotated[float, typer.Option(help="GPU: GiB of attention maps kept per forward (patch affinity, mct); larger batches are split.")] = 2.0,
     batch_size: Annotated[int, typer.Option(help="Images of one size batched together (on a GPU: per forward pass; the CPU runs one view at a time, faster there).")] = 8,
     runtime: Runtime = DEFAULTS,
     overlays: Annotated[int, typer.Option(help="Write overlay PNGs for this many images.")] = 8,
@@ -52,7 +51,7 @@ def command(
         raise ConfigError(f"--scales must be comma-separated numbers, got '{scales}'") from e
     cfg = GenSeedsConfig(
         ckpt=ckpt, dataset=dataset, root=root, split=split, out=out, split_file=split_file, classes_file=classes,
-        scales=scale_list, flip=flip, refine=refine, normalise=normalise, bg_threshold=bg_threshold, affinity_layers=affinity_layers, source=source, attn_budget_gb=attn_budget_gb, batch_size=batch_size,
+        scales=scale_list, flip=flip, refine=refine, normalise=normalise, bg_threshold=bg_threshold, affinity_layers=affinity_layers, source=source, batch_size=batch_size,
         runtime=runtime, overlays=overlays, overlay_threshold=overlay_threshold,
     )  # fmt: skip
     cfg = apply_cli_config(ctx, cfg, config, print_config)

@@ -161,23 +161,23 @@ class DenseBackbone(nn.Module):
         if self.family == "transformer" and (h % self.stride or w % self.stride):
             raise ConfigError(f"image size {h}x{w} is not divisible by the patch size {self.stride} of {self.name}")
 
-    def forward(self, x: torch.Tensor, return_attn: bool = False, keep_attn=None, attn_layers: int | None = None):
-        """The maps of the levels; with ``return_attn`` (final features of a transformer) also each
-        layer's attention, as :func:`~usage_cli.models.vit.vit_forward` keeps it."""
+    def forward(self, x: torch.Tensor, keep_qk: int = 0):
+        """The maps of the levels; with ``keep_qk`` (final features of a transformer) also the queries
+        and keys of the last ``keep_qk`` layers (:func:`~usage_cli.models.vit.vit_forward`), as a pair."""
         if self.family == "cnn":
             # channels-last: many times faster on CPU for tf_efficientnet's padded depthwise convs
             x = x.contiguous(memory_format=torch.channels_last)
             feats = list(self.model(x)) if self.levels is not None else [self.model.forward_features(x)]
-            return (feats, []) if return_attn else feats
+            return (feats, []) if keep_qk else feats
         if self.pad:
             x = F.pad(x, (0, (-x.shape[-1]) % self.stride, 0, (-x.shape[-2]) % self.stride))
         if self.levels is not None:
             return list(self.model.forward_intermediates(x, indices=list(self.levels), output_fmt="NCHW", intermediates_only=True))
         self.check_size(x.shape[-2], x.shape[-1])
-        tokens, attn = vit_forward(self.model, x, return_attn=return_attn, keep_attn=keep_attn, attn_layers=attn_layers)
+        tokens, qk = vit_forward(self.model, x, keep_qk=keep_qk)
         h, w = x.shape[-2] // self.stride, x.shape[-1] // self.stride
         feats = [tokens[:, self.num_prefix_tokens :].transpose(1, 2).reshape(x.shape[0], -1, h, w)]
-        return (feats, attn) if return_attn else feats
+        return (feats, qk) if keep_qk else feats
 
 
 def _create(resolved: str, family: str, levels, output_stride: int | None, img_size: int | None, hub: bool) -> nn.Module:

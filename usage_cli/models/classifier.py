@@ -14,7 +14,7 @@ from usage_cli.artifacts.cls_checkpoint import read_cls_checkpoint
 from usage_cli.errors import ConfigError
 from usage_cli.models.backbones import Stats, build_backbone, recorded_norm_stats
 from usage_cli.models.mappings import get_mapping
-from usage_cli.models.vit import vit_forward
+from usage_cli.models.vit import rows_attention, vit_forward
 
 DEFAULT_MODEL_CONFIG: dict[str, Any] = {
     "backbone": "deit_s",
@@ -57,43 +57,38 @@ class Classifier(nn.Module):
         if self.family == "cnn":  # depthwise convolutions are far faster channels-last on CPU
             self.to(memory_format=torch.channels_last)
 
-    def forward(
-        self, x: torch.Tensor, return_attn: bool = False, keep_attn=None, attn_layers: int | None = None, cls_attn: bool = False
-    ) -> dict[str, torch.Tensor]:
-        """``return_attn``: also ``out["attn"]``, every layer's attention (only the last ``attn_layers``
-        when given; the others run a fused kernel), or what ``keep_attn(i, a)`` keeps of layer i's (not
-        for ``mct``, whose class rows need the whole maps). ``mct``: ``out["cls_attn"]``, the seeds'
-        class-to-patch attention, with ``cls_attn`` or ``return_attn`` (training needs neither)."""
+    def forward(self, x: torch.Tensor, keep_qk: int = 0, cls_attn: bool = False) -> dict[str, torch.Tensor]:
+        """``keep_qk``: also ``out["qk"]``, the queries and keys of the last ``keep_qk`` layers
+        (:class:`~usage_cli.models.vit.QK`; every layer still runs the fused attention kernel). ``mct``
+        with ``cls_attn``: ``out["cls_attn"]``, the seeds' class-to-patch attention (training needs neither)."""
         if self.family == "cnn":
             x = x.contiguous(memory_format=torch.channels_last)
         if self.mapping_spec.class_tokens:
-            return self._forward_mct(x, return_attn, attn_layers, cls_attn or return_attn)
-        kw = {"return_attn": True, "keep_attn": keep_attn, "attn_layers": attn_layers}
-        feats, attn = self.backbone(x, **kw) if return_attn else (self.backbone(x), None)
+            return self._forward_mct(x, keep_qk, cls_attn)
+        feats, qk = self.backbone(x, keep_qk=keep_qk) if keep_qk else (self.backbone(x), None)
         z = self.head(self.feat_drop(feats[-1]))  # Eq. 2 at every location
         out = {"cams": z, "logits": self.mapping_spec.scores(z, self.model_config["tau1"], self.model_config["bg_const"])}
-        if return_attn:
-            out["attn"] = attn
+        if keep_qk:
+            out["qk"] = qk
         return out
 
-    def _forward_mct(self, x: torch.Tensor, return_attn: bool, attn_layers: int | None, with_cls_attn: bool) -> dict[str, torch.Tensor]:
+    def _forward_mct(self, x: torch.Tensor, keep_qk: int, with_cls_attn: bool) -> dict[str, torch.Tensor]:
         """MCTformer (V1 class-token scores + V2 patch CAM): logits from the class tokens (mean over
         channels, Eq. 10), patch CAM scores by GAP; seeds from class-to-patch attention."""
         bb = self.backbone
         bb.check_size(x.shape[-2], x.shape[-1])
         n = self.mapping_spec.cls_attn_layers
-        # attention weights only where they are used: the last n layers for cls_attn, and the asked-for ones
-        layers = (None if attn_layers is None else max(attn_layers, n)) if return_attn else n
-        tokens, attn = vit_forward(bb.model, x, return_attn=return_attn or with_cls_attn, attn_layers=layers)
+        # queries and keys only where they are used: the last n layers for cls_attn, and the asked-for ones
+        tokens, qk = vit_forward(bb.model, x, keep_qk=max(keep_qk, n if with_cls_attn else 0))
         C = self.num_classes
         h, w = x.shape[-2] // bb.stride, x.shape[-1] // bb.stride
         feat = tokens[:, C:].transpose(1, 2).reshape(x.shape[0], -1, h, w)
         z = self.head(self.feat_drop(feat))
         out = {"cams": z, "logits": tokens[:, :C].mean(-1), "patch_logits": z.mean((2, 3))}
         if with_cls_attn:  # class-to-patch attention of the last n layers, averaged over heads, summed over layers
-            out["cls_attn"] = sum(a[:, :, :C, C:].mean(1) for a in attn[-n:]).reshape(x.shape[0], C, h, w)
-        if return_attn:
-            out["attn"] = attn
+            out["cls_attn"] = sum(rows_attention(layer, C) for layer in qk[-n:]).reshape(x.shape[0], C, h, w)
+        if keep_qk:
+            out["qk"] = qk[-keep_qk:]
         return out
 
     def input_norm(self) -> Stats:

@@ -1,30 +1,26 @@
-"""ViT forward passes that timm does not offer: explicit attention weights (for seeds and the
-patch-affinity refinement) and several class tokens (MCTformer's ``mct`` mapping)."""
+"""ViT forward passes that timm does not offer: the queries and keys of the last layers kept (for the
+seeds' class-to-patch attention and patch-affinity refinement, computed from them without ever forming
+a layer's T x T attention) and several class tokens (MCTformer's ``mct`` mapping)."""
 
 from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import NamedTuple
 
 import torch
 from timm.layers import resample_abs_pos_embed
 from torch import nn
 
-
-def _attention(attn_mod: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """timm ``Attention.forward`` with the softmax weights returned (B x heads x T x T)."""
-    B, N, _ = x.shape
-    qkv = attn_mod.qkv(x).reshape(B, N, 3, attn_mod.num_heads, attn_mod.head_dim).permute(2, 0, 3, 1, 4)
-    q, k, v = qkv.unbind(0)
-    q, k = attn_mod.q_norm(q), attn_mod.k_norm(k)
-    attn = ((q * attn_mod.scale) @ k.transpose(-2, -1)).softmax(dim=-1)
-    out = (attn_mod.attn_drop(attn) @ v).transpose(1, 2).reshape(B, N, -1)
-    out = attn_mod.proj_drop(attn_mod.proj(attn_mod.norm(out)))
-    return out, attn
+from usage_cli.errors import ConfigError
 
 
-def _block(blk: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    out, attn = _attention(blk.attn, blk.norm1(x))
-    x = x + blk.drop_path1(blk.ls1(out))
-    x = x + blk.drop_path2(blk.ls2(blk.mlp(blk.norm2(x))))
-    return x, attn
+class QK(NamedTuple):
+    """One attention layer's queries and keys (B x heads x T x head_dim, after its q / k norms) and its
+    softmax scale: its attention is ``softmax(scale * q @ k^T)``, never formed here."""
+
+    q: torch.Tensor
+    k: torch.Tensor
+    scale: float
 
 
 def _embed(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -40,28 +36,43 @@ def _embed(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return model.norm_pre(model.pos_drop(tokens))
 
 
-def vit_forward(
-    model: nn.Module, x: torch.Tensor, return_attn: bool = False, keep_attn=None, attn_layers: int | None = None
-) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """Tokens after the final norm (B x T x D) and, if asked, each layer's attention.
+@contextmanager
+def _recording(attn: nn.Module, kept: list[QK]):
+    """While timm's own ``Attention.forward`` runs (its fused kernel), record the queries and keys it
+    computes: the outputs of its ``q_norm`` / ``k_norm`` (identities unless the model normalises them)."""
+    if not (isinstance(getattr(attn, "q_norm", None), nn.Module) and isinstance(getattr(attn, "k_norm", None), nn.Module) and hasattr(attn, "scale")):
+        raise ConfigError(f"{type(attn).__name__}: not timm's ViT attention (no q_norm / k_norm); its attention cannot be read")
+    got: dict[str, torch.Tensor] = {}
+    hooks = [getattr(attn, f"{n}_norm").register_forward_hook(lambda _m, _i, out, n=n: got.__setitem__(n, out.contiguous())) for n in "qk"]
+    try:
+        yield
+    finally:
+        for h in hooks:
+            h.remove()
+    kept.append(QK(got["q"], got["k"], float(attn.scale)))
 
-    ``keep_attn(layer_index, attn)``, when given, says what to keep of each layer's B x heads x T x T
-    attention (``None``: nothing), so a caller that needs a reduction never holds every layer whole.
-    ``attn_layers``: only the last that many layers' attention is needed; the others run timm's own
-    block (a fused attention kernel that never forms the weights).
-    """
+
+def vit_forward(model: nn.Module, x: torch.Tensor, keep_qk: int = 0) -> tuple[torch.Tensor, list[QK]]:
+    """Tokens after the final norm (B x T x D) and the queries and keys of the last ``keep_qk`` layers
+    (:class:`QK`, oldest first; linear in the tokens). Every layer runs timm's own block, so its fused
+    attention kernel: no layer's attention weights are ever formed."""
     tokens = _embed(model, x)
-    attns = []
-    first = 0 if attn_layers is None else max(len(model.blocks) - attn_layers, 0)
+    kept: list[QK] = []
+    first = len(model.blocks) - keep_qk
     for i, blk in enumerate(model.blocks):
-        if return_attn and i >= first:
-            tokens, a = _block(blk, tokens)
-            a = keep_attn(i, a) if keep_attn is not None else a
-            if a is not None:
-                attns.append(a)
+        if i >= first:
+            with _recording(blk.attn, kept):
+                tokens = blk(tokens)
         else:
             tokens = blk(tokens)
-    return model.norm(tokens), attns
+    return model.norm(tokens), kept
+
+
+def rows_attention(qk: QK, rows: int) -> torch.Tensor:
+    """The attention of the first ``rows`` tokens (MCTformer's class tokens) to the tokens after them,
+    averaged over heads: B x rows x (T - rows). Only those rows are formed (B x heads x rows x T)."""
+    attn = ((qk.q[:, :, :rows] * qk.scale) @ qk.k.transpose(-2, -1)).softmax(dim=-1)
+    return attn[..., rows:].mean(1)
 
 
 def expand_class_tokens(model: nn.Module, n: int) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -49,11 +50,15 @@ from usage_cli.runtime import Runtime, config_drop, runtime_checks, takes_runtim
 # options that do not change the seeds: left out of the config (and its hash), with the run-time ones
 NOT_IN_CONFIG = ("out", "batch_size", "overlays")
 OWNED = (FILENAME, "overlays")  # what a run writes into --out (its manifest lists them)
+# options of earlier versions: a --config file (or an earlier run's config) may still hold them
+RETIRED = {"attn_budget_gb": "patch affinity no longer keeps attention maps, so forwards are not split"}
 
 
 @takes_runtime("gen-seeds")
 @dataclass(frozen=True)
 class GenSeedsConfig:
+    RETIRED_OPTIONS: ClassVar[dict[str, str]] = RETIRED
+
     ckpt: Path
     root: Path
     out: Path
@@ -67,7 +72,6 @@ class GenSeedsConfig:
     normalise: str = "auto"  # auto | max | minmax | raw-minmax (algorithms/fuse.py; auto: cam_infer.auto_normalise)
     bg_threshold: str = "auto"  # the seeds' foreground/background cut without ground truth: auto | otsu | mean | a number
     affinity_layers: int = 12
-    attn_budget_gb: float = 2.0  # attention kept per forward (patch affinity, mct); larger batches are split
     source: str = "auto"  # auto | cam | attn (mct: class-to-patch attention x CAM)
     batch_size: int = 8
     runtime: Runtime = Runtime()  # amp: bfloat16 autocast; workers: image decoding
@@ -94,7 +98,6 @@ def check(cfg: GenSeedsConfig) -> None:
         (len(cfg.scales) > 0 and all(s > 0 for s in cfg.scales), f"--scales must list positive numbers, got {','.join(map(str, cfg.scales)) or 'none'}"),
         (cfg.normalise in ("auto", *NORMALISE), f"--normalise must be auto or one of {', '.join(NORMALISE)}, got {cfg.normalise!r}"),
         (cfg.affinity_layers >= 1, f"--affinity-layers must be at least 1, got {cfg.affinity_layers}"),
-        (cfg.attn_budget_gb > 0, f"the attention budget must be positive, got {cfg.attn_budget_gb}"),
         (cfg.batch_size >= 1, f"--batch-size must be at least 1, got {cfg.batch_size}"),
         (cfg.overlays >= 0, f"--overlays must not be negative, got {cfg.overlays}"),
         (cfg.overlay_threshold is None or 0 <= cfg.overlay_threshold <= 1, f"--overlay-threshold must lie in [0, 1] (seed maps are in [0, 1]), got {cfg.overlay_threshold}"),
@@ -115,7 +118,7 @@ def run(cfg: GenSeedsConfig) -> Path:
     refine, source, normalise = step["refine"], step["source"], step["normalise"]
     infer = CamInference(
         scales=tuple(cfg.scales), flip=cfg.flip, refine=refine, source=source, affinity_layers=cfg.affinity_layers,
-        attn_budget_gb=cfg.attn_budget_gb, amp=use_amp(rt.amp, device), normalise=normalise,
+        amp=use_amp(rt.amp, device), normalise=normalise,
     )  # fmt: skip
     ds = DataSpec.of(cfg).load()
     if ds.meta.num_classes != net.num_classes:
@@ -124,7 +127,7 @@ def run(cfg: GenSeedsConfig) -> Path:
     ckpt_sha = sha256_file(cfg.ckpt)
     config = {**run_config(cfg, config_drop(cfg, NOT_IN_CONFIG)), "refine": refine, "source": source, "normalise": normalise, "amp": infer.amp, "checkpoint_sha256": ckpt_sha}
     data = identity(ds, cfg.split_file)  # reads every image header: an unreadable one fails before any work
-    claim_out(cfg.out, "gen-seeds", config, OWNED, force=rt.force)
+    claim_out(cfg.out, "gen-seeds", config, OWNED, force=rt.force, ignore=RETIRED)
     attrs = {"config": config, "config_hash": config_hash(config), "num_classes": ds.meta.num_classes, "class_names": list(ds.meta.class_names), "stride": 1,
              "data": data}  # fmt: skip
     # 2. this rank's ids, skipping finished ones
