@@ -228,7 +228,7 @@ def test_every_command_and_stage_module_is_declared_once_in_the_registry():
         assert s.writes in KINDS, s.name
         assert (PKG / "commands" / f"{s.module}.py").is_file() and (PKG / s.package / f"{s.module}.py").is_file(), s.name
     assert {p.stem for p in (PKG / "commands").glob("*.py") if not p.stem.startswith("_")} == names
-    assert {p.stem for pkg in ("stages", "chains") for p in (PKG / pkg).glob("*.py") if p.stem != "__init__"} == names
+    assert {p.stem for p in (PKG / "stages").glob("*.py") if p.stem != "__init__"} == {s.module for s in STAGES if not s.chain}
 
 
 def _stage_name_tables(path: Path) -> list[tuple[int, list[str]]]:
@@ -256,3 +256,45 @@ def test_the_stage_table_rule_catches_what_it_should(tmp_path):
     src = tmp_path / "m.py"
     src.write_text('MASKS = ("refine-psa", "psa-walk")\nKIND = {"gen-seeds": "seeds", "x": 1}\nONE = ("psa-walk", "masks")\n')
     assert _stage_name_tables(src) == [(1, ["psa-walk", "refine-psa"])]
+
+
+# ---------------------------------------------------------------- the dataset block, the chain's config
+
+
+def test_every_data_stage_nests_the_dataset_block_and_its_command_shows_every_dataset_flag():
+    """A new dataset option is one field of DataSpec: every stage config that reads a data set nests the
+    block (none declares a dataset field itself) and every such command shows all of its flags."""
+    from usage_cli.commands import COMMANDS
+    from usage_cli.dataspec import FIELDS, DataSpec
+
+    for stage, cls in _stage_configs().items():
+        names = {f.name for f in dataclasses.fields(cls)}
+        assert not names & set(FIELDS), f"{stage} declares {sorted(names & set(FIELDS))} itself"
+        if stage == "synth":  # writes a data set, reads none
+            assert "data" not in names
+            continue
+        block = cls.__dataclass_fields__["data"].default
+        assert isinstance(block, DataSpec) and cls.FLAT_BLOCKS["data"] == FIELDS, stage
+        params = inspect.signature(COMMANDS[stage]).parameters
+        assert [n for n in params if n in FIELDS] == list(FIELDS), stage
+        assert all(params[n].default == getattr(block, n) for n in FIELDS), stage  # the command's defaults are the config's
+
+
+def test_refine_psa_is_composed_of_its_steps_and_calls_them_only_through_their_entry_points():
+    """refine-psa declares only its own options; every other is a step's, with the step's type and
+    default. It reaches the stages through their entry points (resolve, check, is_done, run), never a
+    private helper."""
+    from usage_cli.chains.refine_psa import STEPS, RefinePsaConfig
+
+    own = {"seeds", "out", "data", "infer_split", "infer_split_file", "pretrained", "affinity", "runtime"}
+    chain = RefinePsaConfig.__dataclass_fields__
+    for step in STEPS:
+        for f in dataclasses.fields(step):
+            if f.name not in own | {"labels"}:
+                assert f.name in chain and chain[f.name].default == f.default, (step.__name__, f.name)
+    assert set(chain) - own == {f.name for s in STEPS for f in dataclasses.fields(s)} - own - {"labels"}
+    public = {"resolve", "check", "is_done", "run", "affinity_path", "STAGE", "PsaLabelsConfig", "TrainAffConfig", "PsaWalkConfig"}
+    for path in _sources("chains"):
+        used = {(n.value.id, n.attr) for n in ast.walk(ast.parse(path.read_text()))
+                if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id in ("psa_labels", "train_aff", "psa_walk")}  # fmt: skip
+        assert {a for _, a in used} <= public, f"{path.name} uses {sorted(a for _, a in used if a not in public)} of a stage"

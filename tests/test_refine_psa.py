@@ -367,6 +367,28 @@ def test_cli_of_the_three_steps(synth_root, seeds, tmp_path):
     assert r.exit_code == 2 and "--crop must be a multiple of 32" in r.output
 
 
+def test_the_auto_preset_is_resolved_once_and_handed_to_every_step(synth_root, seeds, tmp_path, monkeypatch):
+    """refine-psa reads the seeds' threshold once, in its own resolve; its steps get the values and do
+    not resolve them again; its manifest records them."""
+    from usage_cli.algorithms.thresholds import auto_constants
+    from usage_cli.chains import refine_psa as chain
+    from usage_cli.presets import AUTO_CUTS
+    from usage_cli.stages import psa_labels, psa_walk
+
+    cfg = chain.resolve(RefinePsaConfig(seeds=seeds, root=synth_root, split="train", out=tmp_path / "o", preset="auto"))
+    auto = auto_constants(seeds, AUTO_CUTS)
+    assert (cfg.crf_la, cfg.crf_ha, cfg.bg_const) == (auto["crf_la"], auto["crf_ha"], auto["bg_const"])
+
+    def never(*a, **k):
+        raise AssertionError("a step resolved the auto preset again")
+
+    monkeypatch.setattr(psa_labels, "auto_constants", never)
+    monkeypatch.setattr(psa_walk, "auto_constants", never)
+    labels, _, walk = chain.steps(cfg)
+    assert psa_labels.resolve(labels) == labels and psa_walk.resolve(walk) == walk
+    assert (labels.crf_la, labels.crf_ha, walk.bg_const) == (cfg.crf_la, cfg.crf_ha, cfg.bg_const)
+
+
 def _report_shows_each_steps_folder(app, synth_root, run_dir):
     """`usage report RUN_DIR` on the three steps run by hand: psa-walk's masks labelled as masks, found
     unscored and scored, psa-labels' folder as confident labels (each by the kind the registry gives the

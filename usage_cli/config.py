@@ -3,7 +3,8 @@ frozen config dataclass, and ``--print-config``, the resolved config as YAML on 
 
 Keys are the config's field names, exactly as ``--print-config`` prints them (``classes_file`` for
 ``--classes``, ``metrics`` for ``--metric``; some settings have no flag and only a key); the run-time
-options (``device``, ``workers``, ...: ``usage_cli/runtime.py``) are flat keys beside them. Flags given
+options (``device``, ``workers``, ...: ``usage_cli/runtime.py``) and the dataset options (``root``,
+``split``, ...: ``usage_cli/dataspec.py``) are flat keys beside them. Flags given
 on the command line win over the file, the file wins over the defaults. Relative paths in a file
 are relative to the working directory, as on the command line.
 """
@@ -23,8 +24,8 @@ import typer
 import yaml
 
 from usage_cli.artifacts.manifest import run_config  # the one config-to-JSON (torch-free)
+from usage_cli.blocks import flat_blocks, flat_names, with_flat
 from usage_cli.errors import ConfigError
-from usage_cli.runtime import Runtime
 
 C = TypeVar("C")
 
@@ -60,15 +61,27 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
 
 def option_names(cfg) -> list[str]:
     """The keys of a stage config as a file and ``--print-config`` hold them: its fields, with the
-    run-time options it takes (``runtime.OPTIONS``) flat in place of its ``runtime`` block."""
-    names = []
-    for f in dataclasses.fields(cfg):
-        names += list(runtime_options(cfg)) if f.name == "runtime" else [f.name]
-    return names
+    options of its blocks (the run-time options it takes, ``runtime.OPTIONS``; the dataset options)
+    flat in place of ``runtime`` and ``data`` (``usage_cli/blocks.py``)."""
+    return flat_names(cfg)
 
 
-def runtime_options(cfg) -> tuple[str, ...]:
-    return getattr(type(cfg), "RUNTIME_OPTIONS", ())
+def _hints(cfg) -> dict[str, Any]:
+    """Option name -> its type, block options included."""
+    hints = typing.get_type_hints(type(cfg))
+    for field in flat_blocks(cfg):
+        hints.update(typing.get_type_hints(type(getattr(cfg, field))))
+    return hints
+
+
+def _missing(cfg) -> list[str]:
+    """The required options still unset: fields without a default, and a block's ``REQUIRED`` ones."""
+    blocks = flat_blocks(cfg)
+    missing = [f.name for f in dataclasses.fields(cfg) if f.name not in blocks and _required(f) and getattr(cfg, f.name) is None]
+    for field in blocks:
+        block = getattr(cfg, field)
+        missing += [n for n in getattr(type(block), "REQUIRED", ()) if getattr(block, n) is None]
+    return missing
 
 
 def merge_config(cfg: C, data: dict[str, Any], given: set[str] | frozenset[str] = frozenset(), source: str = "config") -> C:
@@ -85,13 +98,9 @@ def merge_config(cfg: C, data: dict[str, Any], given: set[str] | frozenset[str] 
         near = {m for k in unknown for m in difflib.get_close_matches(k, names, n=1)}
         hint = f" (did you mean {', '.join(sorted(near))}?)" if near else "; the keys are those --print-config prints"
         raise ConfigError(f"{source}: unknown option(s) {', '.join(unknown)}{hint}")
-    hints = {**typing.get_type_hints(Runtime), **typing.get_type_hints(type(cfg))}
+    hints = _hints(cfg)
     values = {k: _coerce(k, v, hints[k], source) for k, v in data.items()}
-    values = {k: v for k, v in values.items() if k not in given}
-    run = {k: values.pop(k) for k in list(values) if k in runtime_options(cfg)}
-    if run:
-        values["runtime"] = dataclasses.replace(cfg.runtime, **run)
-    return dataclasses.replace(cfg, **values)
+    return with_flat(cfg, {k: v for k, v in values.items() if k not in given})
 
 
 def given_options(ctx: typer.Context, cfg) -> set[str]:
@@ -115,7 +124,7 @@ def apply_cli_config(
     ``print_config``, print ``resolve(cfg)`` as YAML on stdout and exit 0 before any work."""
     if config_file is not None:
         cfg = merge_config(cfg, read_config_file(config_file), given_options(ctx, cfg), str(config_file))
-    missing = [f.name for f in dataclasses.fields(cfg) if _required(f) and getattr(cfg, f.name) is None]
+    missing = _missing(cfg)
     if missing:
         flags = ", ".join(f"--{_option(n)}" for n in missing)
         raise ConfigError(f"missing option {flags}: give it on the command line or in the --config file")

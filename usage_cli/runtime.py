@@ -19,6 +19,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from usage_cli.blocks import nest_flat, unset_later_options
 from usage_cli.registry import ALL, STAGES
 
 
@@ -54,23 +55,11 @@ def takes_runtime(stage: str):
     """Class decorator of a stage config (a frozen dataclass with a ``runtime: Runtime`` field): the
     config records ``OPTIONS[stage]`` as ``RUNTIME_OPTIONS``, and its constructor also takes those
     options flat (``TrainSegConfig(masks=..., device="cpu", quiet=True)``), folding them into
-    ``runtime``; another run-time option is a TypeError, as any unknown argument."""
+    ``runtime`` (``usage_cli/blocks.py``); another run-time option is a TypeError, as any unknown argument."""
     options = OPTIONS[stage]
 
     def decorate(cls):
-        init = cls.__init__
-
-        def __init__(self, *args, **kwargs):
-            flat = {k: kwargs.pop(k) for k in list(kwargs) if k in FIELDS}
-            foreign = sorted(set(flat) - set(options))
-            if foreign:
-                raise TypeError(f"{cls.__name__} takes no run-time option {', '.join(foreign)} (it takes {', '.join(options)})")
-            if flat:
-                kwargs["runtime"] = dataclasses.replace(kwargs.get("runtime") or Runtime(), **flat)
-            init(self, *args, **kwargs)
-
-        __init__.__doc__ = init.__doc__
-        cls.__init__ = __init__
+        nest_flat(cls, "runtime", options, every=FIELDS)
         cls.RUNTIME_OPTIONS = options
         cls.STAGE = stage
         return cls
@@ -80,9 +69,9 @@ def takes_runtime(stage: str):
 
 def config_drop(cfg: Any, also: tuple[str, ...] = (), keep: tuple[str, ...] = ()) -> tuple[str, ...]:
     """The names ``artifacts.manifest.run_config`` leaves out of ``cfg``'s manifest config: ``also`` (the
-    stage's own, such as ``out``) and the run-time options it takes but :data:`IN_CONFIG` (plus ``keep``)
-    does not list."""
-    return tuple(also) + tuple(n for n in cfg.RUNTIME_OPTIONS if n not in IN_CONFIG and n not in keep)
+    stage's own, such as ``out``), the run-time options it takes but :data:`IN_CONFIG` (plus ``keep``)
+    does not list, and the options its blocks gained later, where unset (``blocks.unset_later_options``)."""
+    return tuple(also) + unset_later_options(cfg) + tuple(n for n in cfg.RUNTIME_OPTIONS if n not in IN_CONFIG and n not in keep)
 
 
 def runtime_checks(runtime: Runtime) -> list[tuple[bool, str]]:

@@ -14,6 +14,7 @@ from typing import Any
 
 from usage_cli import __version__
 from usage_cli.artifacts.atomic import write_text_atomic
+from usage_cli.blocks import flat_blocks
 from usage_cli.errors import ArtifactError
 from usage_cli.registry import producer
 
@@ -33,8 +34,8 @@ def run_config(cfg: Any, drop: Iterable[str] = (), keep: Iterable[str] | None = 
     """The JSON form of a stage's config dataclass, as its manifest's ``config`` (and resume keys) hold
     it: fields in declaration order, without ``drop`` (run-time settings such as ``device``, ``workers``,
     ``quiet``) and, with ``keep``, only those; paths as strings (as given, not resolved), tuples as lists.
-    A nested dataclass (the run-time block, ``cfg.runtime``) is flattened: its fields take its place,
-    only those the config's class lists in ``RUNTIME_OPTIONS`` (``runtime.takes_runtime``) when it does."""
+    A nested dataclass (a block: ``cfg.runtime``, ``cfg.data``) is flattened: its fields take its place,
+    only those the config's class lists for it in ``FLAT_BLOCKS`` (``usage_cli/blocks.py``) when it does."""
     skip, only = set(drop), None if keep is None else set(keep)
     d = _fields(cfg)
     return {
@@ -47,11 +48,11 @@ def run_config(cfg: Any, drop: Iterable[str] = (), keep: Iterable[str] | None = 
 def _fields(cfg: Any) -> dict[str, Any]:
     """The fields of a config dataclass in declaration order, nested dataclasses flattened in place."""
     out: dict[str, Any] = {}
-    taken = getattr(type(cfg), "RUNTIME_OPTIONS", None)
+    blocks = flat_blocks(cfg)
     for f in dataclasses.fields(cfg):
         v = getattr(cfg, f.name)
         if dataclasses.is_dataclass(v) and not isinstance(v, type):
-            out.update({k: x for k, x in _fields(v).items() if taken is None or k in taken})
+            out.update({k: x for k, x in _fields(v).items() if f.name not in blocks or k in blocks[f.name]})
         else:
             out[f.name] = copy.deepcopy(v)
     return out

@@ -1,6 +1,6 @@
-"""Options that several commands share — the dataset options (one help text each, read into a
-``data.DataSpec`` by the stages) and the run-time options (:func:`runtime_options`, one bundle
-for every stage); not a command. Torch-free, so that ``usage --help`` stays fast."""
+"""Options that several commands share — the dataset options (:func:`data_options`, one bundle read
+into a ``DataSpec``) and the run-time options (:func:`runtime_options`, one bundle read into a
+``Runtime``), each with one help text; not a command. Torch-free, so that ``usage --help`` stays fast."""
 
 from __future__ import annotations
 
@@ -8,13 +8,14 @@ import functools
 import inspect
 import typing
 from collections.abc import Callable
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from usage_cli.dataspec import FIELDS as DATA_FIELDS
+from usage_cli.dataspec import DataSpec
 from usage_cli.presets import REFINE_PSA, preset_help
-from usage_cli.runtime import DEFAULTS, OPTIONS, Runtime
+from usage_cli.runtime import OPTIONS, Runtime
 
 # the run-time options' flags and help (their defaults are usage_cli/runtime.py's); a command may word
 # one for what it does (refine-psa's --workers run the CRF too)
@@ -32,30 +33,59 @@ RUNTIME_HELP = {
 }
 WORKERS_DEFAULT = "Default: by device: 4 per process on a GPU (at most the CPUs per process), 0 on the CPU."
 
+# the dataset options' flags and help (their defaults are usage_cli/dataspec.py's, the split's the
+# command's own): a new one is a field of DataSpec and a line here. The split says in each command what
+# it is for (data_options(split=...)).
+DATA_FLAGS = {"classes_file": ("--classes",)}
+DATA_HELP = {
+    "dataset": "Dataset loader: voc or coco.",
+    "root": "Dataset root. Required (here or in --config).",
+    "split_file": "Explicit split list (bare ids or PSA pairs), instead of the split's own list.",
+    "classes_file": "classes.txt replacing the dataset's class names.",
+    "allow_unlabelled": "Leave out the photos a folder dataset's metadata has no row for (--dataset folder).",
+}
+
 
 def runtime_options(stage: str, **help: str) -> Callable[[Callable], Callable]:
     """Give a command the run-time flags of ``stage`` (``runtime.OPTIONS[stage]``), in place of its
     ``runtime: Runtime`` parameter, which receives them as one :class:`~usage_cli.runtime.Runtime`.
     ``help`` rewords a flag's help for this command (``workers="CRF worker processes."``)."""
-    names = OPTIONS[stage]
-    hints = typing.get_type_hints(Runtime)
 
-    def flag(name: str) -> inspect.Parameter:
-        text = help.get(name, RUNTIME_HELP[name]) + (f" {WORKERS_DEFAULT}" if name == "workers" else "")
-        shown = getattr(DEFAULTS, name) is not None
-        option = typer.Option(*RUNTIME_FLAGS.get(name, ()), help=text, show_default=shown)
-        return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=getattr(DEFAULTS, name), annotation=Annotated[hints[name], option])
+    def text(name: str) -> str:
+        return help.get(name, RUNTIME_HELP[name]) + (f" {WORKERS_DEFAULT}" if name == "workers" else "")
+
+    return _block_options("runtime", Runtime, OPTIONS[stage], text, RUNTIME_FLAGS)
+
+
+def data_options(**help: str) -> Callable[[Callable], Callable]:
+    """Give a command the dataset flags (every field of :class:`~usage_cli.dataspec.DataSpec`, help in
+    :data:`DATA_HELP`), in place of its ``data: DataSpec = DataSpec(split=...)`` parameter (whose
+    defaults the flags show), which receives them as one ``DataSpec``. ``help`` words a flag for this
+    command: ``split`` always (what the split is for)."""
+    return _block_options("data", DataSpec, DATA_FIELDS, lambda name: help.get(name, DATA_HELP.get(name, "")), DATA_FLAGS)
+
+
+def _block_options(param: str, block: type, names: tuple[str, ...], text: Callable[[str], str], flags: dict) -> Callable[[Callable], Callable]:
+    """A decorator replacing the command's parameter ``param`` (a ``block`` dataclass, its default the
+    defaults shown) by one flag per option ``names``, and handing them to it as one ``block``."""
+    hints = typing.get_type_hints(block)
 
     def decorate(fn: Callable) -> Callable:
         sig = inspect.signature(fn, eval_str=True)
+        defaults = sig.parameters[param].default
+
+        def flag(name: str) -> inspect.Parameter:
+            option = typer.Option(*flags.get(name, ()), help=text(name), show_default=getattr(defaults, name) is not None)
+            return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=getattr(defaults, name), annotation=Annotated[hints[name], option])
+
         params = []
         for p in sig.parameters.values():
-            params += [flag(n) for n in names] if p.name == "runtime" else [p.replace(kind=inspect.Parameter.KEYWORD_ONLY)]
+            params += [flag(n) for n in names] if p.name == param else [p.replace(kind=inspect.Parameter.KEYWORD_ONLY)]
 
         @functools.wraps(fn)
         def command(**kwargs):
-            runtime = Runtime(**{n: kwargs.pop(n) for n in names})
-            return fn(**kwargs, runtime=runtime)
+            value = block(**{n: kwargs.pop(n) for n in names})
+            return fn(**kwargs, **{param: value})
 
         command.__signature__ = sig.replace(parameters=params)
         return command
@@ -73,12 +103,6 @@ def number_pair(text: str, option: str) -> tuple[float, float]:
     except ValueError:
         raise ConfigError(f"{option} must be LOW:HIGH (two numbers) or one number, got {text!r}") from None
 
-
-# the dataset options (the split itself says what it is for in each command)
-Dataset = Annotated[str, typer.Option(help="Dataset loader: voc or coco.")]
-Root = Annotated[Path | None, typer.Option(help="Dataset root. Required (here or in --config).")]
-SplitFile = Annotated[Path | None, typer.Option(help="Explicit split list (bare ids or PSA pairs), instead of the split's own list.")]
-Classes = Annotated[Path | None, typer.Option(help="classes.txt replacing the dataset's class names.")]
 
 # the random walk's options (psa-walk, and refine-psa, which runs it): None takes the preset's value
 Beta = Annotated[float | None, typer.Option(help=preset_help("beta", "Affinity sharpening power.", REFINE_PSA))]

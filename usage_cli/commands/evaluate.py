@@ -7,11 +7,13 @@ from typing import Annotated
 
 import typer
 
-from usage_cli.commands._options import Classes, Dataset, Root, SplitFile, runtime_options
+from usage_cli.commands._options import data_options, runtime_options
 from usage_cli.config import ConfigFile, PrintConfig
+from usage_cli.dataspec import DataSpec
 from usage_cli.runtime import DEFAULTS, Runtime
 
 
+@data_options(split="Split to score.")
 @runtime_options(
     "evaluate", workers="Worker processes for decoding and counting.", quiet="Print only the summary line.",
     force="Score a prediction made from another data set than the one given (same ids, other images or labels); the metrics record it.",
@@ -19,11 +21,7 @@ from usage_cli.runtime import DEFAULTS, Runtime
 def command(
     ctx: typer.Context,
     pred: Annotated[Path | None, typer.Option(help="Folder of label PNGs (<id>.png) or a seeds.h5 file. Required (here or in --config).")] = None,
-    root: Root = None,
-    dataset: Dataset = "voc",
-    split: Annotated[str, typer.Option(help="Split to score.")] = "val",
-    split_file: SplitFile = None,
-    classes: Classes = None,
+    data: DataSpec = DataSpec(split="val"),
     metric: Annotated[str, typer.Option(help="Comma-separated metrics to show: miou,fpr,fnr.")] = "miou,fpr,fnr",
     out: Annotated[Path | None, typer.Option(help="Write metrics.json here.")] = None,
     bg_thresholds: Annotated[str, typer.Option(help="Seeds: background thresholds to sweep, start:stop:step or a list.")] = "0.00:0.95:0.01",
@@ -40,8 +38,7 @@ def command(
     from usage_cli.stages.evaluate import EvaluateConfig, run
 
     cfg = EvaluateConfig(
-        dataset=dataset, root=root, split=split, pred=pred, split_file=split_file, classes_file=classes,
-        metrics=tuple(m.strip() for m in metric.split(",") if m.strip()), out=out, bg_thresholds=bg_thresholds,
+        data=data, pred=pred, metrics=tuple(m.strip() for m in metric.split(",") if m.strip()), out=out, bg_thresholds=bg_thresholds,
         bg_threshold=bg_threshold, bg_power=bg_power, allow_missing=allow_missing, runtime=runtime,
     )  # fmt: skip
     cfg = apply_cli_config(ctx, cfg, config, print_config)

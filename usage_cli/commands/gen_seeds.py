@@ -7,11 +7,13 @@ from typing import Annotated
 
 import typer
 
-from usage_cli.commands._options import Classes, Dataset, Root, SplitFile, runtime_options
+from usage_cli.commands._options import data_options, runtime_options
 from usage_cli.config import ConfigFile, PrintConfig
+from usage_cli.dataspec import DataSpec
 from usage_cli.runtime import DEFAULTS, Runtime
 
 
+@data_options(split="Split to make seeds for.")
 @runtime_options(
     "gen-seeds", workers="Image-decoding worker processes.",
     force="Recompute everything: ignore an unfinished run, replace a finished one of other options.",
@@ -19,12 +21,8 @@ from usage_cli.runtime import DEFAULTS, Runtime
 def command(
     ctx: typer.Context,
     ckpt: Annotated[Path | None, typer.Option(help="checkpoint.pt written by `usage train-cls`. Required (here or in --config).")] = None,
-    root: Root = None,
     out: Annotated[Path | None, typer.Option(help="Output folder (seeds.h5, overlays/, manifest.json). Required (here or in --config).")] = None,
-    dataset: Dataset = "voc",
-    split: Annotated[str, typer.Option(help="Split to make seeds for.")] = "train",
-    split_file: SplitFile = None,
-    classes: Classes = None,
+    data: DataSpec = DataSpec(split="train"),
     scales: Annotated[str, typer.Option(help="Comma-separated input scales.")] = "1.0,0.5,1.5,2.0",
     flip: Annotated[bool, typer.Option(help="Add horizontally flipped views.")] = True,
     refine: Annotated[str, typer.Option(help="patch-affinity | none | auto (patch-affinity for a transformer trained from ImageNet weights, none otherwise).")] = "auto",
@@ -50,8 +48,7 @@ def command(
     except ValueError as e:
         raise ConfigError(f"--scales must be comma-separated numbers, got '{scales}'") from e
     cfg = GenSeedsConfig(
-        ckpt=ckpt, dataset=dataset, root=root, split=split, out=out, split_file=split_file, classes_file=classes,
-        scales=scale_list, flip=flip, refine=refine, normalise=normalise, bg_threshold=bg_threshold, affinity_layers=affinity_layers, source=source, batch_size=batch_size,
+        data=data, ckpt=ckpt, out=out, scales=scale_list, flip=flip, refine=refine, normalise=normalise, bg_threshold=bg_threshold, affinity_layers=affinity_layers, source=source, batch_size=batch_size,
         runtime=runtime, overlays=overlays, overlay_threshold=overlay_threshold,
     )  # fmt: skip
     cfg = apply_cli_config(ctx, cfg, config, print_config)

@@ -7,21 +7,19 @@ from typing import Annotated
 
 import typer
 
-from usage_cli.commands._options import Classes, Dataset, Root, SplitFile, runtime_options
+from usage_cli.commands._options import data_options, runtime_options
 from usage_cli.config import ConfigFile, PrintConfig
+from usage_cli.dataspec import DataSpec
 from usage_cli.runtime import DEFAULTS, Runtime
 
 
+@data_options(split="Split to predict.")
 @runtime_options("predict-seg", workers="CRF worker processes.")
 def command(
     ctx: typer.Context,
     ckpt: Annotated[Path | None, typer.Option(help="checkpoint.pt written by `usage train-seg`. Required (here or in --config).")] = None,
-    root: Root = None,
     out: Annotated[Path | None, typer.Option(help="Folder for <id>.png label maps and manifest.json. Required (here or in --config).")] = None,
-    dataset: Dataset = "voc",
-    split: Annotated[str, typer.Option(help="Split to predict.")] = "val",
-    split_file: SplitFile = None,
-    classes: Classes = None,
+    data: DataSpec = DataSpec(split="val"),
     scales: Annotated[str, typer.Option(help="Comma-separated test scales, e.g. 0.5,1,1.5.")] = "1",
     flip: Annotated[bool, typer.Option(help="Also predict the mirrored image and fuse.")] = True,
     fuse: Annotated[str, typer.Option(help="Fuse view probabilities by mean or max.")] = "mean",
@@ -42,8 +40,7 @@ def command(
     except ValueError as e:
         raise ConfigError(f"--scales: {e}") from e
     cfg = PredictSegConfig(
-        ckpt=ckpt, root=root, out=out, dataset=dataset, split=split, split_file=split_file, classes_file=classes,
-        scales=scale_list, flip=flip, fuse=fuse, crf=crf, runtime=runtime,
+        data=data, ckpt=ckpt, out=out, scales=scale_list, flip=flip, fuse=fuse, crf=crf, runtime=runtime,
     )  # fmt: skip
     cfg = apply_cli_config(ctx, cfg, config, print_config)
     s = run(cfg)

@@ -7,22 +7,20 @@ from typing import Annotated
 
 import typer
 
-from usage_cli.commands._options import Classes, Dataset, Root, SplitFile, runtime_options
+from usage_cli.commands._options import data_options, runtime_options
 from usage_cli.config import ConfigFile, PrintConfig
+from usage_cli.dataspec import DataSpec
 from usage_cli.presets import REFINE_PSA, preset_help, refine_psa_preset_help
 from usage_cli.runtime import DEFAULTS, Runtime
 
 
+@data_options(split="Split to label (the one AffinityNet trains on).")
 @runtime_options("psa-labels", workers="CRF worker processes.")
 def command(
     ctx: typer.Context,
     seeds: Annotated[Path | None, typer.Option(help="Seed store from `usage gen-seeds` (seeds.h5). Required (here or in --config).")] = None,
-    root: Root = None,
     out: Annotated[Path | None, typer.Option(help="Output folder: <id>.png confident labels, manifest.json. Required (here or in --config).")] = None,
-    dataset: Dataset = "voc",
-    split: Annotated[str, typer.Option(help="Split to label (the one AffinityNet trains on).")] = "train_aug",
-    split_file: SplitFile = None,
-    classes: Classes = None,
+    data: DataSpec = DataSpec(split="train_aug"),
     preset: Annotated[str, typer.Option(help=refine_psa_preset_help())] = "auto",
     crf_la: Annotated[float | None, typer.Option(help=preset_help("crf_la", "Low background power for confident foreground.", REFINE_PSA))] = None,
     crf_ha: Annotated[float | None, typer.Option(help=preset_help("crf_ha", "High background power for confident background.", REFINE_PSA))] = None,
@@ -37,8 +35,7 @@ def command(
     from usage_cli.stages.psa_labels import PsaLabelsConfig, resolve, run
 
     cfg = PsaLabelsConfig(
-        seeds=seeds, root=root, out=out, dataset=dataset, split=split, split_file=split_file, classes_file=classes,
-        preset=preset, crf_la=crf_la, crf_ha=crf_ha, crf=crf, runtime=runtime,
+        data=data, seeds=seeds, out=out, preset=preset, crf_la=crf_la, crf_ha=crf_ha, crf=crf, runtime=runtime,
     )  # fmt: skip
     cfg = apply_cli_config(ctx, cfg, config, print_config, resolve=resolve)
     res = run(cfg)

@@ -12,32 +12,27 @@ from usage_cli.commands._options import (
     BgConst,
     BgMode,
     BgPower,
-    Classes,
-    Dataset,
     Logt,
     Radius,
-    Root,
-    SplitFile,
     Walk,
     WalkNorm,
+    data_options,
     runtime_options,
 )
 from usage_cli.config import ConfigFile, PrintConfig
+from usage_cli.dataspec import DataSpec
 from usage_cli.presets import refine_psa_preset_help
 from usage_cli.runtime import DEFAULTS, Runtime
 
 
+@data_options(split="Split to write masks for.")
 @runtime_options("psa-walk")
 def command(
     ctx: typer.Context,
     seeds: Annotated[Path | None, typer.Option(help="Seed store from `usage gen-seeds` (seeds.h5) covering --split. Required (here or in --config).")] = None,
     affinity: Annotated[Path | None, typer.Option(help="A trained AffinityNet (affinity.pt of `usage train-aff` or `usage refine-psa`). Required (here or in --config).")] = None,
-    root: Root = None,
     out: Annotated[Path | None, typer.Option(help="Output folder: <id>.png masks, manifest.json. Required (here or in --config).")] = None,
-    dataset: Dataset = "voc",
-    split: Annotated[str, typer.Option(help="Split to write masks for.")] = "train_aug",
-    split_file: SplitFile = None,
-    classes: Classes = None,
+    data: DataSpec = DataSpec(split="train_aug"),
     preset: Annotated[str, typer.Option(help=refine_psa_preset_help())] = "auto",
     beta: Beta = None,
     logt: Logt = None,
@@ -57,8 +52,7 @@ def command(
     from usage_cli.stages.psa_walk import PsaWalkConfig, resolve, run
 
     cfg = PsaWalkConfig(
-        seeds=seeds, affinity=affinity, root=root, out=out, dataset=dataset, split=split, split_file=split_file,
-        classes_file=classes, preset=preset, beta=beta, logt=logt, bg_mode=bg_mode, bg_power=bg_power, bg_const=bg_const, walk_norm=walk_norm,
+        data=data, seeds=seeds, affinity=affinity, out=out, preset=preset, beta=beta, logt=logt, bg_mode=bg_mode, bg_power=bg_power, bg_const=bg_const, walk_norm=walk_norm,
         radius=radius, walk=walk, runtime=runtime,
     )  # fmt: skip
     cfg = apply_cli_config(ctx, cfg, config, print_config, resolve=resolve)

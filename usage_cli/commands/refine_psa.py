@@ -12,22 +12,21 @@ from usage_cli.commands._options import (
     BgConst,
     BgMode,
     BgPower,
-    Classes,
-    Dataset,
     Logt,
     Radius,
-    Root,
-    SplitFile,
     Walk,
     WalkNorm,
+    data_options,
     number_pair,
     runtime_options,
 )
 from usage_cli.config import ConfigFile, PrintConfig
+from usage_cli.dataspec import DataSpec
 from usage_cli.presets import REFINE_PSA, preset_help, refine_psa_preset_help
 from usage_cli.runtime import DEFAULTS, Runtime
 
 
+@data_options(split="Split AffinityNet is trained on.")
 @runtime_options(
     "refine-psa", workers="CRF and data-loading worker processes.",
     resume="Continue AffinityNet training from <out>/affinity-train/last.pt.",
@@ -36,12 +35,8 @@ from usage_cli.runtime import DEFAULTS, Runtime
 def command(
     ctx: typer.Context,
     seeds: Annotated[Path | None, typer.Option(help="Seed store from `usage gen-seeds` (seeds.h5). Required (here or in --config).")] = None,
-    root: Root = None,
     out: Annotated[Path | None, typer.Option(help="Output folder: <id>.png masks, manifest.json, affinity.pt, confident/. Required (here or in --config).")] = None,
-    dataset: Dataset = "voc",
-    split: Annotated[str, typer.Option(help="Split AffinityNet is trained on.")] = "train_aug",
-    split_file: SplitFile = None,
-    classes: Classes = None,
+    data: DataSpec = DataSpec(split="train_aug"),
     infer_split: Annotated[str | None, typer.Option(help="Split to write masks for (default: --split).")] = None,
     infer_split_file: Annotated[Path | None, typer.Option(help="Explicit split list of the images to write masks for.")] = None,
     preset: Annotated[str, typer.Option(help=refine_psa_preset_help())] = "auto",
@@ -79,8 +74,7 @@ def command(
     from usage_cli.progress import log
 
     cfg = RefinePsaConfig(
-        seeds=seeds, dataset=dataset, root=root, split=split, out=out, split_file=split_file, classes_file=classes,
-        infer_split=infer_split, infer_split_file=infer_split_file, preset=preset, crf_la=crf_la, crf_ha=crf_ha, crf=crf, beta=beta, logt=logt,
+        data=data, seeds=seeds, out=out, infer_split=infer_split, infer_split_file=infer_split_file, preset=preset, crf_la=crf_la, crf_ha=crf_ha, crf=crf, beta=beta, logt=logt,
         bg_mode=bg_mode, bg_power=bg_power, bg_const=bg_const, walk_norm=walk_norm, radius=radius, backbone=backbone, pretrained=pretrained,
         weights=weights, epochs=epochs, batch_size=batch_size, crop=crop, lr=lr, weight_decay=weight_decay,
         head_lr_mult=head_lr_mult, scale=number_pair(scale, "--scale"), img_size=img_size, walk=walk, aff_out=aff_out, affinity=affinity,

@@ -8,27 +8,22 @@ from typing import Annotated
 import typer
 
 from usage_cli.commands._options import (
-    Classes,
-    Dataset,
-    Root,
-    SplitFile,
+    data_options,
     number_pair,
     runtime_options,
 )
 from usage_cli.config import ConfigFile, PrintConfig
+from usage_cli.dataspec import DataSpec
 from usage_cli.runtime import DEFAULTS, Runtime
 
 
+@data_options(split="Split to train on (the labels must cover it).")
 @runtime_options("train-aff", workers="Data-loading worker processes.")
 def command(
     ctx: typer.Context,
     labels: Annotated[Path | None, typer.Option(help="Confident-label folder from `usage psa-labels`. Required (here or in --config).")] = None,
-    root: Root = None,
     out: Annotated[Path | None, typer.Option(help="Output folder: affinity.pt, manifest.json, last.pt, log.jsonl. Required (here or in --config).")] = None,
-    dataset: Dataset = "voc",
-    split: Annotated[str, typer.Option(help="Split to train on (the labels must cover it).")] = "train_aug",
-    split_file: SplitFile = None,
-    classes: Classes = None,
+    data: DataSpec = DataSpec(split="train_aug"),
     radius: Annotated[int, typer.Option(help="Affinity radius on the feature grid.")] = 5,
     backbone: Annotated[str, typer.Option(help="resnet50, resnet101, efficientnet_lite0, deit_s, deit_t or a timm name.")] = "resnet50",
     pretrained: Annotated[bool, typer.Option(help="Start from ImageNet weights, as both refine-psa presets (efficientnet_lite0/lite2: bundled, offline; others: hub, or --weights FILE).")] = True,
@@ -52,8 +47,7 @@ def command(
     from usage_cli.stages.train_aff import TrainAffConfig, run
 
     cfg = TrainAffConfig(
-        labels=labels, root=root, out=out, dataset=dataset, split=split, split_file=split_file, classes_file=classes,
-        radius=radius, backbone=backbone, pretrained=pretrained, weights=weights, img_size=img_size, epochs=epochs,
+        data=data, labels=labels, out=out, radius=radius, backbone=backbone, pretrained=pretrained, weights=weights, img_size=img_size, epochs=epochs,
         batch_size=batch_size, crop=crop, scale=number_pair(scale, "--scale"), lr=lr, weight_decay=weight_decay,
         head_lr_mult=head_lr_mult, aff_out=aff_out, runtime=runtime,
     )  # fmt: skip

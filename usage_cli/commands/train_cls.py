@@ -8,27 +8,22 @@ from typing import Annotated
 import typer
 
 from usage_cli.commands._options import (
-    Classes,
-    Dataset,
-    Root,
-    SplitFile,
+    data_options,
     number_pair,
     runtime_options,
 )
 from usage_cli.config import ConfigFile, PrintConfig
+from usage_cli.dataspec import DataSpec
 from usage_cli.presets import TRAIN_CLS, preset_help
 from usage_cli.runtime import DEFAULTS, Runtime
 
 
+@data_options(split="Training split.")
 @runtime_options("train-cls", workers="Data-loading worker processes per training process.", seed="Random seed.")
 def command(
     ctx: typer.Context,
-    root: Root = None,
     out: Annotated[Path | None, typer.Option(help="Output folder (checkpoint.pt, last.pt, log.jsonl, manifest.json). Required (here or in --config).")] = None,
-    dataset: Dataset = "voc",
-    split: Annotated[str, typer.Option(help="Training split.")] = "train_aug",
-    split_file: SplitFile = None,
-    classes: Classes = None,
+    data: DataSpec = DataSpec(split="train_aug"),
     val_split: Annotated[str, typer.Option(help="Split for per-epoch mAP/F1 ('' to skip).")] = "val",
     backbone: Annotated[str, typer.Option(help="deit_s, deit_t, efficientnet_lite0, efficientnet_lite2, resnet50, resnet101 or a timm name.")] = "deit_s",
     preset: Annotated[str, typer.Option(help=f"Values for unset options, per backbone family: {', '.join(TRAIN_CLS)}.")] = "paper",
@@ -70,8 +65,7 @@ def command(
     from usage_cli.stages.train_cls import TrainClsConfig, resolve, run
 
     cfg = TrainClsConfig(
-        dataset=dataset, root=root, out=out, split=split, backbone=backbone, preset=preset, split_file=split_file,
-        classes_file=classes, val_split=val_split or None, weights=weights, pretrained=pretrained, mapping=mapping, reg=reg,
+        data=data, out=out, backbone=backbone, preset=preset, val_split=val_split or None, weights=weights, pretrained=pretrained, mapping=mapping, reg=reg,
         tau1=tau1, tau2=tau2, lam=lam, bg_const=bg_const, ema=ema, aa_schedule=aa_schedule, aa_classes=aa_classes,
         teacher_drop_path=teacher_drop_path, student_drop_path=number_pair(student_drop_path, "--student-drop-path") if student_drop_path else None, student_dropout=number_pair(student_dropout, "--student-dropout") if student_dropout else None,
         status_momentum=status_momentum, seed_network=seed_network, epochs=epochs, batch_size=batch_size, img_size=img_size,

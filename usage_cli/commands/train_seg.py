@@ -8,17 +8,16 @@ from typing import Annotated
 import typer
 
 from usage_cli.commands._options import (
-    Classes,
-    Dataset,
-    Root,
-    SplitFile,
+    data_options,
     number_pair,
     runtime_options,
 )
 from usage_cli.config import ConfigFile, PrintConfig
+from usage_cli.dataspec import DataSpec
 from usage_cli.runtime import DEFAULTS, Runtime
 
 
+@data_options(split="Split to train on.")
 @runtime_options(
     "train-seg", workers="Data-loading worker processes.",
     force="Replace a finished or unfinished run of other options in OUT; also train on masks made from another data set than the one given (recorded in the manifest).",
@@ -26,12 +25,8 @@ from usage_cli.runtime import DEFAULTS, Runtime
 def command(
     ctx: typer.Context,
     masks: Annotated[Path | None, typer.Option(help="Folder of pseudo-mask PNGs with a manifest (from `usage refine-psa`). Required (here or in --config).")] = None,
-    root: Root = None,
     out: Annotated[Path | None, typer.Option(help="Output folder: checkpoint.pt, manifest.json, last.pt, log.jsonl. Required (here or in --config).")] = None,
-    dataset: Dataset = "voc",
-    split: Annotated[str, typer.Option(help="Split to train on.")] = "train_aug",
-    split_file: SplitFile = None,
-    classes: Classes = None,
+    data: DataSpec = DataSpec(split="train_aug"),
     backbone: Annotated[str, typer.Option(help="resnet101, resnet50, efficientnet_lite0, deit_s, deit_t or a timm name.")] = "resnet101",
     pretrained: Annotated[bool, typer.Option(help="Start from ImageNet weights, as the paper's DeepLab (efficientnet_lite0/lite2: bundled, offline; others: hub, or --weights FILE).")] = True,
     weights: Annotated[Path | None, typer.Option(help="Local backbone weights file (state dict).")] = None,
@@ -56,8 +51,7 @@ def command(
     from usage_cli.stages.train_seg import TrainSegConfig, run
 
     cfg = TrainSegConfig(
-        masks=masks, root=root, out=out, dataset=dataset, split=split, split_file=split_file, classes_file=classes,
-        backbone=backbone, pretrained=pretrained, weights=weights, output_stride=output_stride, img_size=img_size,
+        data=data, masks=masks, out=out, backbone=backbone, pretrained=pretrained, weights=weights, output_stride=output_stride, img_size=img_size,
         aspp_channels=aspp_channels,
         epochs=epochs, batch_size=batch_size, crop=crop, lr=lr, optimizer=optimizer,
         weight_decay=weight_decay, head_lr_mult=head_lr_mult, scale=number_pair(scale, "--scale"), runtime=runtime,

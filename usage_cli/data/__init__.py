@@ -1,16 +1,16 @@
 """Datasets: a plain registry (name -> loader function returning a :class:`Dataset` of sorted
-records) and :class:`DataSpec`, the dataset options every stage shares."""
+records); :class:`DataSpec`, the dataset options every stage shares, is ``usage_cli/dataspec.py``'s
+(torch- and numpy-free, for the commands) and loads through :func:`load_dataset`."""
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from usage_cli.data import coco, folder, voc
 from usage_cli.data.records import IGNORE_INDEX, Dataset, DatasetMeta, Record, voc_palette
+from usage_cli.dataspec import DataSpec
 from usage_cli.errors import ConfigError, DatasetError
 
 Loader = Callable[..., Dataset]
@@ -47,32 +47,6 @@ def load_dataset(
             raise ConfigError(f"--allow-unlabelled: --dataset {name} lists its images itself; it is for --dataset folder")
         extra["allow_unlabelled"] = True
     return loader(Path(root), split, split_file=split_file, classes_file=classes_file, require_images=require_images, **extra)
-
-
-@dataclass(frozen=True)
-class DataSpec:
-    """The dataset options of a stage (``--dataset --root --split --split-file --classes
-    --allow-unlabelled``)."""
-
-    dataset: str
-    root: Path
-    split: str
-    split_file: Path | None = None
-    classes_file: Path | None = None
-    allow_unlabelled: bool = False
-
-    @classmethod
-    def of(cls, cfg: Any) -> DataSpec:
-        """The spec of any stage config holding the dataset fields."""
-        return cls(cfg.dataset, cfg.root, cfg.split, cfg.split_file, cfg.classes_file, getattr(cfg, "allow_unlabelled", False))
-
-    def load(self, split: str | None = None, split_file: str | Path | None = None, *, require_images: bool = True) -> Dataset:
-        """This dataset's ``split`` (default: the spec's, with its split file), or another split of it."""
-        if split is None and split_file is None:
-            split, split_file = self.split, self.split_file
-        return load_dataset(self.dataset, self.root, split or self.split, split_file=split_file,
-                            classes_file=self.classes_file, require_images=require_images,
-                            allow_unlabelled=self.allow_unlabelled)  # fmt: skip
 
 
 __all__ = ["IGNORE_INDEX", "LOADERS", "DataSpec", "Dataset", "DatasetMeta", "Record", "dataset_names", "load_dataset", "voc_palette"]

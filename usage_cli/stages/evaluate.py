@@ -24,8 +24,8 @@ from usage_cli.artifacts.manifest import build_manifest, config_paths, read_mani
 from usage_cli.artifacts.metrics_file import write_metrics
 from usage_cli.artifacts.replaceable import check_replaceable_file
 from usage_cli.artifacts.seeds import SeedReader, is_seed_store
-from usage_cli.data import DataSpec
 from usage_cli.data.identity import check_pairing, identity, recorded_data
+from usage_cli.dataspec import DataSpec, takes_data
 from usage_cli.errors import ArtifactError, ConfigError, check_options
 from usage_cli.metrics.confusion import metrics_from_confusion
 from usage_cli.metrics.scoring import ScoreJob, score_chunk
@@ -37,14 +37,11 @@ METRICS = ("miou", "fpr", "fnr")
 
 
 @takes_runtime("evaluate")
+@takes_data
 @dataclass(frozen=True)
 class EvaluateConfig:
-    root: Path
     pred: Path
-    dataset: str = "voc"
-    split: str = "val"
-    split_file: Path | None = None
-    classes_file: Path | None = None
+    data: DataSpec = DataSpec(split="val")
     metrics: tuple[str, ...] = METRICS
     out: Path | None = None
     bg_thresholds: str = "0.00:0.95:0.01"
@@ -117,7 +114,7 @@ def _score_all(cfg: EvaluateConfig, kind: str, items: list, n: int, thresholds: 
     jobs = [ScoreJob(kind, str(cfg.pred), c, n, tuple(thresholds.tolist()), cfg.bg_power, frozenset(missing)) for c in chunks]
     parts = []
     with make_progress(cfg.runtime.quiet) as progress, (ProcessPoolExecutor(max_workers=workers) if workers > 1 else nullcontext()) as pool:
-        bar = progress.add_task(f"evaluate {cfg.split}", total=len(items), info="")
+        bar = progress.add_task(f"evaluate {cfg.data.split}", total=len(items), info="")
         for job, part in zip(jobs, pool.map(score_chunk, jobs) if pool else map(score_chunk, jobs), strict=True):
             parts.append(part)
             progress.update(bar, advance=len(job.items))
@@ -135,17 +132,17 @@ def run(cfg: EvaluateConfig) -> dict:
         raise ConfigError("give either --bg-threshold or --bg-power, not both")
     if cfg.out is not None:
         check_replaceable_file(cfg.out, is_metrics_file, "a usage metrics file")
-    ds = DataSpec.of(cfg).load(require_images=False)
+    ds = cfg.data.load(require_images=False)
     no_mask = [r.id for r in ds.records if r.mask_path is None]
     if no_mask:
-        raise ArtifactError(f"{cfg.root}: no ground-truth mask for {len(no_mask)} id(s) of '{cfg.split}' (first: {no_mask[0]})")
+        raise ArtifactError(f"{cfg.data.root}: no ground-truth mask for {len(no_mask)} id(s) of '{cfg.data.split}' (first: {no_mask[0]})")
     kind, have = _prediction_ids(cfg.pred)
     check_class_names(cfg.pred, _class_names(cfg.pred, kind), ds.meta.class_names, "score it on the dataset it was made for, or pass its --classes")
-    data = identity(ds, cfg.split_file, check_images=False)  # evaluate reads no image
+    data = identity(ds, cfg.data.split_file, check_images=False)  # evaluate reads no image
     pairing = check_pairing(cfg.pred, _recorded_data(cfg.pred, kind), ds, force=cfg.runtime.force, ids=have, use="score it", known=data["fingerprint"])
     missing = sorted({r.id for r in ds.records} - have)
     if missing and not cfg.allow_missing:
-        raise ArtifactError(f"{cfg.pred}: no prediction for {len(missing)} of {len(ds)} ids of '{cfg.split}' (first: {missing[0]}); pass --allow-missing to count them as background")
+        raise ArtifactError(f"{cfg.pred}: no prediction for {len(missing)} of {len(ds)} ids of '{cfg.data.split}' (first: {missing[0]}); pass --allow-missing to count them as background")
     try:
         thresholds = parse_thresholds(str(cfg.bg_threshold) if cfg.bg_threshold is not None else cfg.bg_thresholds)
     except ValueError as e:
@@ -158,8 +155,8 @@ def run(cfg: EvaluateConfig) -> dict:
     items = [(r.id, str(r.mask_path), str(r.image_path or "")) for r in ds.records]
     total, pred_ignored, empty, per_image = _score_all(cfg, kind, items, ds.meta.num_classes + 1, thresholds, missing)
     # 3. pick the threshold (seeds), summarise
-    result = {"dataset": cfg.dataset, "split": cfg.split, "pred": str(cfg.pred), "num_images": len(items), "num_missing": len(missing)}
-    result.update(root=str(cfg.root), split_file=_opt_str(cfg.split_file), classes_file=_opt_str(cfg.classes_file))
+    result = {"dataset": cfg.data.dataset, "split": cfg.data.split, "pred": str(cfg.pred), "num_images": len(items), "num_missing": len(missing)}
+    result.update(root=str(cfg.data.root), split_file=_opt_str(cfg.data.split_file), classes_file=_opt_str(cfg.data.classes_file))
     result.update(data=data, **({"pairing": pairing} if pairing is not None else {}))
     if kind == "seeds" and mode != "power":
         mats = confusions_from_counts(total)

@@ -30,9 +30,9 @@ from usage_cli.artifacts.manifest import (
     write_manifest,
 )
 from usage_cli.artifacts.seeds import FILENAME, SeedReader, SeedWriter, rank_part
-from usage_cli.data import DataSpec
 from usage_cli.data.identity import identity
 from usage_cli.data.io import read_image
+from usage_cli.dataspec import DataSpec, takes_data
 from usage_cli.engine.distributed import (
     barrier,
     enable_tf32,
@@ -55,17 +55,14 @@ RETIRED = {"attn_budget_gb": "patch affinity no longer keeps attention maps, so 
 
 
 @takes_runtime("gen-seeds")
+@takes_data
 @dataclass(frozen=True)
 class GenSeedsConfig:
     RETIRED_OPTIONS: ClassVar[dict[str, str]] = RETIRED
 
     ckpt: Path
-    root: Path
     out: Path
-    dataset: str = "voc"
-    split: str = "train"
-    split_file: Path | None = None
-    classes_file: Path | None = None
+    data: DataSpec = DataSpec(split="train")
     scales: tuple[float, ...] = (1.0, 0.5, 1.5, 2.0)
     flip: bool = True
     refine: str = "auto"  # auto | patch-affinity | none
@@ -120,13 +117,13 @@ def run(cfg: GenSeedsConfig) -> Path:
         scales=tuple(cfg.scales), flip=cfg.flip, refine=refine, source=source, affinity_layers=cfg.affinity_layers,
         amp=use_amp(rt.amp, device), normalise=normalise,
     )  # fmt: skip
-    ds = DataSpec.of(cfg).load()
+    ds = cfg.data.load()
     if ds.meta.num_classes != net.num_classes:
-        raise ConfigError(f"{cfg.ckpt}: classifier has {net.num_classes} classes but dataset '{cfg.root}' has {ds.meta.num_classes}")
+        raise ConfigError(f"{cfg.ckpt}: classifier has {net.num_classes} classes but dataset '{cfg.data.root}' has {ds.meta.num_classes}")
     check_class_names(cfg.ckpt, ckpt.get("class_names"), ds.meta.class_names, "train the classifier on this dataset, or pass its --classes")
     ckpt_sha = sha256_file(cfg.ckpt)
     config = {**run_config(cfg, config_drop(cfg, NOT_IN_CONFIG)), "refine": refine, "source": source, "normalise": normalise, "amp": infer.amp, "checkpoint_sha256": ckpt_sha}
-    data = identity(ds, cfg.split_file)  # reads every image header: an unreadable one fails before any work
+    data = identity(ds, cfg.data.split_file)  # reads every image header: an unreadable one fails before any work
     claim_out(cfg.out, "gen-seeds", config, OWNED, force=rt.force, ignore=RETIRED)
     attrs = {"config": config, "config_hash": config_hash(config), "num_classes": ds.meta.num_classes, "class_names": list(ds.meta.class_names), "stride": 1,
              "data": data}  # fmt: skip

@@ -36,10 +36,10 @@ from usage_cli.artifacts.manifest import (
     sha256_file,
     write_manifest,
 )
-from usage_cli.data import DataSpec
 from usage_cli.data.identity import identity
 from usage_cli.data.io import read_image
 from usage_cli.data.joint_transforms import normalize
+from usage_cli.dataspec import DataSpec, takes_data
 from usage_cli.engine.distributed import (
     barrier,
     init_distributed,
@@ -56,15 +56,12 @@ CHUNK = 16  # images whose probabilities are held at once for the CRF workers
 
 
 @takes_runtime("predict-seg")
+@takes_data
 @dataclass(frozen=True)
 class PredictSegConfig:
     ckpt: Path
-    root: Path
     out: Path
-    dataset: str = "voc"
-    split: str = "val"
-    split_file: Path | None = None
-    classes_file: Path | None = None
+    data: DataSpec = DataSpec(split="val")
     scales: tuple[float, ...] = (1.0,)
     flip: bool = True
     fuse: str = "mean"
@@ -94,13 +91,13 @@ def run(cfg: PredictSegConfig) -> dict:
     info = init_distributed(rt.device, rt.timeout)  # checks --device first
     device = str(resolve_device(rt.device, info))
     net, ckpt = load_segnet(cfg.ckpt, device)
-    ds = DataSpec.of(cfg).load()
+    ds = cfg.data.load()
     if net.model_config["num_classes"] != ds.meta.num_classes + 1:
         raise ConfigError(
-            f"{cfg.ckpt}: network predicts {net.model_config['num_classes']} labels, dataset {cfg.dataset} has {ds.meta.num_classes + 1}"
+            f"{cfg.ckpt}: network predicts {net.model_config['num_classes']} labels, dataset {cfg.data.dataset} has {ds.meta.num_classes + 1}"
         )
     check_class_names(cfg.ckpt, ckpt.get("class_names"), ds.meta.class_names, "train the network on this dataset, or pass its --classes")
-    data = identity(ds, cfg.split_file)  # reads every image header: an unreadable one fails before any work
+    data = identity(ds, cfg.data.split_file)  # reads every image header: an unreadable one fails before any work
     config = run_config(cfg, config_drop(cfg))
     out = claim_out(cfg.out, "predict-seg", config, ("*.png",), force=rt.force)
     key = {"config_hash": config_hash(config), "checkpoint_sha256": sha256_file(cfg.ckpt)}
@@ -126,7 +123,7 @@ def run(cfg: PredictSegConfig) -> dict:
 def _predict_all(net, records, cfg: PredictSegConfig, device: str, out: Path, quiet: bool) -> None:
     amp, workers = use_amp(cfg.runtime.amp, device), worker_count(cfg.runtime)
     with make_progress(quiet) as progress:
-        bar = progress.add_task(f"predict-seg {cfg.split}", total=len(records), info="")
+        bar = progress.add_task(f"predict-seg {cfg.data.split}", total=len(records), info="")
         for start in range(0, len(records), CHUNK):
             chunk, pending = records[start:start + CHUNK], []
             for rec in chunk:

@@ -39,9 +39,9 @@ from usage_cli.artifacts.manifest import (
     write_manifest,
 )
 from usage_cli.artifacts.seeds import SeedReader
-from usage_cli.data import DataSpec
 from usage_cli.data.identity import check_pairing, identity, recorded_data
 from usage_cli.data.io import read_image
+from usage_cli.dataspec import DataSpec, takes_data
 from usage_cli.engine.distributed import barrier, init_distributed
 from usage_cli.errors import ArtifactError, ConfigError, check_options
 from usage_cli.presets import AUTO_CUTS, DEFAULT_REFINE_PRESET, REFINE_PSA
@@ -53,15 +53,12 @@ CHUNK = 64  # images whose seed maps are held at once for the CRF workers
 
 
 @takes_runtime(STAGE)
+@takes_data
 @dataclass(frozen=True)
 class PsaLabelsConfig:
     seeds: Path
-    root: Path
     out: Path
-    dataset: str = "voc"
-    split: str = "train_aug"
-    split_file: Path | None = None
-    classes_file: Path | None = None
+    data: DataSpec = DataSpec(split="train_aug")
     preset: str = DEFAULT_REFINE_PRESET
     crf_la: float | None = None  # None: from the preset
     crf_ha: float | None = None
@@ -101,9 +98,9 @@ def run(cfg: PsaLabelsConfig) -> dict:
     cfg = resolve(cfg)
     rt = cfg.runtime
     info = init_distributed("cpu", rt.timeout)  # the CRF runs on the CPU
-    ds = DataSpec.of(cfg).load()
+    ds = cfg.data.load()
     config = manifest_config(cfg)
-    data = identity(ds, cfg.split_file)  # reads the image headers
+    data = identity(ds, cfg.data.split_file)  # reads the image headers
     with SeedReader(cfg.seeds) as reader:  # a missing or incomplete store is an error naming gen-seeds
         # the seeds were made from this data set (before the per-image checks: it names the cause)
         pairing = check_pairing(cfg.seeds, recorded_data(reader.attrs), ds, force=rt.force, ids=reader.ids(), use="make labels from them")

@@ -38,10 +38,10 @@ from usage_cli.artifacts.manifest import (
     write_manifest,
 )
 from usage_cli.artifacts.seeds import SeedReader
-from usage_cli.data import DataSpec
 from usage_cli.data.identity import check_pairing, identity, recorded_data
 from usage_cli.data.io import read_image
 from usage_cli.data.joint_transforms import normalize
+from usage_cli.dataspec import DataSpec, takes_data
 from usage_cli.engine.distributed import (
     DistInfo,
     barrier,
@@ -60,16 +60,13 @@ WALK_KEYS = ("beta", "logt", "bg_mode", "bg_power", "bg_const", "walk_norm")  # 
 
 
 @takes_runtime(STAGE)
+@takes_data
 @dataclass(frozen=True)
 class PsaWalkConfig:
     seeds: Path
     affinity: Path
-    root: Path
     out: Path
-    dataset: str = "voc"
-    split: str = "train_aug"
-    split_file: Path | None = None
-    classes_file: Path | None = None
+    data: DataSpec = DataSpec(split="train_aug")
     preset: str = DEFAULT_REFINE_PRESET
     beta: float | None = None  # None: from the preset
     logt: int | None = None
@@ -105,35 +102,57 @@ def walk_checks(cfg) -> list[tuple[bool, str]]:
     ]
 
 
-def check_affinity(path: Path) -> None:
+def _check_affinity(path: Path) -> None:
     """The AffinityNet file exists and loads (before any work)."""
     if not Path(path).exists():
         raise ConfigError(f"{path}: --affinity file not found; train one with `usage train-aff` (or `usage refine-psa`) first")
     load_affinitynet(Path(path), "cpu")
 
 
+def check(cfg: PsaWalkConfig, *, affinity: bool = True) -> None:
+    """Everything a run refuses before its work, for a chain to ask before its earlier steps: the
+    options (:func:`resolve`), the AffinityNet (``affinity=False``: not yet — the chain trains it),
+    the split, and the seeds made from it and covering it."""
+    cfg = resolve(cfg)
+    if affinity:
+        _check_affinity(cfg.affinity)
+    ds = cfg.data.load()
+    with SeedReader(cfg.seeds) as reader:
+        _check_seeds(cfg, ds, reader)
+
+
+def _check_seeds(cfg: PsaWalkConfig, ds, reader) -> dict | None:
+    """The seeds were made from this data set (before the per-image checks: it names the cause) and
+    cover the split; the pairing record."""
+    pairing = check_pairing(cfg.seeds, recorded_data(reader.attrs), ds, force=cfg.runtime.force, ids=reader.ids(), use="refine them")
+    check_seeds_cover(reader, cfg.seeds, ds)
+    return pairing
+
+
 @holds_out_lock
-def run(cfg: PsaWalkConfig) -> dict:
-    """Walk every id of the split; returns {"images", "out"}."""
+def run(cfg: PsaWalkConfig, publish_as: tuple[str, dict] | None = None) -> dict:
+    """Walk every id of the split; returns {"images", "out", "split", "class_names", "affinity_sha256",
+    "pairing", "data"}. ``publish_as=(stage, config)``: the walk of a chain that publishes the folder
+    under its own name (refine-psa) — its claim, its resume marker, and no psa-walk manifest: the
+    chain writes its own from what this returns."""
     cfg = resolve(cfg)
     rt = cfg.runtime
-    check_affinity(cfg.affinity)
+    _check_affinity(cfg.affinity)
     info = init_distributed(rt.device, rt.timeout)  # checks --device first
-    ds = DataSpec.of(cfg).load()
-    config = run_config(cfg, config_drop(cfg, ("out",)))
-    data = identity(ds, cfg.split_file)  # reads the image headers
+    ds = cfg.data.load()
+    stage, config = publish_as or (STAGE, run_config(cfg, config_drop(cfg, ("out",))))
+    data = identity(ds, cfg.data.split_file)  # reads the image headers
     with SeedReader(cfg.seeds) as reader:  # a missing or incomplete store is an error naming gen-seeds
-        # the seeds were made from this data set (before the per-image checks: it names the cause)
-        pairing = check_pairing(cfg.seeds, recorded_data(reader.attrs), ds, force=rt.force, ids=reader.ids(), use="refine them")
-        check_seeds_cover(reader, cfg.seeds, ds)
-        out = claim_out(cfg.out, STAGE, config, ("*.png",), force=rt.force)
+        pairing = _check_seeds(cfg, ds, reader)
+        out = claim_out(cfg.out, stage, config, ("*.png",), force=rt.force)
         aff_sha = sha256_file(cfg.affinity)
         key = {"config_hash": config_hash(config), "seeds_sha256": sha256_file(cfg.seeds), "affinity_sha256": aff_sha}
-        walk(cfg, ds, reader, key, STAGE, info)
-    if info.is_main:
+        _walk(cfg, ds, reader, key, stage, info)
+    done = {"images": len(ds), "out": str(out), "split": ds.split, "class_names": list(ds.meta.class_names), "affinity_sha256": aff_sha, "pairing": pairing, "data": data}
+    if info.is_main and publish_as is None:
         manifest = build_manifest(
             STAGE, config, inputs={"seeds": cfg.seeds, "affinity": cfg.affinity}, format_version=FOLDER_VERSION,
-            extra={"images": len(ds), "split": ds.split, "class_names": list(ds.meta.class_names), "affinity": str(cfg.affinity), "affinity_sha256": aff_sha,
+            extra={"images": len(ds), "split": ds.split, "class_names": done["class_names"], "affinity": str(cfg.affinity), "affinity_sha256": aff_sha,
                    **({"pairing": pairing} if pairing and pairing["forced"] else {}),
                    **({"auto_constants": auto_constants(cfg.seeds, AUTO_CUTS)} if cfg.preset == "auto" else {})},
             paths=config_paths(cfg), data=data, files=owned_files(out, ("*.png",)),
@@ -141,10 +160,10 @@ def run(cfg: PsaWalkConfig) -> dict:
         write_manifest(out, manifest)
         finish_png_folder(out, stage=STAGE)
     barrier()
-    return {"images": len(ds), "out": str(out)}
+    return done
 
 
-def walk(cfg, ds, reader, key: dict, stage: str, info: DistInfo | None = None) -> None:
+def _walk(cfg, ds, reader, key: dict, stage: str, info: DistInfo | None = None) -> None:
     """Write ``<cfg.out>/<id>.png`` for every id of ``ds`` not yet written by an interrupted run of the
     same ``key`` (the PNG-folder marker of ``stage``: psa-walk's own, or refine-psa's when it chains
     this step). ``cfg``: a resolved config with the walk settings, ``affinity``, ``seeds`` and ``out``.

@@ -28,8 +28,8 @@ from usage_cli.artifacts.manifest import (
     up_to_date,
     write_manifest,
 )
-from usage_cli.data import DataSpec
 from usage_cli.data.identity import check_pairing, identity, recorded_data
+from usage_cli.dataspec import DataSpec, takes_data
 from usage_cli.engine.distributed import barrier, check_device, is_main_process
 from usage_cli.engine.loop import fit, loop_config
 from usage_cli.engine.resume import check_resume
@@ -44,15 +44,12 @@ LABEL_STAGES = writing("confident")  # the confident labels it trains on
 
 
 @takes_runtime(STAGE)
+@takes_data
 @dataclass(frozen=True)
 class TrainAffConfig:
     labels: Path
-    root: Path
     out: Path
-    dataset: str = "voc"
-    split: str = "train_aug"
-    split_file: Path | None = None
-    classes_file: Path | None = None
+    data: DataSpec = DataSpec(split="train_aug")
     radius: int = 5
     backbone: str = "resnet50"
     pretrained: bool = True  # both refine-psa presets start AffinityNet from ImageNet weights
@@ -69,8 +66,8 @@ class TrainAffConfig:
     runtime: Runtime = Runtime()
 
 
-def check(cfg: TrainAffConfig) -> None:
-    """Every option in its range and the network buildable (backbone, crop, weights), before any work."""
+def resolve(cfg: TrainAffConfig) -> TrainAffConfig:
+    """Every option in its range (a chain asks it of its step before any step runs)."""
     check_options([
         *runtime_checks(cfg.runtime),
         (2 <= cfg.radius <= 16, f"--radius must be in 2..16, got {cfg.radius}"),
@@ -82,11 +79,19 @@ def check(cfg: TrainAffConfig) -> None:
         (0 < cfg.scale[0] <= cfg.scale[1], f"scale range must be 0 < low <= high, got {cfg.scale}"),
         (cfg.weights is None or Path(cfg.weights).exists(), f"{cfg.weights}: --weights file not found"),
     ])
+    return cfg
+
+
+def check(cfg: TrainAffConfig) -> None:
+    """Everything a run refuses before its work, for a chain to ask before its earlier steps: the
+    options, the network buildable (backbone, crop, weights), an unfinished run that may not be replaced."""
+    cfg = resolve(cfg)
     check_device(cfg.runtime.device)
     net = build_affinitynet(model_config(cfg))  # cheap: a bad backbone or crop fails now, not after the CRF
     check_crop(net, cfg.crop)
     if cfg.weights is not None or cfg.pretrained:  # also: ImageNet weights that cannot be had offline
         load_backbone_weights(net, pretrained=cfg.pretrained, weights=str(cfg.weights) if cfg.weights else None)
+    check_resume(cfg.out, resume=cfg.runtime.resume, force=cfg.runtime.force, epochs=cfg.epochs)
 
 
 def model_config(cfg: TrainAffConfig) -> dict:
@@ -115,18 +120,17 @@ def run(cfg: TrainAffConfig) -> Path:
     check(cfg)
     rt = cfg.runtime
     manifest = read_label_folder(cfg.labels, LABEL_STAGES)
-    ds = DataSpec.of(cfg).load()
+    ds = cfg.data.load()
     check_class_names(cfg.labels, manifest.get("class_names"), ds.meta.class_names, "make the labels from this dataset, or pass its --classes")
     have = label_ids(cfg.labels)
     pairing = check_pairing(cfg.labels, recorded_data(manifest), ds, force=rt.force, ids=have, use="train on them")
     missing = [r.id for r in ds.records if r.id not in have]
     if missing:
         raise ArtifactError(f"{cfg.labels}: no confident label for {len(missing)} of {len(ds)} ids of split '{ds.split}' (first: {missing[0]}); run `usage psa-labels --split {ds.split}`")
-    data = identity(ds, cfg.split_file)  # reads the image headers
+    data = identity(ds, cfg.data.split_file)  # reads the image headers
     config, aff_path = manifest_config(cfg), affinity_path(cfg)
     owned = ((aff_path.name,) if aff_path.parent == Path(cfg.out) else ()) + (() if rt.resume else last_checkpoint.FILES)
     claim_out(cfg.out, STAGE, config, owned, force=rt.force, ignore=("epochs",) if rt.resume else ())
-    check_resume(cfg.out, resume=rt.resume, force=rt.force, epochs=cfg.epochs)
     # 2. network and data
     torch.manual_seed(rt.seed)  # the new layers' initialisation is part of the run
     net = build_affinitynet(model_config(cfg))

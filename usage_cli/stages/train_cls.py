@@ -15,11 +15,11 @@ from usage_cli.artifacts.manifest import (
     run_config,
     write_manifest,
 )
-from usage_cli.data import DataSpec
 from usage_cli.data.identity import identity
 from usage_cli.data.labels_io import root_label_file
 from usage_cli.data.torchdata import ClassificationSet
 from usage_cli.data.transforms import RECIPES, build_transform
+from usage_cli.dataspec import DataSpec, takes_data
 from usage_cli.engine import loop as engine_loop  # fit through the module: tests wrap it
 from usage_cli.engine.distributed import check_device, is_main_process, worker_count, world_size
 from usage_cli.engine.optim import backbone_head_groups
@@ -47,16 +47,13 @@ OWNED = (cls_checkpoint.FILENAME, *last_checkpoint.FILES)  # what a run writes i
 
 
 @takes_runtime("train-cls")
+@takes_data
 @dataclass(frozen=True)
 class TrainClsConfig:
-    root: Path
     out: Path
-    dataset: str = "voc"
-    split: str = "train_aug"
+    data: DataSpec = DataSpec(split="train_aug")
     backbone: str = "deit_s"
     preset: str = "paper"
-    split_file: Path | None = None
-    classes_file: Path | None = None
     val_split: str | None = "val"
     weights: Path | None = None
     # None = from the preset for the backbone family (pretrained: the preset's, or on with --weights)
@@ -122,10 +119,10 @@ def run(cfg: TrainClsConfig) -> Path:
     owned = (cls_checkpoint.FILENAME,) if rt.resume else OWNED
     claim_out(cfg.out, "train-cls", config, owned, force=rt.force, ignore=("epochs", "warmup_epochs") if rt.resume else ())
     check_resume(cfg.out, resume=rt.resume, force=rt.force, epochs=cfg.epochs)
-    ds = DataSpec.of(cfg).load()
+    ds = cfg.data.load()
     if not any(r.labels for r in ds.records):
-        raise DatasetError(f"{cfg.root}: split '{cfg.split}' has no image with a positive class label; nothing to learn")
-    data = identity(ds, cfg.split_file)  # reads every image header: an unreadable one fails before training
+        raise DatasetError(f"{cfg.data.root}: split '{cfg.data.split}' has no image with a positive class label; nothing to learn")
+    data = identity(ds, cfg.data.split_file)  # reads every image header: an unreadable one fails before training
     # 2. model and task
     seed_everything(rt.seed)
     model_config = {
@@ -195,7 +192,7 @@ def _norm_stats(model) -> tuple[tuple[float, ...], tuple[float, ...]]:
 def _val_evaluator(cfg: TrainClsConfig, num_classes: int, student):
     """Per-epoch mAP and F1 on the val split (``tasks.classification.val_evaluator``); None without it."""
     try:
-        val = DataSpec.of(cfg).load(cfg.val_split)
+        val = cfg.data.load(cfg.val_split)
     except DatasetError as e:
         log(f"[yellow]no validation metrics: {e}[/]", cfg.runtime.quiet)
         return None
@@ -207,15 +204,15 @@ def _publish(cfg: TrainClsConfig, task, model_config: dict, ds, config: dict, da
     net = task.seed_network(cfg.seed_network)
     path = cls_checkpoint.save_cls_checkpoint(
         cfg.out / cls_checkpoint.FILENAME, model=net.state_dict(), model_config=model_config, class_names=list(ds.meta.class_names),
-        seed_network=cfg.seed_network, dataset={"name": cfg.dataset, "root": str(cfg.root), "split": cfg.split},
+        seed_network=cfg.seed_network, dataset={"name": cfg.data.dataset, "root": str(cfg.data.root), "split": cfg.data.split},
         train_config=config,
     )  # fmt: skip
-    inputs = {"split_file": cfg.split_file} if cfg.split_file else {}
-    labels = root_label_file(cfg.root)
+    inputs = {"split_file": cfg.data.split_file} if cfg.data.split_file else {}
+    labels = root_label_file(cfg.data.root)
     if labels is not None:  # the one the dataset loader reads
         inputs["cls_labels"] = labels
-    if (Path(cfg.root) / MANIFEST_NAME).exists():
-        inputs["manifest"] = Path(cfg.root) / MANIFEST_NAME
+    if (Path(cfg.data.root) / MANIFEST_NAME).exists():
+        inputs["manifest"] = Path(cfg.data.root) / MANIFEST_NAME
     extra = {"seed_network": cfg.seed_network, "num_images": len(ds), "checkpoint": cls_checkpoint.FILENAME}
     write_manifest(cfg.out, build_manifest("train-cls", config, inputs=inputs, extra=extra, paths=config_paths(cfg), data=data,
                                            files=owned_files(cfg.out, OWNED)))  # fmt: skip

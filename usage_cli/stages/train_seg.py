@@ -25,8 +25,8 @@ from usage_cli.artifacts.manifest import (
     sha256_file,
     write_manifest,
 )
-from usage_cli.data import DataSpec
 from usage_cli.data.identity import check_pairing, identity, recorded_data
+from usage_cli.dataspec import DataSpec, takes_data
 from usage_cli.engine.distributed import check_device, is_main_process
 from usage_cli.engine.loop import fit, loop_config
 from usage_cli.engine.resume import check_resume
@@ -41,15 +41,12 @@ OWNED = (seg_checkpoint.FILENAME, *last_checkpoint.FILES)  # what a run writes i
 
 
 @takes_runtime("train-seg")
+@takes_data
 @dataclass(frozen=True)
 class TrainSegConfig:
     masks: Path
-    root: Path
     out: Path
-    dataset: str = "voc"
-    split: str = "train_aug"
-    split_file: Path | None = None
-    classes_file: Path | None = None
+    data: DataSpec = DataSpec(split="train_aug")
     backbone: str = "resnet101"
     pretrained: bool = True  # the paper's DeepLab starts from ImageNet weights
     weights: Path | None = None
@@ -97,11 +94,11 @@ def run(cfg: TrainSegConfig) -> Path:
     if not Path(cfg.masks).is_dir():
         raise ArtifactError(f"{cfg.masks}: --masks folder not found; run `usage refine-psa --out {cfg.masks}` first")
     masks = read_label_folder(cfg.masks, MASK_STAGES)
-    ds = DataSpec.of(cfg).load()
+    ds = cfg.data.load()
     check_class_names(cfg.masks, masks.get("class_names"), ds.meta.class_names, "make the masks from this dataset, or pass its --classes")
     mask_ids = label_ids(cfg.masks)
     pairing = check_pairing(cfg.masks, recorded_data(masks), ds, force=rt.force, ids=mask_ids, use="train on them")
-    data = identity(ds, cfg.split_file)  # reads every image header: an unreadable one fails before training
+    data = identity(ds, cfg.data.split_file)  # reads every image header: an unreadable one fails before training
     config = run_config(cfg, config_drop(cfg))  # what defines the run (manifest, resume check)
     owned = (seg_checkpoint.FILENAME,) if rt.resume else OWNED
     claim_out(cfg.out, "train-seg", config, owned, force=rt.force, ignore=("epochs", "warmup_epochs") if rt.resume else ())
@@ -131,7 +128,7 @@ def _write_outputs(cfg: TrainSegConfig, net, ds, config: dict, source: str, out:
     seg_checkpoint.save_seg_checkpoint(
         out, model={k: v.detach().cpu() for k, v in net.state_dict().items()}, model_config=net.model_config,
         class_names=list(ds.meta.class_names),
-        dataset={"name": cfg.dataset, "split": cfg.split, "root": str(cfg.root), "num_images": len(ds)},
+        dataset={"name": cfg.data.dataset, "split": cfg.data.split, "root": str(cfg.data.root), "num_images": len(ds)},
         train_config=config, weights_source=source,
     )  # fmt: skip
     manifest = build_manifest(
