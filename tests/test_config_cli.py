@@ -155,7 +155,7 @@ def test_dense_backbones_fail_the_same_way_and_a_weights_file_needs_no_hub(tmp_p
     with pytest.raises(ConfigError, match=r"resnet18 backbone: its ImageNet weights are not available offline.*--weights FILE"):
         load_backbone_weights(net, pretrained=True)
     torch.save(build_backbone("deit_t").model.state_dict(), tmp_path / "deit_t.pth")
-    assert build_backbone("deit_t", pretrained=True, weights=str(tmp_path / "deit_t.pth")).family == "transformer"
+    assert build_backbone("deit_t", pretrained=True, weights=str(tmp_path / "deit_t.pth")).caps.tokens
 
 
 def test_manifests_record_absolute_paths_beside_the_given_ones(tmp_path, monkeypatch):

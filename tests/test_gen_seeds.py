@@ -156,7 +156,7 @@ def test_bad_checkpoints_are_refused(ckpt, synth_root, tmp_path):
     torch.save(bad, tmp_path / "mismatch.pt")
     with pytest.raises(ArtifactError, match="does not match its architecture 'efficientnet_lite0'"):
         run(_cfg(tmp_path / "mismatch.pt", synth_root, tmp_path / "o"))
-    with pytest.raises(ConfigError, match="needs a transformer"):
+    with pytest.raises(ConfigError, match="needs a classifier whose attention can be read"):
         cnn = build_classifier({"backbone": "resnet50", "num_classes": 6, "img_size": 32})
         save_checkpoint(tmp_path / "cnn.pt", {"format": "usage-cls-checkpoint", "version": "1.0.0", "model": cnn.state_dict(), "model_config": cnn.model_config})
         run(_cfg(tmp_path / "cnn.pt", synth_root, tmp_path / "o", refine="patch-affinity"))
@@ -200,7 +200,7 @@ def test_auto_refine_and_source_follow_what_the_classifier_supports():
     for net, refine, source, layers, message in [
         (vit, "auto", "attn", 12, "--source attn needs an mct checkpoint"),
         (vit, "patch-affinity", "auto", 13, "--affinity-layers 13: deit_t has only 12 layers"),
-        (cnn, "patch-affinity", "auto", 1, "--refine patch-affinity needs a transformer classifier"),
+        (cnn, "patch-affinity", "auto", 1, "--refine patch-affinity needs a classifier whose attention can be read"),
         (vit, "crf", "auto", 1, "unknown --refine 'crf'"),
         (vit, "auto", "grad", 1, "unknown --source 'grad'"),
     ]:

@@ -165,7 +165,7 @@ def test_stage_files_stay_short(path):
 # ---------------------------------------------------------------- one dense backbone
 
 TIMM_INTERNALS = re.compile(r"\b(patch_embed|embed_dim|feature_info|num_features|forward_intermediates|forward_features|create_model)\b")
-TIMM_OWNERS = {"models/backbones.py", "models/vit.py", "models/weights.py"}  # the wrapper, the attention forward, weight files
+TIMM_OWNERS = {"models/backbones.py", "models/backbone_caps.py", "models/vit.py", "models/weights.py"}  # the wrapper, its capabilities, the attention forward, weight files
 
 
 @pytest.mark.parametrize("path", _sources("models", "stages", "chains", "tasks", "algorithms", "engine"), ids=lambda p: str(p.relative_to(PKG)))

@@ -49,7 +49,7 @@ def test_bad_inputs_are_clear_errors():
     m = build_classifier({"backbone": "deit_t", "num_classes": 2, "img_size": 64})
     with pytest.raises(ConfigError, match="image size 60x64 is not divisible by the patch size 16"):
         m(torch.randn(1, 3, 60, 64))
-    with pytest.raises(ConfigError, match="needs a transformer backbone"):
+    with pytest.raises(ConfigError, match="needs class tokens: a ViT / DeiT backbone"):
         build_classifier({"backbone": "resnet50", "num_classes": 2, "mapping": "mct"})
     with pytest.raises(ConfigError, match="unknown mapping 'gap'"):
         build_classifier({"backbone": "deit_t", "num_classes": 2, "mapping": "gap"})
@@ -129,7 +129,7 @@ def test_every_network_takes_name_and_family_from_backbones(name, family):
     nets = [build_classifier({"backbone": name, "num_classes": 3, "img_size": 64}),
             build_segnet({"backbone": name, "num_classes": 3, "aspp_channels": 8, "img_size": 64}),
             build_affinitynet({"backbone": name, "img_size": 64})]  # fmt: skip
-    assert backbone_family(name) == family and [n.family for n in nets] == [family] * 3
+    assert backbone_family(name) == family and [n.caps.family for n in nets] == [family] * 3
     for build in (lambda: build_segnet({"backbone": "vgg_nonsense", "num_classes": 3}), lambda: build_affinitynet({"backbone": "vgg_nonsense"})):
         with pytest.raises(ConfigError, match="unknown backbone 'vgg_nonsense'; supported: deit_s, deit_t, efficientnet_lite0"):
             build()
@@ -162,3 +162,53 @@ def test_the_mapping_table_says_what_each_mapping_needs():
         out = m(torch.randn(1, 3, 32, 32))
     assert m.mapping == "mil" and m.mapping_spec is get_mapping("mil")
     assert torch.equal(out["logits"], mil_scores(out["cams"], 0.3))  # the classifier scores by the table
+
+
+# ---------------------------------------------------------------- backbone families: what each offers, built on the meta device
+
+
+@pytest.mark.parametrize(
+    "name,tokens,strides,multiple,attention,stride4,mean",
+    [("deit_tiny_patch16_224", True, (16,) * 12, 16, 12, None, (0.485, 0.456, 0.406)),
+     ("resnet18", False, (2, 4, 8, 16, 32), 1, 0, 1, (0.485, 0.456, 0.406)),
+     ("tf_efficientnet_lite0", False, (2, 4, 8, 16, 32), 1, 0, 1, (0.5, 0.5, 0.5)),
+     ("convnext_atto", False, (4, 8, 16, 32), 1, 0, 0, (0.485, 0.456, 0.406))],
+)  # fmt: skip
+def test_one_tiny_model_per_family_offers_its_capabilities(name, tokens, strides, multiple, attention, stride4, mean):
+    """ViT / DeiT, ResNet, EfficientNet and ConvNeXt: levels by stride, token grid and attention, input
+    multiple, mean / std — and the three networks built on the meta device take what they need from
+    them (the segmentation decoder the level at stride 4: ConvNeXt's level 0, not its stride-8 level 1)."""
+    from usage_cli.models.backbones import capabilities
+
+    caps = capabilities(name)
+    assert (caps.tokens, caps.level_strides, caps.input_multiple, caps.attention_layers, caps.mean) == (tokens, strides, multiple, attention, mean)
+    assert (caps.level_at(4) if not tokens else None) == stride4
+    with torch.device("meta"):
+        seg = build_segnet({"backbone": name, "num_classes": 3, "aspp_channels": 8, "img_size": 64, "output_stride": 16})
+        aff = build_affinitynet({"backbone": name, "img_size": 64})
+        cls = build_classifier({"backbone": name, "num_classes": 3, "img_size": 64})
+    if tokens:
+        assert seg.encoder.levels is None and seg.encoder.strides == [16] and aff.strides == [16, 16, 16]
+        assert (cls.backbone.attention_layers, cls.backbone.attention_heads, cls.backbone.size_multiple) == (12, 3, 16)
+        assert cls.backbone.num_tokens(64, 48) == 4 * 3 + 1
+    else:
+        assert seg.encoder.levels == (stride4, -1) and seg.encoder.strides == [4, 16]
+        assert seg.encoder.channels[0] == caps.level_channels[stride4] and aff.strides == [8, 16, 32]
+        assert (cls.backbone.attention_layers, cls.backbone.size_multiple, cls.backbone.stride) == (0, 1, 16)
+    assert seg.expected_norm()["mean"] == list(mean) and cls.backbone.norm_stats()[0] == mean
+
+
+@pytest.mark.parametrize(
+    "name,lacks",
+    [("swin_tiny_patch4_window7_224", r"a hierarchical transformer, no single grid of patch tokens.*features are NHWC"),
+     ("efficientformer_l1", r"no patch tokens.*no output stride \(dilation\)"),
+     ("beit_base_patch16_224", r"not timm's ViT blocks, so their attention cannot be read"),
+     ("densenet121", r"no output stride \(dilation\)")],
+)  # fmt: skip
+def test_a_family_the_networks_cannot_read_is_refused_with_what_it_lacks(name, lacks):
+    from usage_cli.models.backbones import capabilities
+
+    with pytest.raises(ConfigError, match=rf"backbone '{name}' \(\w+\) is not supported: .*{lacks}.*; supported: ViT / DeiT, ResNet"):
+        capabilities(name)
+    with pytest.raises(ConfigError, match="is not supported"):
+        build_segnet({"backbone": name, "num_classes": 3})

@@ -98,7 +98,8 @@ def test_segnet_shapes_per_backbone_family(backbone, os_, feat):
         out = net(torch.randn(1, 3, 50, 70))  # odd size: the logits still come back at the input size
     assert tuple(high.shape[-2:]) == (feat, feat)
     assert net.encoder.stride == 64 // feat
-    assert (low is None) == (net.encoder.family == "transformer")
+    assert (low is None) == net.caps.tokens
+    assert low is None or tuple(low.shape[-2:]) == (16, 16)  # the level at stride 4, whichever index it has
     assert tuple(out.shape) == (1, 5, 50, 70)
     # the head trains at 10x: backbone and head parameters partition the network
     n_all = sum(p.numel() for p in net.parameters())

@@ -5,7 +5,7 @@ Per view the activation map (or, for class tokens, the class-to-patch attention 
 refined with the patch-to-patch attention affinity (transformers, MCTformer), then ReLU'd,
 un-flipped, resized to the image size and summed (``fuse.fuse_views``).
 
-The classifier is asked, not inspected: ``net.family``, ``net.mapping_spec`` (class tokens, seed
+The classifier is asked, not inspected: its backbone's ``attention_layers``, ``net.mapping_spec`` (class tokens, seed
 sources), ``net.input_norm()`` and the geometry of ``net.backbone`` (``size_multiple``,
 ``num_prefix_tokens``, ``attention_layers``).
 """
@@ -37,10 +37,10 @@ class CamInference:
     normalise: str = "max"  # how the views are fused (ReLU'd or not) for fuse.seed_maps; see fuse.NORMALISE
 
 
-def auto_refine(family: str, pretrained: bool) -> tuple[str, str]:
-    """``--refine auto``: the refinement the seed-step study supports for this classifier, and why
-    (docs/results.md, "The seed step")."""
-    if family != "transformer":
+def auto_refine(attention: bool, pretrained: bool) -> tuple[str, str]:
+    """``--refine auto``: the refinement the seed-step study supports for this classifier (``attention``:
+    its backbone's attention can be read), and why (docs/results.md, "The seed step")."""
+    if not attention:
         return "none", "a CNN has no attention to refine with"
     if pretrained:
         return "patch-affinity", "a transformer with ImageNet weights: MCTformer's patch affinity from its attention (the paper's setting)"
@@ -61,11 +61,11 @@ def resolve_options(net, refine: str = "auto", source: str = "auto", affinity_la
     ``pretrained``: the classifier was trained from ImageNet weights."""
     backbone = net.model_config["backbone"]
     if refine == "auto":
-        refine = auto_refine(net.family, pretrained)[0]
+        refine = auto_refine(net.backbone.attention_layers > 0, pretrained)[0]
     if refine not in REFINES:
         raise ConfigError(f"unknown --refine '{refine}'; choose patch-affinity, none or auto")
-    if refine == "patch-affinity" and net.family != "transformer":
-        raise ConfigError(f"--refine patch-affinity needs a transformer classifier, not {backbone}")
+    if refine == "patch-affinity" and not net.backbone.attention_layers:
+        raise ConfigError(f"--refine patch-affinity needs a classifier whose attention can be read (a ViT / DeiT), not {backbone}")
     layers = net.backbone.attention_layers
     if refine == "patch-affinity" and affinity_layers > layers:
         raise ConfigError(f"--affinity-layers {affinity_layers}: {backbone} has only {layers} layers")
@@ -85,7 +85,7 @@ def resolve_seed_step(net, train_config: dict, refine: str, source: str, normali
     refine_r, source_r = resolve_options(net, refine, source, affinity_layers, pretrained=pretrained)
     step = {"refine": refine_r, "source": source_r, "classifier_pretrained": pretrained}
     step["normalise"] = auto_normalise(refine_r)[0] if normalise == "auto" else normalise
-    step["refine_rule"] = auto_refine(net.family, pretrained)[1] if refine == "auto" else "set by --refine"
+    step["refine_rule"] = auto_refine(net.backbone.attention_layers > 0, pretrained)[1] if refine == "auto" else "set by --refine"
     step["normalise_rule"] = auto_normalise(refine_r)[1] if normalise == "auto" else "set by --normalise"
     return step
 

@@ -52,7 +52,7 @@ def command(
     bg_const: BgConst = None,
     walk_norm: WalkNorm = None,
     radius: Radius = 5,
-    backbone: Annotated[str, typer.Option(help="resnet50, resnet101, efficientnet_lite0, deit_s, deit_t or a timm name.")] = "resnet50",
+    backbone: Annotated[str, typer.Option(help="resnet50, resnet101, efficientnet_lite0, deit_s, deit_t or a timm name of a supported family (ViT / DeiT, ResNet, EfficientNet, ConvNeXt, ...; docs/architecture.md).")] = "resnet50",
     pretrained: Annotated[bool | None, typer.Option("--pretrained/--no-pretrained", help=preset_help("pretrained", "Start AffinityNet from ImageNet weights (efficientnet_lite0/lite2: bundled, offline; others: hub, or --weights FILE).", REFINE_PSA), show_default=False)] = None,
     weights: Annotated[Path | None, typer.Option(help="Local backbone weights file.")] = None,
     epochs: Annotated[int, typer.Option(help="AffinityNet epochs.")] = 5,

@@ -25,7 +25,7 @@ def command(
     out: Annotated[Path | None, typer.Option(help="Output folder: affinity.pt, manifest.json, last.pt, log.jsonl. Required (here or in --config).")] = None,
     data: DataSpec = DataSpec(split="train_aug"),
     radius: Annotated[int, typer.Option(help="Affinity radius on the feature grid.")] = 5,
-    backbone: Annotated[str, typer.Option(help="resnet50, resnet101, efficientnet_lite0, deit_s, deit_t or a timm name.")] = "resnet50",
+    backbone: Annotated[str, typer.Option(help="resnet50, resnet101, efficientnet_lite0, deit_s, deit_t or a timm name of a supported family (ViT / DeiT, ResNet, EfficientNet, ConvNeXt, ...; docs/architecture.md).")] = "resnet50",
     pretrained: Annotated[bool, typer.Option(help="Start from ImageNet weights, as both refine-psa presets (efficientnet_lite0/lite2: bundled, offline; others: hub, or --weights FILE).")] = True,
     weights: Annotated[Path | None, typer.Option(help="Local backbone weights file.")] = None,
     epochs: Annotated[int, typer.Option(help="Training epochs.")] = 5,

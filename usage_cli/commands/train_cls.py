@@ -25,7 +25,7 @@ def command(
     out: Annotated[Path | None, typer.Option(help="Output folder (checkpoint.pt, last.pt, log.jsonl, manifest.json). Required (here or in --config).")] = None,
     data: DataSpec = DataSpec(split="train_aug"),
     val_split: Annotated[str, typer.Option(help="Split for per-epoch mAP/F1 ('' to skip).")] = "val",
-    backbone: Annotated[str, typer.Option(help="deit_s, deit_t, efficientnet_lite0, efficientnet_lite2, resnet50, resnet101 or a timm name.")] = "deit_s",
+    backbone: Annotated[str, typer.Option(help="deit_s, deit_t, efficientnet_lite0, efficientnet_lite2, resnet50, resnet101 or a timm name of a supported family (ViT / DeiT, ResNet, EfficientNet, ConvNeXt, ...; docs/architecture.md).")] = "deit_s",
     preset: Annotated[str, typer.Option(help=f"Values for unset options, per backbone family: {', '.join(TRAIN_CLS)}.")] = "paper",
     config: ConfigFile = None,
     print_config: PrintConfig = False,

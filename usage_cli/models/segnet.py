@@ -1,8 +1,9 @@
 """DeepLab-v3+ style segmentation network on a timm backbone.
 
-* CNN backbones (resnet50/101, efficientnet_lite0/lite2, any timm CNN with ``features_only``) run at
-  output stride 8 or 16 through timm's dilation support; the decoder fuses the stride-4 feature.
-* Transformer backbones (deit_t, deit_s, any timm ViT) give a stride-16 grid of patch tokens
+* CNN backbones (resnet50/101, efficientnet_lite0/lite2, ConvNeXt, any CNN the backbone capabilities
+  accept) run at output stride 8 or 16 through timm's dilation support; the decoder fuses the level at
+  stride 4, chosen by its stride (level 1 of a ResNet or EfficientNet, level 0 of a ConvNeXt).
+* ViT backbones (deit_t, deit_s, any timm VisionTransformer) give a stride-16 grid of patch tokens
   (prefix tokens dropped; position embeddings resized for any input size); no low-level feature.
 
 Both come from ``models/backbones.py:DenseBackbone`` (the encoder; its timm model is kept as ``body``).
@@ -26,7 +27,7 @@ from usage_cli.errors import ConfigError
 from usage_cli.models.backbones import (
     DenseBackbone,
     Stats,
-    backbone_family,
+    capabilities,
     load_backbone_weights,
     recorded_norm_stats,
 )
@@ -79,9 +80,11 @@ class SegNet(nn.Module):
         os_ = int(model_config.get("output_stride", 16))
         if os_ not in (8, 16):
             raise ConfigError(f"output stride must be 8 or 16, got {os_}")
-        # a CNN's stride-4 stage for the decoder and its deepest (dilated to the output stride); a
-        # transformer's final patch tokens (stride 16, no finer level), its input padded to the patch size
-        levels = (1, -1) if backbone_family(model_config["backbone"]) == "cnn" else None
+        # a CNN's stride-4 level for the decoder (level 1 of a ResNet, level 0 of a ConvNeXt) and its
+        # deepest (dilated to the output stride); a ViT's final patch tokens (no finer level), its input
+        # padded to the patch size
+        caps = capabilities(model_config["backbone"])
+        levels = None if caps.tokens else (caps.level_at(4), -1)
         self.encoder = DenseBackbone(
             model_config["backbone"], levels=levels, output_stride=os_, img_size=int(model_config.get("img_size", 224)), pad=True, attr="body"
         )  # fmt: skip
@@ -101,8 +104,9 @@ class SegNet(nn.Module):
         return self.encoder.body
 
     @property
-    def family(self) -> str:
-        return self.encoder.family
+    def caps(self):
+        """The encoder's capabilities (``models/backbone_caps.py``)."""
+        return self.encoder.caps
 
     def expected_norm(self) -> dict[str, list[float]]:
         """The input mean / std to train with, which train-seg records in ``model_config``: what the
