@@ -153,6 +153,16 @@ def test_run_config_equals_the_copies_it_replaced(case):
     assert after == json.loads(json.dumps(before))  # plain JSON types: str paths, lists
 
 
+def test_config_paths_record_the_dataset_blocks_paths_too():
+    """A manifest's ``paths`` (where relative options pointed: a rerun that spells them otherwise is the
+    same run) hold the dataset block's ``root`` and files beside the stage's own."""
+    from usage_cli.artifacts.manifest import config_paths
+    from usage_cli.stages.train_seg import TrainSegConfig
+
+    paths = config_paths(TrainSegConfig(masks=Path("m"), root=Path("r"), out=Path("o"), split_file=Path("list.txt")))
+    assert paths == {k: str(Path(k2).resolve()) for k, k2 in (("masks", "m"), ("out", "o"), ("root", "r"), ("split_file", "list.txt"))}
+
+
 def test_run_config_drop_and_keep():
     from usage_cli.stages.evaluate import EvaluateConfig
 

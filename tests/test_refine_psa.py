@@ -441,6 +441,29 @@ def test_auto_constants_read_a_store_once_until_it_changes(synth_root, tmp_path,
     assert len(calls) == 3
 
 
+def test_a_run_opens_its_seed_store_once_a_stage_and_hashes_it_once(synth_root, seeds, tmp_path, monkeypatch):
+    """refine-psa: psa-labels and psa-walk each open the store once (and the auto preset's scan at most
+    once more), and the store is hashed once for the whole chain; a rerun in a new process (digests
+    forgotten) trusts the hash its steps' manifests recorded for the store's size and time: none."""
+    from usage_cli.artifacts import manifest
+    from usage_cli.artifacts.seeds import SeedReader
+
+    opened, hashed = [], []
+    init, read = SeedReader.__init__, manifest._read_digest
+    monkeypatch.setattr(SeedReader, "__init__", lambda self, path, *a, **k: opened.append(Path(path).resolve()) or init(self, path, *a, **k))
+    monkeypatch.setattr(manifest, "_read_digest", lambda p, chunk: hashed.append(p.resolve()) or read(p, chunk))
+    monkeypatch.setattr(manifest, "_DIGESTS", {})
+    cfg = RefinePsaConfig(seeds=seeds, dataset="voc", root=synth_root, split="train", out=tmp_path / "m", **TINY)
+    run(cfg)
+    assert hashed.count(seeds.resolve()) == 1 and 2 <= opened.count(seeds.resolve()) <= 3
+    monkeypatch.setattr(manifest, "_DIGESTS", {})  # a new process
+    hashed.clear()
+    run(cfg)  # psa-labels and train-aff kept; the walk redone
+    assert hashed.count(seeds.resolve()) == 0
+    inputs = json.loads((Path(cfg.out) / "confident" / "manifest.json").read_text())["inputs"]["seeds"]
+    assert (inputs["size"], inputs["mtime_ns"]) == (seeds.stat().st_size, seeds.stat().st_mtime_ns)
+
+
 def test_walk_grid_reproduces_psa_walk_and_scores_like_evaluate(synth_root, seeds, refined, tmp_path):
     """bench/walk_grid.py's cell for the preset's own settings is the masks refine-psa wrote (same
     function, features shared across the grid), scored by the evaluator."""

@@ -14,7 +14,7 @@ from typing import Any
 
 from usage_cli import __version__
 from usage_cli.artifacts.atomic import write_text_atomic
-from usage_cli.blocks import flat_blocks
+from usage_cli.blocks import flat_blocks, flat_values
 from usage_cli.errors import ArtifactError
 from usage_cli.registry import producer
 
@@ -22,12 +22,62 @@ MANIFEST_NAME = "manifest.json"
 MANIFEST_VERSION = "1.0.0"
 
 
+_DIGESTS: dict[tuple, str] = {}  # a file's version (_version) -> its sha256, for this process
+
+
+def _version(p: Path) -> tuple:
+    """What identifies one version of a file: its resolved path, device, inode, size and modification
+    time (gen-seeds and the checkpoints publish by renaming, so a new version is a new inode)."""
+    st = p.stat()
+    return (str(p.resolve()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """The sha256 of a file, read once per process per version of it: the stages of a chain, each
+    pinning the same seed store, hash it once — or never, where a manifest recorded its hash for this
+    size and modification time (:func:`trust_recorded`)."""
+    p = Path(path)
+    key = _version(p)
+    if key not in _DIGESTS:
+        _DIGESTS[key] = _read_digest(p, chunk)
+    return _DIGESTS[key]
+
+
+def _read_digest(p: Path, chunk: int) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open(p, "rb") as f:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def _pinned_file(path: str | Path) -> Path:
+    """The file an input's digest is of: the file, or a folder's manifest (which pins its contents)."""
+    p = Path(path)
+    return p / MANIFEST_NAME if p.is_dir() else p
+
+
+def trust_recorded(path: str | Path, record: dict[str, Any]) -> None:
+    """An input as a manifest recorded it (``sha256``, ``size``, ``mtime_ns``): while the file keeps that
+    size and modification time (what make and rsync trust), its hash is taken as recorded, not read."""
+    p = _pinned_file(path)
+    try:
+        st = p.stat()
+    except OSError:
+        return
+    if record.get("sha256") and (record.get("size"), record.get("mtime_ns")) == (st.st_size, st.st_mtime_ns):
+        _DIGESTS.setdefault(_version(p), record["sha256"])
+
+
+def _input_record(path: str | Path, required: bool) -> dict[str, Any]:
+    """A manifest's record of one input: as given, resolved, its digest, and the size and modification
+    time the digest is of (so a later run may trust it, :func:`trust_recorded`)."""
+    digest, pinned = input_digest(path, required), _pinned_file(path)
+    record = {"path": str(path), "resolved": str(Path(path).resolve()), "sha256": digest}
+    if digest is not None:
+        st = pinned.stat()
+        record.update(size=st.st_size, mtime_ns=st.st_mtime_ns)
+    return record
 
 
 def run_config(cfg: Any, drop: Iterable[str] = (), keep: Iterable[str] | None = None) -> dict[str, Any]:
@@ -107,10 +157,7 @@ def build_manifest(
         "tool_version": __version__,
         "config": config,
         "config_hash": config_hash(config),
-        "inputs": {
-            name: {"path": str(path), "resolved": str(Path(path).resolve()), "sha256": input_digest(path, not unpinned_ok)}
-            for name, path in inputs.items()
-        },
+        "inputs": {name: _input_record(path, not unpinned_ok) for name, path in inputs.items()},
         "paths": paths or {},
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         **extra,
@@ -118,12 +165,15 @@ def build_manifest(
 
 
 def config_paths(cfg) -> dict[str, str]:
-    """The absolute path of every path-valued field of a stage's config dataclass (root, out, inputs)."""
+    """The absolute path of every path-valued option of a stage's config dataclass (root, out, inputs;
+    a block's, such as the dataset's ``root``, flat beside the others)."""
     hints = typing.get_type_hints(type(cfg))
+    for field in flat_blocks(cfg):
+        hints.update(typing.get_type_hints(type(getattr(cfg, field))))
     return {
-        f.name: str(Path(v).resolve())
-        for f in dataclasses.fields(cfg)
-        if isinstance(v := getattr(cfg, f.name), (str, Path)) and Path in (typing.get_args(hints[f.name]) or (hints[f.name],))
+        k: str(Path(v).resolve())
+        for k, v in flat_values(cfg).items()
+        if isinstance(v, (str, Path)) and Path in (typing.get_args(hints[k]) or (hints[k],))
     }
 
 
@@ -142,6 +192,9 @@ def up_to_date(folder: str | Path, stage: str, config: dict[str, Any], inputs: d
         old = json.loads((Path(folder) / MANIFEST_NAME).read_text())
         pinned = {k: v["sha256"] for k, v in old["inputs"].items()}
         same = old["stage"] == stage and old["config_hash"] == config_hash(config) and set(pinned) == set(inputs)
+        for k, p in inputs.items():
+            if same:
+                trust_recorded(p, old["inputs"][k])
         same = same and all(Path(p).exists() and input_digest(p, required=False) == pinned[k] for k, p in inputs.items())
         if artifact is not None:
             same = same and old.get("artifact") == str(artifact) and Path(artifact).is_file() and sha256_file(artifact) == old.get("artifact_sha256")

@@ -51,44 +51,35 @@ class EvaluateConfig:
     runtime: Runtime = Runtime()  # workers, quiet, force (score a prediction made from another data set; recorded in the output)
 
 
-def _class_names(pred: Path, kind: str) -> list[str] | None:
-    """The class names a seed store or a label folder's manifest records (None when it records none)."""
-    if kind == "seeds":
-        with SeedReader(pred) as r:
-            return r.attrs.get("class_names")
-    return folder_class_names(pred)
+@dataclass(frozen=True)
+class _Prediction:
+    """What evaluate reads of a prediction before scoring, in one open of it: its kind ("png" | "seeds"),
+    ids, recorded class names and data set, and a seed store's own background threshold."""
+
+    kind: str
+    ids: set[str]
+    class_names: list[str] | None
+    recorded: dict | None
+    threshold: dict | None = None
 
 
-def _recorded_data(pred: Path, kind: str) -> dict | None:
-    """The data set a seed store (its attributes) or a label folder (its manifest) records it was made from."""
-    if kind == "seeds":
-        with SeedReader(pred) as r:
-            return recorded_data(r.attrs)
-    try:
-        return recorded_data(read_manifest(pred))
-    except ArtifactError:  # PNGs made by hand: no manifest, nothing recorded
-        return None
+def _read_prediction(pred: Path) -> _Prediction:
+    if pred.is_dir():
+        try:  # PNGs made by hand: no manifest, nothing recorded
+            recorded = recorded_data(read_manifest(pred))
+        except ArtifactError:
+            recorded = None
+        return _Prediction("png", label_ids(pred), folder_class_names(pred), recorded)
+    if not is_seed_store(pred):
+        raise ArtifactError(f"{pred}: no such folder of label PNGs or seed file")
+    with SeedReader(pred) as r:
+        t = recorded_threshold(r.attrs)
+        return _Prediction("seeds", set(r.ids()), r.attrs.get("class_names"), recorded_data(r.attrs), None if t is None else {"value": t[0], "rule": t[1]})
 
 
 def is_metrics_file(doc) -> bool:
     """A ``metrics.json`` usage evaluate wrote (the only file ``--out`` replaces)."""
     return isinstance(doc, dict) and isinstance(doc.get("manifest"), dict) and doc["manifest"].get("stage") == "evaluate"
-
-
-def _pipeline_threshold(pred: Path) -> dict | None:
-    """The background threshold gen-seeds chose without ground truth (None for a store without one)."""
-    with SeedReader(pred) as r:
-        recorded = recorded_threshold(r.attrs)
-    return None if recorded is None else {"value": recorded[0], "rule": recorded[1]}
-
-
-def _prediction_ids(pred: Path) -> tuple[str, set[str]]:
-    if pred.is_dir():
-        return "png", label_ids(pred)
-    if is_seed_store(pred):
-        with SeedReader(pred) as r:
-            return "seeds", set(r.ids())
-    raise ArtifactError(f"{pred}: no such folder of label PNGs or seed file")
 
 
 def _summary(mat: np.ndarray, pred_ignored: np.ndarray, names: tuple[str, ...]) -> dict:
@@ -136,10 +127,11 @@ def run(cfg: EvaluateConfig) -> dict:
     no_mask = [r.id for r in ds.records if r.mask_path is None]
     if no_mask:
         raise ArtifactError(f"{cfg.data.root}: no ground-truth mask for {len(no_mask)} id(s) of '{cfg.data.split}' (first: {no_mask[0]})")
-    kind, have = _prediction_ids(cfg.pred)
-    check_class_names(cfg.pred, _class_names(cfg.pred, kind), ds.meta.class_names, "score it on the dataset it was made for, or pass its --classes")
+    pred = _read_prediction(cfg.pred)  # the one read of it before scoring
+    kind, have = pred.kind, pred.ids
+    check_class_names(cfg.pred, pred.class_names, ds.meta.class_names, "score it on the dataset it was made for, or pass its --classes")
     data = identity(ds, cfg.data.split_file, check_images=False)  # evaluate reads no image
-    pairing = check_pairing(cfg.pred, _recorded_data(cfg.pred, kind), ds, force=cfg.runtime.force, ids=have, use="score it", known=data["fingerprint"])
+    pairing = check_pairing(cfg.pred, pred.recorded, ds, force=cfg.runtime.force, ids=have, use="score it", known=data["fingerprint"])
     missing = sorted({r.id for r in ds.records} - have)
     if missing and not cfg.allow_missing:
         raise ArtifactError(f"{cfg.pred}: no prediction for {len(missing)} of {len(ds)} ids of '{cfg.data.split}' (first: {missing[0]}); pass --allow-missing to count them as background")
@@ -148,7 +140,7 @@ def run(cfg: EvaluateConfig) -> dict:
     except ValueError as e:
         raise ConfigError(f"--bg-thresholds / --bg-threshold: {e}") from e
     mode = "power" if cfg.bg_power is not None else ("fixed" if cfg.bg_threshold is not None else "sweep-best")
-    pipeline_t = _pipeline_threshold(cfg.pred) if kind == "seeds" and mode == "sweep-best" else None
+    pipeline_t = pred.threshold if mode == "sweep-best" else None
     if pipeline_t is not None:  # scored exactly: the store's own cut joins the sweep
         thresholds = np.unique(np.append(thresholds, round(pipeline_t["value"], 6)))
     # 2. score chunks in parallel and sum
