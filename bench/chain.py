@@ -34,9 +34,9 @@ import sys
 import time
 from pathlib import Path
 
-BENCH = Path(__file__).resolve().parent
-sys.path.insert(0, str(BENCH))
-import paper_tables as pt  # noqa: E402  (the USAGE row, the settings, train-cls commands and statistics)
+import paper_tables as pt  # bench/paper_tables.py, beside this script: the USAGE row, the settings, train-cls commands
+
+from usage_cli.metrics.stats import fmt_num, fmt_stat, mean_std, paired_diffs
 
 PRESETS = ("auto", "psa", "mctformer")
 
@@ -160,7 +160,7 @@ def render_md(meta: dict, results: dict) -> str:
         "",
         f"- dataset `{meta['dataset']}` at `{meta['root']}`; classifier `{meta['backbone']}` "
         f"({'ImageNet weights' if st['pretrained'] else 'from scratch'}), row `{meta['row']}`; training seeds {','.join(map(str, meta['seeds']))}",
-        f"- train-cls: epochs {st['epochs']}, img size {st['img_size']}, batch {st['batch_size']}, lr {pt._fmt_num(st['lr'])}, aug {st['aug']}"
+        f"- train-cls: epochs {st['epochs']}, img size {st['img_size']}, batch {st['batch_size']}, lr {fmt_num(st['lr'])}, aug {st['aug']}"
         + (f", extra `{st['extra']}`" if st["extra"] else ""),
         f"- gen-seeds: scales {st['scales']}" + (f", `{meta['gen_seeds_extra']}`" if meta["gen_seeds_extra"] else "") + "; refine-psa: `--preset P "
         + meta["aff_args"] + "`; train-seg: `" + meta["seg_args"] + "`; predict-seg: `" + meta["pred_args"] + "`",
@@ -173,10 +173,10 @@ def render_md(meta: dict, results: dict) -> str:
     ]
     for preset in meta["presets"]:
         per = {s: results[preset, s] for s in meta["seeds"] if (preset, s) in results}
-        cells = [pt.fmt_stat(pt.mean_std(r.get(k.format(**f)) for r in per.values())) for k, _ in columns]
+        cells = [fmt_stat(mean_std(r.get(k.format(**f)) for r in per.values())) for k, _ in columns]
         for a, b in gains:
-            diffs = pt.paired_diffs({s: r.get(a.format(**f)) for s, r in per.items()}, {s: r.get(b.format(**f)) for s, r in per.items()})
-            cells.append(pt.fmt_stat(pt.mean_std(diffs.values()), signed=True))
+            diffs = paired_diffs({s: r.get(a.format(**f)) for s, r in per.items()}, {s: r.get(b.format(**f)) for s, r in per.items()})
+            cells.append(fmt_stat(mean_std(diffs.values()), signed=True))
         lines.append(f"| {preset} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -29,17 +29,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import re
 import shlex
 import shutil
-import statistics
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from usage_cli.metrics.stats import fmt_num, fmt_stat, mean_std, paired_diffs
+from usage_cli.presets import TRAIN_CLS
 
 TABLES = ("table1", "table5", "table7", "table8")
 TITLES = {
@@ -101,22 +102,17 @@ class Row:
         return re.sub(r"[^A-Za-z0-9+=.-]+", "_", "_".join(f.lstrip("-") for f in self.flags))
 
 
-FAMILY_TAU1 = {"transformer": 1.0, "cnn": 50.0}  # the train-cls preset's values
 
 
 def _mr(mapping: str, reg: str, family: str = "", tau1: float | None = None, schedule: str | None = None) -> tuple[str, ...]:
     """A row's train-cls flags, every one that tells rows apart given explicitly: cm rows their tau1
     (the family's unless given), aa rows their schedule (self-adaptive unless given)."""
     flags = ("--mapping", mapping, "--reg", reg)
-    if mapping == "cm" and (tau1 is not None or family in FAMILY_TAU1):
-        flags += ("--tau1", _fmt_num(tau1 if tau1 is not None else FAMILY_TAU1[family]))
+    if mapping == "cm" and (tau1 is not None or family in TRAIN_CLS["paper"]):
+        flags += ("--tau1", fmt_num(tau1 if tau1 is not None else TRAIN_CLS["paper"][family]["tau1"]))  # the train-cls preset's
     if reg == "aa":
         flags += ("--aa-schedule", schedule or "self-adaptive")
     return flags
-
-
-def _fmt_num(x: float) -> str:
-    return f"{x:g}"
 
 
 def table_rows(table: str, family: str, tau1s: list[float] | None = None, only: list[str] | None = None) -> tuple[list[Row], list[str]]:
@@ -133,7 +129,7 @@ def table_rows(table: str, family: str, tau1s: list[float] | None = None, only: 
         rows = [cam, Row("cm", _mr("cm", "none", family), paper=ref.get("cm")), Row("cm+aa", _mr("cm", "aa", family), paper=ref.get("cm+aa"))]
     elif table == "table5":
         tau1s = tau1s if tau1s else [float(t) for t in REDUCED_TAU1S.split(",")]
-        rows = [cam] + [Row(f"cm+aa tau1={_fmt_num(t)}", _mr("cm", "aa", family, tau1=t), paper=ref.get(t)) for t in tau1s]
+        rows = [cam] + [Row(f"cm+aa tau1={fmt_num(t)}", _mr("cm", "aa", family, tau1=t), paper=ref.get(t)) for t in tau1s]
     elif table == "table7":
         rows = [cam] + [Row(f"cm+aa {s}", _mr("cm", "aa", family, schedule=s), paper=ref.get(s)) for s in ("fixed", "linear", "self-adaptive")]
     else:
@@ -156,39 +152,6 @@ def table_rows(table: str, family: str, tau1s: list[float] | None = None, only: 
             raise ValueError(f"{table} has no row(s) {', '.join(unknown)}; rows: {', '.join(r.name for r in rows)}")
         rows = [r for r in rows if r.baseline or r.name in only]
     return rows, notes
-
-
-# ------------------------------------------------------------------------------------- statistics
-def _finite(values) -> list[float]:
-    return [float(v) for v in values if v is not None and math.isfinite(float(v))]
-
-
-def mean_std(values) -> dict:
-    """mean and sample std (ddof=1) of the finite values; std is None below two values."""
-    v = _finite(values)
-    return {
-        "mean": statistics.fmean(v) if v else None,
-        "std": statistics.stdev(v) if len(v) > 1 else None,
-        "n": len(v),
-    }
-
-
-def paired_diffs(row: dict[int, float | None], base: dict[int, float | None]) -> dict[int, float]:
-    """row - base per seed, over the seeds where both are finite."""
-    out = {}
-    for s in sorted(set(row) & set(base)):
-        a, b = row[s], base[s]
-        if a is not None and b is not None and math.isfinite(a) and math.isfinite(b):
-            out[s] = float(a) - float(b)
-    return out
-
-
-def fmt_stat(st: dict, digits: int = 1, signed: bool = False) -> str:
-    if not st or st.get("n", 0) == 0 or st.get("mean") is None:
-        return "-"
-    sign = "+" if signed else ""
-    m = f"{round(st['mean'], digits) or 0.0:{sign}.{digits}f}"  # no "-0.0"
-    return f"{m} (n=1)" if st["n"] == 1 else f"{m} ± {st['std']:.{digits}f}"
 
 
 def summarize(rows: list[Row], runs: list[dict]) -> list[dict]:
@@ -236,9 +199,7 @@ def resolve_settings(args, family: str) -> dict:
     """The settings every row shares: the paper's (``--paper``) or the reduced CPU budget, with
     explicit command-line values winning over both."""
     if args.paper:
-        from usage_cli.stages.train_cls import PRESETS
-
-        p = PRESETS["paper"][family]
+        p = TRAIN_CLS["paper"][family]
         base = {k: p[k] for k in ("epochs", "img_size", "batch_size", "aug")}
         base["lr"] = p["lr"]
         scales, pretrained = PAPER_SCALES, True
@@ -301,7 +262,7 @@ def commands(args, st: dict, table: str, row: Row, seed: int, val: bool, thresho
         *exe, "train-cls", *data, "--split", args.train_split, "--val-split", args.val_split or "",
         "--backbone", args.backbone, "--preset", "paper",
         "--epochs", str(st["epochs"]), "--img-size", str(st["img_size"]), "--batch-size", str(st["batch_size"]),
-        "--lr", _fmt_num(st["lr"]), "--aug", st["aug"], "--pretrained" if st["pretrained"] else "--no-pretrained",
+        "--lr", fmt_num(st["lr"]), "--aug", st["aug"], "--pretrained" if st["pretrained"] else "--no-pretrained",
         *dev, *workers, *shlex.split(st["extra"] or ""), *row.flags,
         "--seed", str(seed), "--out", str(d / "cls"), "--quiet",
     ]  # fmt: skip
@@ -318,7 +279,7 @@ def commands(args, st: dict, table: str, row: Row, seed: int, val: bool, thresho
 
     cmds = {"train-cls": train, "gen-seeds": seeds(args.eval_split), "evaluate": evaluate(args.eval_split)}
     if val:
-        t = threshold if isinstance(threshold, str) else _fmt_num(round(float(threshold), 6))
+        t = threshold if isinstance(threshold, str) else fmt_num(round(float(threshold), 6))
         cmds["gen-seeds-val"] = seeds(args.val_split)
         cmds["evaluate-val"] = evaluate(args.val_split, "--bg-threshold", t)
     return cmds
@@ -442,7 +403,7 @@ def render_md(meta: dict, rows: list[Row], summary: list[dict], notes: list[str]
         f"- dataset `{meta['dataset']}` at `{meta['root']}`; backbone `{meta['backbone']}` ({meta['family']}); "
         f"seeds {','.join(map(str, meta['seeds']))} (n={len(meta['seeds'])})",
         f"- train-cls: `--preset paper`, split `{meta['train_split']}`, epochs {st['epochs']}, img size {st['img_size']}, batch {st['batch_size']}, "
-        f"lr {_fmt_num(st['lr'])}, aug {st['aug']}, {'ImageNet-pretrained' if st['pretrained'] else 'from scratch (no --pretrained)'}, "
+        f"lr {fmt_num(st['lr'])}, aug {st['aug']}, {'ImageNet-pretrained' if st['pretrained'] else 'from scratch (no --pretrained)'}, "
         f"device {st['device']}, tau1 from the preset per family (1 transformers, 50 CNNs) except where a row sets it"
         + (f", extra flags `{st['extra']}`" if st["extra"] else ""),
         f"- seeds: scales {st['scales']}, {'with' if st['flip'] else 'no'} flip"

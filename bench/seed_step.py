@@ -38,10 +38,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import paper_tables as pt  # bench/paper_tables.py, beside this script: the rows, settings and train-cls commands of the tables
 
-BENCH = Path(__file__).resolve().parent
-sys.path.insert(0, str(BENCH))
-import paper_tables as pt  # noqa: E402  (the rows, settings and train-cls commands of the tables)
+from usage_cli.metrics.stats import fmt_num, fmt_stat, mean_std, paired_diffs
 
 SCALE_SETS = ("1.0", "1.0,0.5,1.5", "1.0,0.5,1.5,2.0")  # the last: gen-seeds' default (the paper's)
 RULES = ("mean", "otsu")  # the no-ground-truth threshold rules compared (algorithms/thresholds.py)
@@ -93,9 +92,11 @@ def grid_counts(ckpt: Path, dataset: str, root: str, split: str, steps: list[Ste
 
     from usage_cli.algorithms.cam_infer import CamInference, resolve_options, view_maps
     from usage_cli.algorithms.thresholds import BINS, fg_histogram
+    from usage_cli.artifacts.seeds import SeedEntry
     from usage_cli.data import load_dataset
     from usage_cli.data.io import read_image, read_mask
-    from usage_cli.metrics.sweep import binned_counts, fg_max_argmax, parse_thresholds
+    from usage_cli.metrics.scoring import empty_counts, sweep_counts
+    from usage_cli.metrics.sweep import parse_thresholds
     from usage_cli.models.classifier import load_classifier
 
     net, _ = load_classifier(ckpt, device)
@@ -129,13 +130,11 @@ def grid_counts(ckpt: Path, dataset: str, root: str, split: str, steps: list[Ste
                 cam = _seed_maps(views, flips, gt.shape, keys, step.normalise).cpu().numpy().astype(np.float16)
             else:
                 cam = np.zeros((0, *gt.shape), np.float16)
-            # 3. scored as evaluate scores a store
-            nonempty = (cam.view(np.int16) > 0).any(axis=(1, 2)) if cam.size else np.zeros(0, bool)
-            n_empty = int((~nonempty).sum())
-            empty[step] += (n_empty, len(keys), n_empty > 0)
+            # 3. scored as evaluate scores a store (its per-image functions)
+            entry = SeedEntry(np.asarray(keys, np.int64), cam, gt.shape)
+            empty[step] += empty_counts(entry)
             hists[step] += fg_histogram(cam)
-            m, a = fg_max_argmax(cam, np.asarray(keys, np.int64), gt.shape)
-            counts[step] += binned_counts(m, a, gt, thr, n)
+            counts[step] += sweep_counts(entry, gt, thr, n)
     return {"counts": counts, "empty": empty, "hist": hists, "images": len(ds), "names": list(ds.meta.all_names)}
 
 
@@ -222,12 +221,12 @@ def summarise(rows, seeds: list[int], steps: list[Step], results: dict, val: boo
             per = {s: results[row.name, s, step] for s in seeds if (row.name, s, step) in results}
             entry = {"row": row.name, "step": step.name, "flags": step.flags, "seeds": sorted(per)}
             for k in ("miou", "fpr", "fnr", "threshold", "val_miou", "empty_share", *(f"{p}{r}_{m}" for r in RULES for p, m in (("", "threshold"), ("", "miou"), ("val_", "miou")))):
-                entry[k] = pt.mean_std(r.get(k) for r in per.values())
+                entry[k] = mean_std(r.get(k) for r in per.values())
             if not row.baseline:
                 base = {s: results["cam", s, step] for s in seeds if ("cam", s, step) in results}
                 for k in ("miou", "val_miou"):
-                    d = pt.paired_diffs({s: r.get(k) for s, r in per.items()}, {s: r.get(k) for s, r in base.items()})
-                    entry[f"d_{k}"] = pt.mean_std(d.values())
+                    d = paired_diffs({s: r.get(k) for s, r in per.items()}, {s: r.get(k) for s, r in base.items()})
+                    entry[f"d_{k}"] = mean_std(d.values())
             out.append(entry)
     return out
 
@@ -239,7 +238,7 @@ def render_md(meta: dict, summary: list[dict]) -> str:
         "",
         f"- dataset `{meta['dataset']}` at `{meta['root']}`; backbone `{meta['backbone']}` ({meta['family']}), "
         f"{'ImageNet weights' if st['pretrained'] else 'from scratch'}; training seeds {','.join(map(str, meta['seeds']))}",
-        f"- train-cls: epochs {st['epochs']}, img size {st['img_size']}, batch {st['batch_size']}, lr {pt._fmt_num(st['lr'])}, aug {st['aug']}"
+        f"- train-cls: epochs {st['epochs']}, img size {st['img_size']}, batch {st['batch_size']}, lr {fmt_num(st['lr'])}, aug {st['aug']}"
         + (f", extra `{st['extra']}`" if st["extra"] else ""),
         f"- seeds on `{meta['eval_split']}` scored at the best background threshold of the {THRESHOLDS} sweep; "
         + (f"`{meta['val_split']}` at that threshold" if meta["val_used"] else "no val split"),
@@ -263,7 +262,7 @@ def render_md(meta: dict, summary: list[dict]) -> str:
 
 
 def fmt(st: dict | None, digits: int = 1, signed: bool = False) -> str:
-    return pt.fmt_stat(st or {}, digits, signed)
+    return fmt_stat(st or {}, digits, signed)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -10,8 +10,8 @@ seeds; and how right the confident labels AffinityNet was trained on are.
 ``<runs>/seed<S>/seeds-<split>/seeds.h5`` (gen-seeds), ``<runs>/seed<S>/<preset>/masks-train/affinity.pt``
 (the AffinityNet refine-psa trained on the train masks) and its ``confident/`` labels.
 
-Each mask is :func:`usage_cli.algorithms.psa_refine.refine_image`, the function psa-walk calls, with the
-preset's settings except the two varied (the AffinityNet's features computed once per image and shared
+Each mask is :func:`usage_cli.algorithms.psa_refine.refine_image`, the function psa-walk calls, with
+psa-walk's settings for the preset (``psa_walk.resolve`` and ``walk_settings``) except the two varied (the AffinityNet's features computed once per image and shared
 by the grid); the seeds are cut at their own threshold ``t`` (the store's ``bg_threshold``) as the auto
 preset's walk background is; every prediction is counted by :class:`usage_cli.metrics.confusion.ConfusionMatrix`,
 the evaluator ``usage evaluate`` uses. Prints the table (mean +- sample std over seeds of each
@@ -37,11 +37,10 @@ from usage_cli.data import DataSpec
 from usage_cli.data.io import read_image
 from usage_cli.data.joint_transforms import normalize
 from usage_cli.metrics.confusion import ConfusionMatrix, metrics_from_confusion
+from usage_cli.metrics.stats import fmt_stat, mean_std, paired_diffs
 from usage_cli.models.affinitynet import load_affinitynet, pad_to_multiple
 from usage_cli.presets import AUTO_CUTS, REFINE_PSA
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import paper_tables as pt  # noqa: E402  (the statistics and their format, as the tables print them)
+from usage_cli.stages import psa_walk
 
 SEEDS = "seeds"  # the variant name of the seeds themselves
 
@@ -53,13 +52,11 @@ def variant(logt: int, norm: str) -> str:
 def walk_grid(ds, seeds: Path, affinity: Path, logts: list[int], norms: list[str], preset: str = "auto") -> dict[str, dict]:
     """mIoU / FPR / FNR (%) of the seeds at their own threshold and of each (logt, norm) walk of them."""
     net, _ = load_affinitynet(affinity, "cpu")
-    base = {k: v for k, v in REFINE_PSA[preset].items() if k in ("beta", "logt", "bg_mode", "bg_power", "bg_const")}
     n = ds.meta.num_classes + 1
     mats = {name: ConfusionMatrix(n) for name in [SEEDS] + [variant(L, m) for L in logts for m in norms]}
-    auto = auto_constants(seeds, AUTO_CUTS)
-    t = auto["seed_threshold"]  # the store's own threshold, the cut of the seeds
-    walk_bg = {"bg_mode": "const", "bg_const": auto["bg_const"]} if preset == "auto" else {}  # t, as psa-walk resolves it
-    settings = psa_refine.WalkSettings(radius=5, **{**base, **walk_bg})
+    t = auto_constants(seeds, AUTO_CUTS)["seed_threshold"]  # the store's own threshold, the cut of the seeds
+    # psa-walk's own settings for the preset (its resolve: the auto preset's walk background at t)
+    settings = psa_walk.walk_settings(psa_walk.resolve(psa_walk.PsaWalkConfig(seeds=seeds, affinity=affinity, out=Path("-"), preset=preset)))
     with SeedReader(seeds) as reader:
         for rec in ds.records:
             e, gt = reader.read(rec.id), read_label_png(rec.mask_path)
@@ -107,8 +104,8 @@ def table(results: dict, splits: list[str]) -> str:
         cells = []
         for sp in splits:
             vals = {s: results[s][sp][name]["miou"] for s in seeds_}
-            gains = pt.paired_diffs(vals, {s: results[s][sp][SEEDS]["miou"] for s in seeds_})
-            cells += [pt.fmt_stat(pt.mean_std(vals.values())), "-" if name == SEEDS else pt.fmt_stat(pt.mean_std(gains.values()), signed=True)]
+            gains = paired_diffs(vals, {s: results[s][sp][SEEDS]["miou"] for s in seeds_})
+            cells += [fmt_stat(mean_std(vals.values())), "-" if name == SEEDS else fmt_stat(mean_std(gains.values()), signed=True)]
         lines.append(f"| {'seeds (own threshold)' if name == SEEDS else '`' + name + '`'} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -149,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     print(table(results, splits))
     if confident:
         keys = ("fg_share", "fg_precision", "bg_share", "bg_precision")
-        print("\nconfident labels (train): " + ", ".join(f"{k} {pt.fmt_stat(pt.mean_std(c[k] for c in confident.values()))} %" for k in keys))
+        print("\nconfident labels (train): " + ", ".join(f"{k} {fmt_stat(mean_std(c[k] for c in confident.values()))} %" for k in keys))
     if a.out:
         a.out.write_text(json.dumps({"results": results, "confident": confident, "args": {k: str(v) for k, v in vars(a).items()}}, indent=1))
     return 0

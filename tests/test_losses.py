@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from usage_cli.losses.generation import (
-    alpha_distribution,
     cam_scores,
     classification_loss,
     cm_scores,
+    log_alpha,
     mil_scores,
 )
 from usage_cli.losses.regularization import (
@@ -34,7 +34,7 @@ def _z():
 
 def test_hand_derived_mapping_values():
     # alpha with a 0 background: 1/2 at the first location, 3/4 at the second
-    a = alpha_distribution(_z())
+    a = log_alpha(_z()).exp()
     assert a[0, 0, 0].tolist() == pytest.approx([0.5, 0.75])
     assert cam_scores(_z()).item() == pytest.approx(LN3 / 2)
     assert mil_scores(_z()).item() == pytest.approx(0.6 * LN3)  # weights 0.4, 0.6
@@ -58,7 +58,7 @@ def test_limits_stated_by_the_paper():
 
 def test_alpha_sums_to_one_over_classes_and_background():
     z = torch.randn(2, 5, 4, 4) * 10
-    a = alpha_distribution(z, bg_const=2.0)
+    a = log_alpha(z, bg_const=2.0).exp()
     assert a.shape == (2, 6, 4, 4)
     torch.testing.assert_close(a.sum(1), torch.ones(2, 4, 4))
 
@@ -130,7 +130,7 @@ def _loss_cases():
         pair_labels,
         search_offsets,
     )
-    from usage_cli.models.mappings import mapping_scores
+    from usage_cli.models.mappings import get_mapping
     from usage_cli.tasks.segmentation import seg_loss
 
     g = torch.Generator().manual_seed(0)
@@ -142,9 +142,9 @@ def _loss_cases():
     label[0, 0] = 255
     feat = torch.randn(2, 8, 4, 4, generator=g)
     return {
-        "classification (cm)": (lambda t: classification_loss(mapping_scores(t, "cm", 1.0, 0.0), y), z),
-        "classification (mil)": (lambda t: classification_loss(mapping_scores(t, "mil", 1.0, 0.0), y), z),
-        "classification (cam)": (lambda t: classification_loss(mapping_scores(t, "cam", 1.0, 0.0), y), z),
+        "classification (cm)": (lambda t: classification_loss(get_mapping("cm").scores(t, 1.0, 0.0), y), z),
+        "classification (mil)": (lambda t: classification_loss(get_mapping("mil").scores(t, 1.0, 0.0), y), z),
+        "classification (cam)": (lambda t: classification_loss(get_mapping("cam").scores(t, 1.0, 0.0), y), z),
         "aa": (lambda t: aa_loss(t, zt.to(t.dtype), 0.1, 0.0), z),
         "aa (present)": (lambda t: aa_loss(t, zt.to(t.dtype), 0.1, 0.0, present=y), z),
         "gt": (lambda t: gt_loss(t, torch.nn.functional.interpolate(t, size=(2, 2), mode="bilinear").flip(-1) + 0.1), z),

@@ -10,7 +10,12 @@ from torch import nn
 from usage_cli.data.joint_transforms import IMAGENET_MEAN, IMAGENET_STD
 from usage_cli.errors import ConfigError
 from usage_cli.losses.generation import cam_scores, cm_scores, mil_scores
-from usage_cli.models.adjust import current_adjustment, set_adjustment, stochastic_eval
+from usage_cli.models.adjust import (
+    drop_path_modules,
+    dropout_modules,
+    set_adjustment,
+    stochastic_eval,
+)
 from usage_cli.models.affinitynet import build_affinitynet
 from usage_cli.models.backbones import (
     backbone_family,
@@ -19,7 +24,7 @@ from usage_cli.models.backbones import (
     recorded_norm_stats,
 )
 from usage_cli.models.classifier import build_classifier
-from usage_cli.models.mappings import MAPPINGS, get_mapping, mapping_scores
+from usage_cli.models.mappings import MAPPINGS, get_mapping
 from usage_cli.models.segnet import build_segnet
 
 
@@ -78,7 +83,7 @@ def test_adjustment_changes_the_stochastic_behaviour(name):
     set_adjustment(m, 0.0, 0.0)
     torch.testing.assert_close(m(x)["cams"], ref)  # rates 0: deterministic, BN frozen
     set_adjustment(m, 0.5, 0.3)
-    assert current_adjustment(m) == (0.5, 0.3)
+    assert drop_path_modules(m)[-1].drop_prob == 0.5 and {d.p for d in dropout_modules(m)} == {0.3}  # the deepest block at the rate
     assert not torch.allclose(m(x)["cams"], ref)
 
 
@@ -154,9 +159,10 @@ def test_the_mapping_table_says_what_each_mapping_needs():
     assert get_mapping("mct").seed_sources == ("attn", "cam") and get_mapping("cm").seed_sources == ("cam",)
     assert [get_mapping(n).tau(7.0) for n in MAPPINGS] == [None, 1.0, 7.0, None]
     z = torch.randn(2, 3, 4, 5)
-    assert torch.equal(mapping_scores(z, "cam", 7.0, 0.3), cam_scores(z))
-    assert torch.equal(mapping_scores(z, "mil", 7.0, 0.3), mil_scores(z, 0.3))
-    assert torch.equal(mapping_scores(z, "cm", 7.0, 0.3), cm_scores(z, 7.0, 0.3))
+    assert torch.equal(get_mapping("cam").scores(z, 7.0, 0.3), cam_scores(z))  # each mapping by its own function
+    assert torch.equal(get_mapping("mil").scores(z, 7.0, 0.3), mil_scores(z, 0.3))
+    assert torch.equal(get_mapping("cm").scores(z, 7.0, 0.3), cm_scores(z, 7.0, 0.3))
+    assert torch.equal(get_mapping("mct").scores(z, 7.0, 0.3), cam_scores(z))
     m = build_classifier({"backbone": "deit_t", "num_classes": 3, "mapping": "mil", "bg_const": 0.3, "img_size": 32}).eval()
     with torch.no_grad():
         out = m(torch.randn(1, 3, 32, 32))

@@ -13,31 +13,33 @@ from pathlib import Path
 import pytest
 from bench_module import load_bench
 
+from usage_cli.metrics.stats import fmt_stat, mean_std, paired_diffs
+
 pt = load_bench("paper_tables")
 
 
 # ------------------------------------------------------------------------------------------ maths
 def test_mean_and_sample_std_golden():
-    st = pt.mean_std([50.0, 52.0, 57.0])
+    st = mean_std([50.0, 52.0, 57.0])
     assert st["n"] == 3 and st["mean"] == pytest.approx(53.0)
     assert st["std"] == pytest.approx(math.sqrt(13.0))  # ((-3)^2 + (-1)^2 + 4^2) / (3 - 1) = 13
-    st = pt.mean_std([1.0, 2.0, 3.0, 4.0])
+    st = mean_std([1.0, 2.0, 3.0, 4.0])
     assert st["std"] == pytest.approx(1.2909944487358056)
-    one = pt.mean_std([47.25])
+    one = mean_std([47.25])
     assert one == {"mean": 47.25, "std": None, "n": 1}
-    assert pt.mean_std([None, float("nan"), 3.0])["n"] == 1  # unfinished / undefined values are left out
-    assert pt.mean_std([]) == {"mean": None, "std": None, "n": 0}
+    assert mean_std([None, float("nan"), 3.0])["n"] == 1  # unfinished / undefined values are left out
+    assert mean_std([]) == {"mean": None, "std": None, "n": 0}
 
 
 def test_paired_differences_golden():
     row = {0: 50.0, 1: 52.0, 2: 55.0, 3: 60.0}
     cam = {0: 45.0, 1: 49.0, 2: 48.0, 4: 10.0}  # seeds 3 and 4 have no pair
-    d = pt.paired_diffs(row, cam)
+    d = paired_diffs(row, cam)
     assert d == {0: 5.0, 1: 3.0, 2: 7.0}
-    st = pt.mean_std(d.values())
+    st = mean_std(d.values())
     assert st["mean"] == pytest.approx(5.0) and st["std"] == pytest.approx(2.0)
     # unpaired stds would be sqrt(6.33) and sqrt(4.33); the paired spread is that of the differences
-    assert pt.paired_diffs({0: 1.0}, {0: None}) == {}
+    assert paired_diffs({0: 1.0}, {0: None}) == {}
 
 
 def test_summarize_and_format():
@@ -55,10 +57,10 @@ def test_summarize_and_format():
     assert s["cm+aa"]["d_miou"]["mean"] == pytest.approx(20.0) and s["cm+aa"]["d_miou"]["std"] == pytest.approx(3.0)
     assert s["cm+aa"]["d_val_miou"]["mean"] == pytest.approx(20.0)
     assert s["cam"]["fpr"]["std"] == pytest.approx(1.0) and s["cm"]["seeds"] == [0, 1, 2]
-    assert pt.fmt_stat(s["cm+aa"]["d_miou"], signed=True) == "+20.0 ± 3.0"
-    assert pt.fmt_stat(pt.mean_std([47.31])) == "47.3 (n=1)"
-    assert pt.fmt_stat(pt.mean_std([])) == "-"
-    assert pt.fmt_stat(pt.mean_std([-0.004, 0.001]), signed=True) == "+0.0 ± 0.0"
+    assert fmt_stat(s["cm+aa"]["d_miou"], signed=True) == "+20.0 ± 3.0"
+    assert fmt_stat(mean_std([47.31])) == "47.3 (n=1)"
+    assert fmt_stat(mean_std([])) == "-"
+    assert fmt_stat(mean_std([-0.004, 0.001]), signed=True) == "+0.0 ± 0.0"
 
 
 # ------------------------------------------------------------------------------------------- rows

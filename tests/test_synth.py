@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from usage_cli.cli import app
 from usage_cli.data import load_dataset
-from usage_cli.data.io import read_image_and_mask
+from usage_cli.data.io import read_image, read_mask
 from usage_cli.data.synth import CLASSES, PREFERRED, generate, sample_image
 
 
@@ -37,8 +37,8 @@ def test_layout_labels_and_xml_agree_with_masks(synth_root):
     assert len(load_dataset("voc", synth_root, "val")) == 6
     assert len(load_dataset("voc", synth_root, "train_aug")) == 12
     for r in ds.records:
-        img, mask = read_image_and_mask(r.image_path, r.mask_path, ds.meta.num_classes)
-        assert img.shape == (64, 64, 3)
+        img, mask = read_image(r.image_path), read_mask(r.mask_path, ds.meta.num_classes)
+        assert img.shape == (64, 64, 3) and mask.shape == img.shape[:2]
         assert r.labels == tuple(sorted(set(np.unique(mask).tolist()) - {0, 255}))
         xml = ET.parse(synth_root / "VOCdevkit/VOC2012/Annotations" / f"{r.id}.xml")
         names = {o.findtext("name") for o in xml.getroot().iter("object")}
@@ -94,7 +94,7 @@ def test_twenty_classes_lower_each_class_frequency(tmp_path):
     freq = np.stack([r.multi_hot(20) for r in ds.records]).mean(0)
     assert freq.max() < 0.25 and freq.mean() < 0.12
     for r in ds.records[:10]:
-        _, mask = read_image_and_mask(r.image_path, r.mask_path, 20)
+        mask = read_mask(r.mask_path, 20)
         assert r.labels == tuple(sorted(set(np.unique(mask).tolist()) - {0, 255}))
     res = runner.invoke(app, ["synth", "--out", str(tmp_path / "u"), "--classes", "21"])
     assert res.exit_code == 2 and "--classes must be in 2..20" in res.output

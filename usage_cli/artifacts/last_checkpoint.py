@@ -11,6 +11,9 @@ from usage_cli.artifacts.checkpoint import LAST_FORMAT, read_kind, save_checkpoi
 
 FORMAT = LAST_FORMAT
 VERSION = "1.0.0"
+# the run key's keys on disk; the code calls it the run key (``engine/resume.py:run_key``), since
+# ``run_config`` is the config-to-JSON function of artifacts/manifest.py
+DISK_KEYS = {"run_key": "run_config", "run_key_hash": "run_config_hash"}
 LAST = "last.pt"
 LOG = "log.jsonl"
 FILES = (LAST, LOG)  # what a training run owns in its folder besides its artifact
@@ -29,11 +32,13 @@ def save_last(path: str | Path, *, epoch: int, epochs: int, run_key: dict[str, A
     ``scheduler`` and ``scaler``; ``run_key`` (what the run was started with, plain JSON) and its hash
     decide whether ``--resume`` may continue it."""
     return save_checkpoint(path, {
-        "format": FORMAT, "version": VERSION, "epoch": epoch, "epochs": epochs, "run_config_hash": run_key_hash,
-        "run_config": run_key, **state,
+        "format": FORMAT, "version": VERSION, "epoch": epoch, "epochs": epochs, DISK_KEYS["run_key_hash"]: run_key_hash,
+        DISK_KEYS["run_key"]: run_key, **state,
     })  # fmt: skip
 
 
 def read_last(path: str | Path) -> dict[str, Any]:
-    """The resume state; a file of another kind or major version is a one-line error."""
-    return read_kind(path, FORMAT, VERSION, "usage resume state (last.pt)", "pass --force to start the run over")
+    """The resume state, its run key as ``run_key`` / ``run_key_hash``; a file of another kind or major
+    version is a one-line error."""
+    state = read_kind(path, FORMAT, VERSION, "usage resume state (last.pt)", "pass --force to start the run over")
+    return {**{k: v for k, v in state.items() if k not in DISK_KEYS.values()}, **{k: state.get(disk) for k, disk in DISK_KEYS.items() if disk in state}}

@@ -55,10 +55,3 @@ def read_mask(path: str | Path, num_classes: int | None = None, ignore_index: in
             )
     return arr.astype(np.uint8)
 
-
-def read_image_and_mask(image_path: Path, mask_path: Path, num_classes: int | None = None):
-    img = read_image(image_path)
-    mask = read_mask(mask_path, num_classes)
-    if mask.shape != img.shape[:2]:
-        raise DatasetError(f"{mask_path}: mask size {mask.shape[::-1]} differs from its image {img.shape[1::-1]}")
-    return img, mask

@@ -133,7 +133,7 @@ def fit(
     out_dir: Path,
     *,
     resume: bool = False,
-    run_config: dict | None = None,
+    stage_config: dict | None = None,
     collate_fn=None,
     evaluate: Callable[[torch.nn.Module, int], dict] | None = None,
 ) -> torch.nn.Module:
@@ -156,7 +156,7 @@ def fit(
     scheduler = build_scheduler(optimizer, total, int(round(cfg.warmup_epochs * steps_per_epoch)), cfg.schedule, cfg.poly_power)
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp(cfg.amp, device) and device.type == "cuda")
     # 3. resume
-    key = run_key(cfg, run_config)
+    key = run_key(cfg, stage_config)
     start = restore(out_dir, key, task, optimizer, scheduler, scaler, resume=resume, main=info.is_main, quiet=cfg.quiet)
     state = {"step": start * steps_per_epoch, "total": total}
     # 4. epochs

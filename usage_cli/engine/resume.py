@@ -46,11 +46,11 @@ def check_resume(out_dir: Path, *, resume: bool, force: bool, epochs: int) -> No
 
 def _resume(path: Path, run_key: dict, task, optimizer, scheduler, scaler) -> int:
     ckpt = read_last(path)
-    old = ckpt.get("run_config", {})
+    old = ckpt.get("run_key", {})
     # a path option spelled another way (relative / absolute) naming the same place is no change
     where = ckpt.get("run_paths") or {}
     as_before = {**run_key, "run": {k: old["run"][k] if same_place(v, where.get(k)) else v for k, v in run_key["run"].items()}} if old else run_key
-    if ckpt.get("run_config_hash") != config_hash(as_before):
+    if ckpt.get("run_key_hash") != config_hash(as_before):
         changed = sorted(set(differing(old.get("run", {}), run_key["run"], old_paths=where) + differing(old.get("loop", {}), run_key["loop"]))) if old else []
         which = f" ({', '.join(changed)})" if changed else ""
         raise ConfigError(f"{path}: was written by a run with another config{which}; only --epochs (and --warmup-epochs) may change on --resume: rerun with the same options, or pass --force to start over")
@@ -69,13 +69,13 @@ def _keep_log(log_path: Path, start_epoch: int) -> None:
     write_text_atomic(log_path, "".join(ln + "\n" for ln in lines))
 
 
-def run_key(cfg, run_config: dict | None) -> dict:
+def run_key(cfg, stage_config: dict | None) -> dict:
     """What a resumed run must share with the run that wrote ``last.pt``: the loop's settings but the
-    run-time ones of :data:`HOW_ONLY`, and the stage's ``run_config``; --epochs may grow on --resume (the
+    run-time ones of :data:`HOW_ONLY`, and the stage's manifest config; --epochs may grow on --resume (the
     schedule is then recomputed for the new length, docs/pipeline.md), so the schedule's length is left out."""
     loop_key = {k: v for k, v in asdict(cfg).items() if k not in HOW_ONLY}
     schedule_free = {"epochs": None, "warmup_epochs": None}
-    return {"loop": {**loop_key, **schedule_free}, "run": {**(run_config or {}), **schedule_free}}
+    return {"loop": {**loop_key, **schedule_free}, "run": {**(stage_config or {}), **schedule_free}}
 
 
 def restore(out_dir: Path, key: dict, task, optimizer, scheduler, scaler, *, resume: bool, main: bool, quiet: bool) -> int:

@@ -16,9 +16,10 @@ def _with_background(z: torch.Tensor, bg_const: float) -> torch.Tensor:
     return torch.cat([z, bg], dim=1)
 
 
-def alpha_distribution(z: torch.Tensor, bg_const: float = 0.0) -> torch.Tensor:
-    """Spatial activation distribution (Eq. 7): softmax over C classes + background at each location."""
-    return F.softmax(_with_background(z, bg_const), dim=1)
+def log_alpha(z: torch.Tensor, bg_const: float = 0.0) -> torch.Tensor:
+    """The spatial activation distribution of Eq. 7 in log space: a log-softmax over the C classes and
+    the constant background at each location, B x (C+1) x h x w (stable for any temperature after it)."""
+    return F.log_softmax(_with_background(z, bg_const), dim=1)
 
 
 def cam_scores(z: torch.Tensor) -> torch.Tensor:
@@ -29,11 +30,11 @@ def cam_scores(z: torch.Tensor) -> torch.Tensor:
 def cm_weights(z: torch.Tensor, tau1: float, bg_const: float = 0.0) -> torch.Tensor:
     """The spatial weights of Eq. 8, alpha^(1/tau1) normalised over locations: B x C x (h*w).
 
-    1. log alpha from a log-softmax over C + 1 channels (Eq. 7; stable for any tau1);
+    1. log alpha of the C classes (Eq. 7, :func:`log_alpha`; stable for any tau1);
     2. alpha^(1/tau1) / sum over locations = softmax of (log alpha / tau1) over h*w.
     """
-    log_alpha = F.log_softmax(_with_background(z, bg_const), dim=1)[:, :-1]  # 1.
-    return F.softmax(log_alpha.flatten(2) / tau1, dim=-1)  # 2.
+    la = log_alpha(z, bg_const)[:, :-1]  # 1.
+    return F.softmax(la.flatten(2) / tau1, dim=-1)  # 2.
 
 
 def cm_scores(z: torch.Tensor, tau1: float, bg_const: float = 0.0) -> torch.Tensor:

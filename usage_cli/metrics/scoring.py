@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 
 from usage_cli.artifacts.labels import label_path, read_label_png
-from usage_cli.artifacts.seeds import SeedReader
+from usage_cli.artifacts.seeds import SeedEntry, SeedReader
 from usage_cli.data.io import read_mask
 from usage_cli.errors import ArtifactError
 from usage_cli.metrics.confusion import ConfusionMatrix, metrics_from_confusion
@@ -57,15 +57,13 @@ def score_chunk(job: ScoreJob) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict
                 entry = reader.read(image_id)
                 if entry.cam.shape[1:] != gt.shape:
                     _size_mismatch(f"{job.pred}: seeds of '{image_id}' are {entry.cam.shape[1:]} but its mask is {gt.shape}", mask_path, gt.shape, image_path)
-                n_empty = len(entry.empty_keys)
-                empty += (n_empty, len(entry.keys), n_empty > 0)
-                m, a = fg_max_argmax(entry.cam, entry.keys, gt.shape)
+                empty += empty_counts(entry)
                 if sweep:
-                    c = binned_counts(m, a, gt, thr, job.n)
+                    c = sweep_counts(entry, gt, thr, job.n)
                     counts += c
                     per_image[image_id] = per_threshold_miou(c)
                     continue
-                pred = power_prediction(m, a, job.power)
+                pred = power_prediction(*fg_max_argmax(entry.cam, entry.keys, gt.shape), job.power)
             if pred.shape != gt.shape:
                 _size_mismatch(f"{label_path(job.pred, image_id)}: prediction is {pred.shape[::-1]} but the mask is {gt.shape[::-1]}", mask_path, gt.shape, image_path)
             if sweep:  # a missing id in a seed sweep: all background at every threshold
@@ -85,6 +83,19 @@ def score_chunk(job: ScoreJob) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict
         if reader is not None:
             reader.close()
     return (counts if sweep else cm.mat), cm.pred_ignored, empty, per_image
+
+
+def empty_counts(entry: SeedEntry) -> np.ndarray:
+    """One image's empty seeds: [maps with no positive value, present classes, 1 if it has one]."""
+    n_empty = len(entry.empty_keys)
+    return np.array((n_empty, len(entry.keys), n_empty > 0), np.int64)
+
+
+def sweep_counts(entry: SeedEntry, gt: np.ndarray, thresholds: np.ndarray, n: int) -> np.ndarray:
+    """One image's seeds against its mask at every background threshold: the bins [T+1, n, n] that
+    ``metrics.sweep.confusions_from_counts`` turns into one confusion matrix per threshold."""
+    m, a = fg_max_argmax(entry.cam, entry.keys, gt.shape)
+    return binned_counts(m, a, gt, thresholds, n)
 
 
 def _size_mismatch(message: str, mask_path: str, gt_hw: tuple, image_path: str) -> None:

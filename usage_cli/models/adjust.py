@@ -46,11 +46,6 @@ def set_adjustment(model: nn.Module, drop_path: float, dropout: float) -> None:
         m.p = float(dropout)
 
 
-def current_adjustment(model: nn.Module) -> tuple[float, float]:
-    dps = drop_path_modules(model)
-    drops = dropout_modules(model)
-    return (dps[-1].drop_prob if dps else 0.0), (drops[0].p if drops else 0.0)
-
 
 def stochastic_eval(model: nn.Module) -> nn.Module:
     """Eval mode (frozen BatchNorm statistics) with drop-path and dropout still active: the teacher's

@@ -140,7 +140,7 @@ def run(cfg: TrainAffConfig) -> Path:
     # 3. the shared loop (SGD, poly schedule, new layers at --head-lr-mult; AMP on CUDA, DDP under torchrun)
     loop = loop_config(rt, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, optimizer="sgd", weight_decay=cfg.weight_decay, schedule="poly")
     task = AffinityTask(net, search_offsets(cfg.radius), cfg.head_lr_mult)
-    task = fit(task, train_set, loop, cfg.out, resume=rt.resume, run_config=config)
+    task = fit(task, train_set, loop, cfg.out, resume=rt.resume, stage_config=config)
     # 4. the checkpoint and the manifest (rank 0)
     if is_main_process():
         aff_checkpoint.save_aff_checkpoint(

@@ -149,7 +149,7 @@ def run(cfg: TrainClsConfig) -> Path:
         schedule=cfg.schedule, warmup_epochs=cfg.warmup_epochs,
     )  # fmt: skip
     evaluate = _val_evaluator(cfg, ds.meta.num_classes, student) if cfg.val_split else None
-    engine_loop.fit(task, train_set, loop, cfg.out, resume=rt.resume, run_config=config, evaluate=evaluate)
+    engine_loop.fit(task, train_set, loop, cfg.out, resume=rt.resume, stage_config=config, evaluate=evaluate)
 
     if not is_main_process():  # only rank 0 publishes
         return cfg.out / cls_checkpoint.FILENAME

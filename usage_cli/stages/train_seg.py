@@ -116,7 +116,7 @@ def run(cfg: TrainSegConfig) -> Path:
     train_set = PseudoMaskDataset(ds.records, cfg.masks, ds.meta.num_classes, crop=cfg.crop, scale=cfg.scale, norm=net.input_norm())
     # 3. the shared loop (poly schedule, AMP on CUDA, DDP under torchrun, last.pt)
     loop = loop_config(rt, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, optimizer=cfg.optimizer, weight_decay=cfg.weight_decay, schedule="poly")
-    task = fit(SegmentationTask(net, cfg.head_lr_mult), train_set, loop, cfg.out, resume=rt.resume, run_config=config)
+    task = fit(SegmentationTask(net, cfg.head_lr_mult), train_set, loop, cfg.out, resume=rt.resume, stage_config=config)
     # 4. final artifact (rank 0 only)
     out = Path(cfg.out) / seg_checkpoint.FILENAME
     if is_main_process():
