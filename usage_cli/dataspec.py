@@ -2,17 +2,17 @@
 (``cfg.data``), the way the run-time block is (``usage_cli/blocks.py``).
 
 A stage config declares ``data: DataSpec = DataSpec(split=<its default split>)`` under
-``@takes_data``; its command gets the flags from ``commands/_options.py:data_options`` (help in
-``DATA_HELP``); ``--config`` files, ``--print-config`` and manifests hold the options flat. So a new
-dataset option is one field here (with its one default; listed in ``LATER``, so that runs recorded
-before it still compare equal) and its help line. Torch- and numpy-free,
+``@takes_data``; its command gets the flags from ``commands/_options.py:data_options`` (each field's
+help from its metadata); ``--config`` files, ``--print-config`` and manifests hold the options flat.
+So a new dataset option is one field here — its one default and its help (listed in ``LATER``, so
+that runs recorded before it still compare equal) — and what it does in ``usage_cli/data``. Torch- and numpy-free,
 so that ``usage --help`` stays fast; the layouts themselves are ``usage_cli/data``'s.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -25,12 +25,14 @@ class DataSpec:
     """The dataset options of a stage (``--dataset --root --split --split-file --classes
     --allow-unlabelled``)."""
 
-    dataset: str = "voc"
-    root: Path | None = None  # required (REQUIRED)
+    # each option's flag help (and flag, where it is not --<name>) is declared with it; the split's help
+    # is each command's own (what the split is for there)
+    dataset: str = field(default="voc", metadata={"help": "Dataset loader: voc, coco, folder or images."})
+    root: Path | None = field(default=None, metadata={"help": "Dataset root. Required (here or in --config)."})  # REQUIRED
     split: str = "train_aug"
-    split_file: Path | None = None
-    classes_file: Path | None = None
-    allow_unlabelled: bool = False
+    split_file: Path | None = field(default=None, metadata={"help": "Explicit split list (bare ids or PSA pairs), instead of the split's own list."})
+    classes_file: Path | None = field(default=None, metadata={"help": "classes.txt replacing the dataset's class names.", "flag": "--classes"})
+    allow_unlabelled: bool = field(default=False, metadata={"help": "Leave out the photos a folder dataset's metadata has no row for (--dataset folder)."})
     REQUIRED: ClassVar[tuple[str, ...]] = ("root",)  # no stage runs without it: missing from flags and --config is one line
     # options that came after manifests recorded this block: in a manifest config only when set, so a run
     # that does not use them keeps the config (and hash) it always had, and reruns and resumes as before

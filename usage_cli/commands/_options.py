@@ -4,6 +4,7 @@ into a ``DataSpec``) and the run-time options (:func:`runtime_options`, one bund
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import typing
@@ -33,17 +34,6 @@ RUNTIME_HELP = {
 }
 WORKERS_DEFAULT = "Default: by device: 4 per process on a GPU (at most the CPUs per process), 0 on the CPU."
 
-# the dataset options' flags and help (their defaults are usage_cli/dataspec.py's, the split's the
-# command's own): a new one is a field of DataSpec and a line here. The split says in each command what
-# it is for (data_options(split=...)).
-DATA_FLAGS = {"classes_file": ("--classes",)}
-DATA_HELP = {
-    "dataset": "Dataset loader: voc or coco.",
-    "root": "Dataset root. Required (here or in --config).",
-    "split_file": "Explicit split list (bare ids or PSA pairs), instead of the split's own list.",
-    "classes_file": "classes.txt replacing the dataset's class names.",
-    "allow_unlabelled": "Leave out the photos a folder dataset's metadata has no row for (--dataset folder).",
-}
 
 
 def runtime_options(stage: str, **help: str) -> Callable[[Callable], Callable]:
@@ -58,11 +48,13 @@ def runtime_options(stage: str, **help: str) -> Callable[[Callable], Callable]:
 
 
 def data_options(**help: str) -> Callable[[Callable], Callable]:
-    """Give a command the dataset flags (every field of :class:`~usage_cli.dataspec.DataSpec`, help in
-    :data:`DATA_HELP`), in place of its ``data: DataSpec = DataSpec(split=...)`` parameter (whose
-    defaults the flags show), which receives them as one ``DataSpec``. ``help`` words a flag for this
-    command: ``split`` always (what the split is for)."""
-    return _block_options("data", DataSpec, DATA_FIELDS, lambda name: help.get(name, DATA_HELP.get(name, "")), DATA_FLAGS)
+    """Give a command the dataset flags (every field of :class:`~usage_cli.dataspec.DataSpec`, with the
+    help and flag its field declares), in place of its ``data: DataSpec = DataSpec(split=...)``
+    parameter (whose defaults the flags show), which receives them as one ``DataSpec``. ``help`` words
+    a flag for this command: ``split`` always (what the split is for)."""
+    meta = {f.name: f.metadata for f in dataclasses.fields(DataSpec)}
+    flags = {n: (m["flag"],) for n, m in meta.items() if "flag" in m}
+    return _block_options("data", DataSpec, DATA_FIELDS, lambda name: help.get(name, meta[name].get("help", "")), flags)
 
 
 def _block_options(param: str, block: type, names: tuple[str, ...], text: Callable[[str], str], flags: dict) -> Callable[[Callable], Callable]:
