@@ -322,8 +322,62 @@ def evaluate_wrong_gt(w: Path) -> list:
     return evaluate(w, None, root)
 
 
+# ---------------------------------------------------------------- issue 29: the rows of its cases (scenarios at the end)
+def _split_file(w: Path, name: str, text: str) -> Path:
+    (w / name).write_text(text)
+    return w / name
+
+
+def _config_folder(w: Path) -> Path:
+    (w / "config-folder").mkdir(exist_ok=True)
+    return w / "config-folder"
+
+
+def _seeds_copy(w: Path) -> Path:
+    """A copy of the finished seed folder (rows that would write over it on code without the rule)."""
+    if not (w / "seeds-copy").exists():
+        shutil.copytree(w / "seeds", w / "seeds-copy")
+    return w / "seeds-copy" / "seeds.h5"
+
+
+def _gt_out(w: Path) -> Path:
+    _edited_root(w, "data-gt-out", lambda r: None)
+    return w / "data-gt-out" / "VOCdevkit" / "VOC2012" / "SegmentationClassAug"
+
+
+def _gt_with_manifest(w: Path) -> Path:
+    """A copy of the data set whose ground-truth folder holds a usage manifest (predictions put there)."""
+
+    def edit(root: Path) -> None:
+        gt = root / "VOCdevkit" / "VOC2012" / "SegmentationClass"
+        shutil.copy(w / "preds" / "manifest.json", gt / "manifest.json")
+
+    return _edited_root(w, "data-gt-manifest", edit)
+
+
+ROWS += [
+    *((f"{s} --seed {v}", lambda w, f=STAGES[s], v=v: f(w, None, None, "--seed", v), ("--seed",))
+      for s in ("train-cls", "train-seg", "train-aff") for v in ("-1", str(2**64))),  # fmt: skip
+    ("train-aff --aff-out a folder", lambda w: train_aff(w, None, None, "--aff-out", w / "seeds"), ("--aff-out", "folder")),
+    ("train-aff --aff-out cannot be written", lambda w: train_aff(w, None, None, "--aff-out", UNWRITABLE / "a.pt"), ("--aff-out", str(UNWRITABLE))),
+    ("train-aff --aff-out a user's file", lambda w: train_aff(w, None, None, "--aff-out", _user_file(w, "aff-notes.txt")), ("--aff-out", "aff-notes.txt")),
+    ("refine-psa --aff-out its own --seeds", lambda w: refine_psa(w, None, None, "--seeds", _seeds_copy(w), "--aff-out", _seeds_copy(w)), ("--aff-out", "seeds.h5", "input")),
+    ("synth --out a user's data set (no manifest)", lambda w: synth(w, _user_folder(w, "user-voc", {"cls_labels.npy": "mine", "classes.txt": "cat\n"})),
+     ("user-voc", "no usage run wrote")),  # fmt: skip
+    ("predict-seg --out where the loader reads ground truth", lambda w: predict_seg(w, _gt_out(w), _edited_root(w, "data-gt-out", lambda r: None)),
+     ("--out", "inside the data set", "data-gt-out")),  # fmt: skip
+    ("evaluate: a ground-truth folder holding a usage manifest", lambda w: evaluate(w, None, _gt_with_manifest(w)), ("SegmentationClass", "manifest.json", "predict-seg")),
+    ("psa-labels --seeds a folder", lambda w: psa_labels(w, None, None, "--seeds", w / "seeds"), ("folder", str(Path("seeds") / "seeds.h5"))),
+    ("gen-seeds --split-file line 'val 00000'", lambda w: gen_seeds(w, None, None, "--split-file", _split_file(w, "spaced.txt", "train_00000\nval 00000\n")),
+     ("spaced.txt", "line 2", "val 00000")),  # fmt: skip
+    ("gen-seeds --config a folder", lambda w: gen_seeds(w, None, None, "--config", _config_folder(w)), ("config-folder", "folder")),
+]
+
+
 @pytest.mark.parametrize("name,args,words", ROWS, ids=[r[0] for r in ROWS])
 def test_bad_input_is_one_line_and_exit_2(w, name, args, words):
+    claimable = ("new-cls", "new-seeds", "new-masks", "new-confident", "new-aff", "new-walk", "new-seg", "new-preds", "new-synth")
+    existed = {f for f in claimable if (w / f).exists()}
     res = _run(*args(w))
     out = res.output
     assert res.exit_code == 2, f"{name}: exit {res.exit_code}\n{out}\n{res.exception!r}"
@@ -334,6 +388,8 @@ def test_bad_input_is_one_line_and_exit_2(w, name, args, words):
     assert "weights_only=False" not in out  # never advise unpickling untrusted files
     for folder in ("new-cls", "new-seeds", "new-masks", "new-seg", "new-preds", "new-synth"):
         assert not (w / folder / "manifest.json").exists(), f"{name}: published {folder}"
+    for folder in set(claimable) - existed:  # issue 29: a refused start leaves no folder claimed and empty
+        assert not (w / folder).is_dir() or any((w / folder).iterdir()), f"{name}: left {folder} claimed and empty"
     assert not (w / "new-metrics.json").exists()
 
 
@@ -612,3 +668,218 @@ def test_an_interrupted_batch_is_said_and_resumed(w, monkeypatch):
     calls[:] = [1, 1]  # no second interrupt
     res = _run(*[a for a in args if a != "--quiet"])
     assert res.exit_code == 0 and "8 of 10 images done, 2 to compute" in res.output, res.output
+
+
+# ---------------------------------------------------------------- issue 29: each case of the issue, with what must be kept
+def _refused(res, *words) -> None:
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert res.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error:"), f"exit {res.exit_code}:\n{res.output}\n{res.exception!r}"
+    for word in words:
+        assert word in res.output, f"the line does not mention {word!r}:\n{res.output}"
+
+
+def test_aff_out_never_replaces_a_users_file_and_is_checked_before_training(w, monkeypatch):
+    """train-aff --aff-out user/notes.txt replaced the file with a checkpoint (exit 0); a folder or a
+    read-only place failed only after training, leaving last.pt and a log without a manifest."""
+    import usage_cli.engine.loop as loop
+
+    monkeypatch.setattr(loop, "_train_epoch", lambda *a, **k: pytest.fail("trained before --aff-out was checked"))
+    notes = _user_file(w, "notes.txt")
+    before = notes.read_bytes()
+    for target, words in ((notes, ("notes.txt", "--aff-out")), (w / "seeds", ("--aff-out", "folder")), (UNWRITABLE / "a.pt", ("--aff-out", str(UNWRITABLE)))):
+        out = w / "aff-out-checked"
+        _refused(_run(*train_aff(w, out, None, "--aff-out", target)), *words)
+        assert not out.exists(), f"{target}: left {sorted(p.name for p in out.iterdir())}"  # nothing claimed, no last.pt
+    assert notes.read_bytes() == before
+
+
+def test_refine_psa_aff_out_over_its_own_seeds_is_refused(w):
+    """refine-psa --aff-out <its --seeds store> wrote the AffinityNet over the store it was reading."""
+    seeds = w / "seeds-own" / "seeds.h5"
+    shutil.copytree(w / "seeds", seeds.parent)
+    before = _tree(seeds.parent)
+    _refused(_run(*refine_psa(w, w / "own-masks", None, "--seeds", seeds, "--aff-out", seeds)), "--aff-out", str(seeds), "input")
+    assert _tree(seeds.parent) == before and not (w / "own-masks").exists()
+
+
+def test_synth_never_writes_into_a_users_data_set(w):
+    """synth --out into a user's own VOC folder (no manifest) replaced cls_labels.npy, classes.txt, the
+    split lists and same-named images."""
+    mine = w / "user-voc-full"
+    shutil.copytree(w / "data", mine)
+    (mine / "manifest.json").unlink(missing_ok=True)
+    before = _tree(mine)
+    for extra in ((), ("--force",)):
+        _refused(_run(*synth(w, mine, None, *extra)), str(mine), "no usage run wrote")
+        assert _tree(mine) == before
+
+
+def test_predictions_never_land_where_ground_truth_is_looked_up(w):
+    """predict-seg --out <root>/VOCdevkit/VOC2012/SegmentationClassAug, then evaluate: scored against
+    themselves, mIoU 100, exit 0."""
+    root = w / "data-pred-in-gt"
+    shutil.copytree(w / "data", root)
+    gt = root / "VOCdevkit" / "VOC2012" / "SegmentationClassAug"
+    _refused(_run(*predict_seg(w, gt, root)), "--out", "inside the data set", str(root))
+    assert not gt.exists()
+    # put there by other means (an older usage, a copy): evaluate refuses the folder as ground truth
+    shutil.copytree(w / "preds", gt)
+    _refused(_run(*evaluate(w, w / "gt-pred.json", root, "--pred", gt)), "SegmentationClassAug", "manifest.json", "predict-seg")
+    assert not (w / "gt-pred.json").exists()
+
+
+def test_report_marks_scores_of_an_artifact_regenerated_since(w):
+    """After gen-seeds --force regenerated a store, report (table and page) showed the old scores beside
+    the new maps; the metrics file's recorded sha256 no longer matches."""
+    seeds = w / "seeds-regen"
+    shutil.copytree(w / "seeds", seeds)
+    metrics = w / "regen.json"
+    _ok(*evaluate(w, metrics, None, "--pred", seeds / "seeds.h5"))
+    res = _run("report", metrics, "--out", w / "regen-rows.json")
+    assert res.exit_code == 0 and "stale" not in res.output, res.output
+    _ok(*gen_seeds(w, seeds, None, "--no-flip", "--force"))
+    res = _run("report", metrics, "--out", w / "regen-rows.json", "--html", w / "regen-page", "--gallery", 0)
+    assert res.exit_code == 0, res.output
+    assert "stale" in res.output and "seeds.h5" in res.output and "changed since it was scored" in res.output, res.output
+    rows = json.loads((w / "regen-rows.json").read_text())
+    assert rows[0]["stale"] == ["pred"], rows
+    assert "stale" in (w / "regen-page" / "index.html").read_text()
+
+
+def test_resume_refuses_inputs_changed_since_the_interrupted_run(w):
+    """train-seg --resume after the masks were regenerated trained part of its epochs on the old masks
+    and its manifest pinned only the new ones."""
+    import torch
+
+    masks, out = w / "masks-resume", w / "seg-resume"
+    shutil.copytree(w / "masks", masks)
+    _ok(*train_seg(w, out, None, "--masks", masks, "--epochs", 1))
+    last = torch.load(out / "last.pt", weights_only=True)
+    last["epochs"] = 2  # stopped after 1 of 2 epochs
+    torch.save(last, out / "last.pt")
+    (out / "manifest.json").unlink()
+    (out / "checkpoint.pt").unlink()
+    _ok(*refine_psa(w, masks, None, "--affinity", w / "masks" / "affinity.pt", "--beta", 4, "--force"))  # the masks regenerated
+    before = _tree(out)
+    _refused(_run(*train_seg(w, out, None, "--masks", masks, "--epochs", 2, "--resume")), "masks-resume", "changed", "--force")
+    assert _tree(out) == before
+    _ok(*train_seg(w, out, None, "--masks", masks, "--epochs", 2, "--force"))
+
+
+def test_refine_psa_refuses_a_seed_store_replaced_while_it_runs(w, monkeypatch):
+    """refine-psa opened --seeds twice: a store replaced in between gave masks walked from one store and
+    confident labels pinned to another."""
+    import h5py
+
+    import usage_cli.stages.psa_labels as psa_labels
+
+    seeds = w / "seeds-swap" / "seeds.h5"
+    shutil.copytree(w / "seeds", seeds.parent)
+    real = psa_labels.run
+
+    def then_replace(cfg):
+        result = real(cfg)
+        with h5py.File(seeds, "a") as f:  # another gen-seeds run publishes over it
+            f.attrs["bg_threshold"] = 0.123
+        return result
+
+    monkeypatch.setattr(psa_labels, "run", then_replace)
+    out = w / "masks-swap"
+    _refused(_run(*refine_psa(w, out, None, "--seeds", seeds)), str(seeds), "changed")
+    assert not (out / "manifest.json").exists()
+
+
+def test_a_full_disk_is_one_line_naming_the_file_and_what_to_do(w, monkeypatch):
+    """A full disk while saving a checkpoint (train-cls, train-aff) or flushing the seed store (gen-seeds)
+    gave tracebacks; the partial state stays for a rerun."""
+    import shutil as sh
+
+    import h5py
+    import torch
+
+    # a disk without room: said before the write, naming the file
+    monkeypatch.setattr(sh, "disk_usage", lambda p: sh._ntuple_diskusage(10**12, 10**12, 0))
+    for args, name in ((train_cls(w, w / "full-cls"), "last.pt"), (train_aff(w, w / "full-aff"), "last.pt"), (gen_seeds(w, w / "full-seeds"), "seeds.h5")):
+        _refused(_run(*args), name, "no space left")
+    monkeypatch.undo()
+
+    def torch_full(*a, **k):  # what torch's zip writer raises when the file system refuses a write
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 114432 vs 114320")
+
+    monkeypatch.setattr(torch, "save", torch_full)
+    _refused(_run(*train_cls(w, w / "full-cls-2")), "last.pt", "--resume")
+    monkeypatch.undo()
+
+    def h5_full(self, *a, **k):  # HDF5's error on a full disk, with its C call stack
+        raise OSError("Can't synchronously write data (file write failed: time = Sun Dec  6 11:10:47 2026\n, filename = 'x', "
+                      "file descriptor = 4, errno = 28, error message = 'No space left on device', buf = 0x5, total write size = 2377)")  # fmt: skip
+
+    monkeypatch.setattr(h5py.Group, "create_dataset", h5_full)
+    res = _run(*gen_seeds(w, w / "full-seeds-2"))
+    _refused(res, "seeds.h5.partial", "No space left on device", "rerun the same command to resume")
+    assert "errno" not in res.output
+
+
+def test_a_classes_file_with_a_byte_order_mark_is_read_as_its_names(w):
+    """classes.txt saved with a UTF-8 BOM was blamed on the length of the label vectors in cls_labels.npy."""
+
+    def bom(root: Path) -> None:
+        p = root / "classes.txt"
+        p.write_bytes(b"\xef\xbb\xbf" + p.read_bytes())
+
+    _ok(*gen_seeds(w, w / "bom-seeds", _edited_root(w, "data-bom", bom)))
+
+
+def test_a_seeds_folder_names_the_store_inside_not_hdf5s_stack(w):
+    res = _run(*psa_labels(w, None, None, "--seeds", w / "seeds"))
+    _refused(res, "folder", str(w / "seeds" / "seeds.h5"))
+    assert "errno" not in res.output and "Unable to" not in res.output
+
+
+def test_psa_walk_names_the_unfinished_refine_psa_run_in_its_out(w):
+    """psa-walk called the PNGs a killed refine-psa wrote 'files no usage run wrote'."""
+    out = w / "killed-refine"
+    shutil.copytree(w / "masks", out)
+    (out / "manifest.json").unlink()
+    (out / ".refine-psa.partial").write_text("{}\n")  # artifacts.outdir.PNG_MARKERS["refine-psa"]
+    res = _run(*psa_walk(w, out))
+    _refused(res, "refine-psa", "unfinished")
+    assert "no usage run wrote" not in res.output
+
+
+def test_a_gen_seeds_resume_with_other_options_names_them(w, monkeypatch):
+    import usage_cli.stages.gen_seeds as gs
+
+    real, calls = gs.views_to_maps, []
+
+    def interrupted(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(gs, "views_to_maps", interrupted)
+    out = w / "resume-other"
+    assert _run(*gen_seeds(w, out, None, "--batch-size", 1)).exit_code == 130
+    _refused(_run(*gen_seeds(w, out, None, "--batch-size", 1, "--no-flip")), "flip", "--force")
+
+
+def test_a_truncated_last_pt_says_force(w):
+    out = w / "truncated-last"
+    shutil.copytree(w / "masks" / "affinity-train", out)
+    for name in ("manifest.json", "affinity.pt"):
+        (out / name).unlink(missing_ok=True)
+    data = (out / "last.pt").read_bytes()
+    (out / "last.pt").write_bytes(data[: len(data) // 2])
+    for extra in ((), ("--resume",)):
+        _refused(_run(*train_aff(w, out, None, *extra)), "last.pt", "--force")
+
+
+def test_a_config_null_is_unset_and_a_flag_fills_it(w):
+    """``root: null`` in a config file was refused even when --root was given."""
+    cfg = w / "root-null.yaml"
+    cfg.write_text("root: null\nscales: [1.0]\n")
+    res = _run("gen-seeds", "--root", w / "data", "--ckpt", w / "cls" / "checkpoint.pt", "--out", w / "null-seeds", "--config", cfg, "--print-config")
+    assert res.exit_code == 0 and f"root: {w / 'data'}" in res.output, res.output
+    res = _run("gen-seeds", "--ckpt", w / "cls" / "checkpoint.pt", "--out", w / "null-seeds", "--config", cfg)
+    _refused(res, "--root")

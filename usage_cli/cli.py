@@ -16,7 +16,7 @@ from rich.markup import escape
 
 from usage_cli import __version__
 from usage_cli.commands import COMMANDS
-from usage_cli.errors import UsageError
+from usage_cli.errors import UsageError, os_error_line
 
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -40,8 +40,7 @@ def guard(fn: Callable) -> Callable:
             err_console.print(f"[bold red]error:[/] {escape(str(e))}", markup=True, highlight=False)  # "[viz]" is text
             raise typer.Exit(code=2) from None
         except OSError as e:  # the environment (a full disk, a vanished file): one line, not a traceback
-            where = f"{e.filename}: " if e.filename else ""
-            err_console.print(f"[bold red]error:[/] {where}{e.strerror or e}", markup=True, highlight=False)
+            err_console.print(f"[bold red]error:[/] {escape(os_error_line(e))}", markup=True, highlight=False)
             raise typer.Exit(code=2) from None
         except KeyboardInterrupt:
             err_console.print("[bold red]interrupted[/]: no partial output was published")

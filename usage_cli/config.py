@@ -24,7 +24,7 @@ import typer
 import yaml
 
 from usage_cli.artifacts.manifest import run_config  # the one config-to-JSON (torch-free)
-from usage_cli.blocks import flat_blocks, flat_names, with_flat
+from usage_cli.blocks import flat_blocks, flat_names, flat_values, with_flat
 from usage_cli.errors import ConfigError
 
 C = TypeVar("C")
@@ -45,11 +45,14 @@ OPTION_FIELDS = {"classes": "classes_file", "metric": "metrics"}
 def read_config_file(path: str | Path) -> dict[str, Any]:
     """The mapping in a JSON (``.json``) or YAML (any other suffix) file."""
     p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"{p}: --config is a folder; give a JSON or YAML file (one that --print-config wrote)")
     if not p.is_file():
         raise ConfigError(f"{p}: config file not found")
     kind = "JSON" if p.suffix.lower() == ".json" else "YAML"
     try:
-        data = json.loads(p.read_text()) if kind == "JSON" else yaml.safe_load(p.read_text())
+        text = p.read_text(encoding="utf-8-sig")  # a byte-order mark (Windows editors) is not part of the text
+        data = json.loads(text) if kind == "JSON" else yaml.safe_load(text)
     except (ValueError, yaml.YAMLError, UnicodeDecodeError) as e:
         raise ConfigError(f"{p}: not valid {kind} ({' '.join(str(e).split())})") from e
     if data is None:
@@ -74,14 +77,17 @@ def _hints(cfg) -> dict[str, Any]:
     return hints
 
 
-def _missing(cfg) -> list[str]:
-    """The required options still unset: fields without a default, and a block's ``REQUIRED`` ones."""
+def _required_names(cfg) -> list[str]:
+    """The required options: fields without a default, and a block's ``REQUIRED`` ones."""
     blocks = flat_blocks(cfg)
-    missing = [f.name for f in dataclasses.fields(cfg) if f.name not in blocks and _required(f) and getattr(cfg, f.name) is None]
-    for field in blocks:
-        block = getattr(cfg, field)
-        missing += [n for n in getattr(type(block), "REQUIRED", ()) if getattr(block, n) is None]
-    return missing
+    names = [f.name for f in dataclasses.fields(cfg) if f.name not in blocks and _required(f)]
+    return names + [n for field in blocks for n in getattr(type(getattr(cfg, field)), "REQUIRED", ())]
+
+
+def _missing(cfg) -> list[str]:
+    """The required options still unset."""
+    values = flat_values(cfg)
+    return [n for n in _required_names(cfg) if values.get(n) is None]
 
 
 def merge_config(cfg: C, data: dict[str, Any], given: set[str] | frozenset[str] = frozenset(), source: str = "config") -> C:
@@ -99,7 +105,9 @@ def merge_config(cfg: C, data: dict[str, Any], given: set[str] | frozenset[str] 
         hint = f" (did you mean {', '.join(sorted(near))}?)" if near else "; the keys are those --print-config prints"
         raise ConfigError(f"{source}: unknown option(s) {', '.join(unknown)}{hint}")
     hints = _hints(cfg)
-    values = {k: _coerce(k, v, hints[k], source) for k, v in data.items()}
+    required = _required_names(cfg)
+    # a required option set to null is unset (as if the key were absent): a flag or the missing-option check fills it
+    values = {k: _coerce(k, v, hints[k], source) for k, v in data.items() if not (v is None and k in required)}
     return with_flat(cfg, {k: v for k, v in values.items() if k not in given})
 
 

@@ -15,6 +15,7 @@ that ``usage --help`` stays fast.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -47,6 +48,9 @@ HOW_ONLY = ("timeout", "workers", "resume", "force", "quiet")
 # (train-cls keeps it there: its manifests always had it)
 IN_CONFIG = tuple(n for n in FIELDS if n not in HOW_ONLY and n != "device")
 
+MAX_SEED = 2**32 - 1  # --seed: numpy's legacy seeds are 32 bits, and the loop derives per-epoch seeds from it
+MAX_WORKERS_PER_CPU = 4  # --workers beyond this many processes per CPU only exhaust memory
+
 # stage -> the run-time options it takes (its command's flags, in this order), as the registry declares them
 OPTIONS: dict[str, tuple[str, ...]] = {s.name: FIELDS if s.runtime == ALL else s.runtime for s in STAGES if s.runtime is not None}
 
@@ -76,9 +80,12 @@ def config_drop(cfg: Any, also: tuple[str, ...] = (), keep: tuple[str, ...] = ()
 
 def runtime_checks(runtime: Runtime) -> list[tuple[bool, str]]:
     """The run-time options' ranges, as ``errors.check_options`` rows (each stage checks them first)."""
+    most = MAX_WORKERS_PER_CPU * (os.cpu_count() or 1)
     return [
-        (runtime.workers is None or runtime.workers >= 0, f"--workers must not be negative, got {runtime.workers}"),
-        (runtime.timeout > 0, f"--timeout must be positive, got {runtime.timeout}"),
+        (0 <= runtime.seed <= MAX_SEED, f"--seed must be in 0..{MAX_SEED} (32 bits), got {runtime.seed}"),
+        (runtime.workers is None or 0 <= runtime.workers <= most,
+         f"--workers must be in 0..{most} ({MAX_WORKERS_PER_CPU} per CPU of this machine), got {runtime.workers}"),
+        (0 < runtime.timeout < math.inf, f"--timeout must be a positive number of minutes, got {runtime.timeout}"),
         (not (runtime.resume and runtime.force), "--resume continues a run and --force starts it over: pass one of them"),
     ]
 

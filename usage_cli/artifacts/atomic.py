@@ -27,9 +27,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, final)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+        if isinstance(e, OSError) and e.filename in (None, str(tmp)):  # name the file being written, not its temporary name
+            raise OSError(e.errno, e.strerror or str(e), str(final)) from e
         raise
 
 

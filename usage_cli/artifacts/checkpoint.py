@@ -9,17 +9,42 @@ from typing import Any
 import torch
 
 from usage_cli.artifacts.atomic import atomic_path
+from usage_cli.artifacts.disk import check_room, is_write_failure, write_failed
 from usage_cli.errors import ArtifactError
 
 _PREFIXES = ("module.", "_orig_mod.")
 
 
+# what to do after a checkpoint could not be written (every checkpoint is a training's, and last.pt is
+# written after each epoch, atomically: the one of the epoch before is still there)
+AFTER_FAILED_SAVE = "rerun the command with --resume (training continues from its last saved epoch)"
+
+
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     """Write ``state`` with every tensor on the CPU, so that a file written on a GPU loads on a machine
-    without one by a plain ``torch.load(weights_only=True)``."""
-    with atomic_path(path) as tmp:
-        torch.save(to_cpu(state), tmp)
+    without one by a plain ``torch.load(weights_only=True)``. A disk without room for it, or a write the
+    file system refuses, is one line naming ``path`` (``artifacts.disk``)."""
+    state = to_cpu(state)
+    check_room(path, _tensor_bytes(state), AFTER_FAILED_SAVE)
+    try:
+        with atomic_path(path) as tmp:
+            torch.save(state, tmp)
+    except (OSError, RuntimeError) as e:
+        if not is_write_failure(e):
+            raise
+        raise write_failed(path, e, AFTER_FAILED_SAVE) from e
     return Path(path)
+
+
+def _tensor_bytes(obj: Any) -> int:
+    """The bytes of the tensors in ``obj`` (nested dicts, lists, tuples): about the size of its file."""
+    if torch.is_tensor(obj):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(_tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, list | tuple):
+        return sum(_tensor_bytes(v) for v in obj)
+    return 0
 
 
 def to_cpu(obj: Any) -> Any:
@@ -107,7 +132,10 @@ def read_kind(path: str | Path, fmt: str, version: str, what: str, fix: str) -> 
 
     One-line errors otherwise: ``what`` names the kind ("usage classifier checkpoint"), ``fix`` says
     how to get one ("train one with `usage train-cls`"); another usage kind is named for what it is."""
-    ckpt = load_checkpoint(path)
+    try:
+        ckpt = load_checkpoint(path)
+    except ArtifactError as e:  # a damaged file (a run killed while saving it): say how to get a good one
+        raise ArtifactError(f"{e}; {fix}") from e
     got = ckpt.get("format")
     if got != fmt:
         other = describe_format(ckpt)

@@ -20,8 +20,10 @@ open is discarded with a warning.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +33,7 @@ import h5py
 import numpy as np
 
 from usage_cli import __version__
+from usage_cli.artifacts.disk import check_room, write_failed
 from usage_cli.errors import ArtifactError
 from usage_cli.progress import log
 
@@ -38,6 +41,7 @@ ENCODING_TYPE = "usage-seeds"
 ENCODING_VERSION = "1.0.0"
 FILENAME = "seeds.h5"  # in gen-seeds' --out
 SUFFIXES = (".h5", ".hdf5")
+RESUME = "rerun the same command to resume (the images finished so far are kept)"  # after a failed write
 
 
 def _group_name(image_id: str) -> str:
@@ -78,9 +82,14 @@ class SeedEntry:
         return self.keys[~positive.any(axis=(1, 2))]
 
 
-def _reason(e: OSError) -> str:
-    """The first line of an HDF5 error, without its C call stack."""
-    return str(e).splitlines()[0] if str(e) else type(e).__name__
+def _reason(e: Exception) -> str:
+    """What an HDF5 error says went wrong, without its C call stack: the system's error message where
+    it carries one (``errno = 28, error message = 'No space left on device'``), else its first line."""
+    text = str(e)
+    system = re.search(r"error message = '([^']+)'", text)
+    if system:
+        return system.group(1)
+    return text.splitlines()[0] if text else type(e).__name__
 
 
 def _fingerprint(value: Any) -> Any:
@@ -167,15 +176,26 @@ class SeedWriter:
         cam = np.asarray(cam)
         if cam.ndim != 3 or cam.shape[0] != len(keys):
             raise ValueError(f"cam shape {cam.shape} does not match {len(keys)} keys")
-        name = _group_name(image_id)
-        if name in self._file:
-            del self._file[name]
-        g = self._file.create_group(name)
-        g.create_dataset("keys", data=keys)
-        opts = {"compression": "gzip", "compression_opts": 1, "shuffle": True} if cam.size else {}
-        g.create_dataset("cam", data=cam.astype(np.float16), **opts)
-        g.create_dataset("size", data=np.asarray(size, dtype=np.int32))
-        g.attrs["done"] = 1
+        cam = cam.astype(np.float16)
+        check_room(self.partial, cam.nbytes, RESUME)  # HDF5 meeting a full disk may crash the process
+        with self._writing():
+            name = _group_name(image_id)
+            if name in self._file:
+                del self._file[name]
+            g = self._file.create_group(name)
+            g.create_dataset("keys", data=keys)
+            opts = {"compression": "gzip", "compression_opts": 1, "shuffle": True} if cam.size else {}
+            g.create_dataset("cam", data=cam, **opts)
+            g.create_dataset("size", data=np.asarray(size, dtype=np.int32))
+            g.attrs["done"] = 1
+
+    @contextlib.contextmanager
+    def _writing(self):
+        """A write HDF5 fails (a full disk, a read-only mount) is one line naming the file, not its C stack."""
+        try:
+            yield
+        except (OSError, RuntimeError) as e:
+            raise write_failed(self.partial, e, RESUME) from None
 
     def copy_from(self, reader: SeedReader) -> int:
         """Copy every image of another store as stored (compressed chunks are not decoded and
@@ -189,23 +209,27 @@ class SeedWriter:
         return n
 
     def flush(self) -> None:
-        self._file.flush()
+        with self._writing():
+            self._file.flush()
 
     def commit(self, attrs: dict[str, Any] | None = None) -> Path:
         """Set ``attrs`` (figures of the finished store), mark complete, close and rename onto the final path."""
-        for k, v in (attrs or {}).items():
-            self._file.attrs[k] = json.dumps(v, sort_keys=True) if isinstance(v, dict | list) else v
-        self._file.attrs["complete"] = True
-        self._file.close()
+        with self._writing():
+            for k, v in (attrs or {}).items():
+                self._file.attrs[k] = json.dumps(v, sort_keys=True) if isinstance(v, dict | list) else v
+            self._file.attrs["complete"] = True
+            self._file.close()
         self._file = None
         os.replace(self.partial, self.path)
         return self.path
 
     def close(self) -> None:
-        """Close without publishing (the partial file stays for a resume)."""
+        """Close without publishing (the partial file stays for a resume). After a failed write HDF5 may
+        fail to close too: the first error is the one said."""
         if self._file is not None:
-            self._file.close()
-            self._file = None
+            f, self._file = self._file, None
+            with contextlib.suppress(OSError, RuntimeError):
+                f.close()
 
     def __enter__(self) -> SeedWriter:
         return self
@@ -219,13 +243,17 @@ class SeedReader:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        if self.path.is_dir():
+            inside = self.path / FILENAME
+            where = f"pass the one inside it, {inside}" if inside.is_file() else f"pass the {FILENAME} that `usage gen-seeds` wrote"
+            raise ArtifactError(f"{self.path}: is a folder, not a seed store; {where}")
         if not self.path.exists():
             hint = " (an unfinished run left a .partial file: rerun `usage gen-seeds` to finish it)" if partial_path(self.path).exists() else ""
             raise ArtifactError(f"{self.path}: seed file not found{hint}; run `usage gen-seeds` first")
         try:
             self._file = h5py.File(self.path, "r")
         except OSError as e:
-            raise ArtifactError(f"{self.path}: not a readable HDF5 file ({e}); rerun `usage gen-seeds`") from e
+            raise ArtifactError(f"{self.path}: not a readable HDF5 file ({_reason(e)}); rerun `usage gen-seeds`") from e
         _check_version(self.path, self._file.attrs)
         if not bool(self._file.attrs.get("complete", False)):
             raise ArtifactError(f"{self.path}: seed store is incomplete; rerun `usage gen-seeds`")

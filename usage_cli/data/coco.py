@@ -22,6 +22,7 @@ import os
 from pathlib import Path
 
 from usage_cli.data import coco_json
+from usage_cli.data.io import check_ground_truth_folder
 from usage_cli.data.labels_io import load_cls_labels, read_class_names, read_split_file
 from usage_cli.data.records import Dataset, DatasetMeta, Record
 from usage_cli.data.voc import _labels_from_mask
@@ -126,6 +127,7 @@ def load(
     if img_dir is None and require_images:
         raise DatasetError(f"{root}: no image folder (looked for images/, JPEGImages/, {'/, '.join(subs)}/)")
     mask_dir = _pick_dir(_mask_dirs(root, split), ids[0])
+    check_ground_truth_folder(mask_dir)
     images, masks = _listing(img_dir), _listing(mask_dir)
     # 3. labels: cls_labels*.npy, else masks
     cls_files = sorted(root.glob("cls_labels*.npy"))

@@ -2,12 +2,31 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from usage_cli.artifacts.manifest import MANIFEST_NAME
 from usage_cli.errors import DatasetError
+
+
+def check_ground_truth_folder(folder: str | Path | None) -> None:
+    """A folder a loader reads ground truth from never holds a usage output: predictions put there (an
+    ``--out`` inside the data set) would be scored against themselves. One line naming the folder."""
+    manifest = None if folder is None else Path(folder) / MANIFEST_NAME
+    if manifest is None or not manifest.is_file():
+        return
+    try:
+        doc = json.loads(manifest.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return  # not a usage manifest: a data set's own file of that name
+    if isinstance(doc, dict) and doc.get("tool") == "usage":
+        raise DatasetError(
+            f"{folder}: the ground-truth folder holds {MANIFEST_NAME} of a usage {doc.get('stage', '?')} run — these are usage's "
+            f"outputs, not ground truth (they would be scored against themselves); move them out of the data set"
+        )
 
 
 def check_image_mode(path: str | Path, mode: str) -> None:

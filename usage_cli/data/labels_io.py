@@ -30,15 +30,22 @@ def read_split_file(path: Path, folders: bool = False) -> list[str]:
     image, and a repeated id would be counted twice."""
     ids: list[str] = []
     seen: dict[str, int] = {}
-    for number, line in enumerate(Path(path).read_text().splitlines(), 1):
+    for number, line in enumerate(_text(path, "split file").splitlines(), 1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
-        first = line.split()[0]
+        fields = line.split()
+        first = fields[0]
+        is_path = "/" in first or "." in Path(first).name[-5:]
         if folders:
             image_id = first.strip("/").removesuffix(Path(first).suffix) if Path(first).suffix.lower() in IMAGE_SUFFIXES else first.strip("/")
+        elif len(fields) > 1 and not is_path:  # 'val 00000', or a classification list's 'id -1'
+            raise DatasetError(
+                f"{path}: line {number} reads {line!r}: {len(fields)} fields, not an image id nor a PSA pair "
+                f"(/JPEGImages/X.jpg /SegmentationClass/X.png); list one id a line"
+            )
         else:
-            image_id = Path(first).stem if ("/" in first or "." in Path(first).name[-5:]) else first
+            image_id = Path(first).stem if is_path else first
         if image_id in seen:
             raise DatasetError(f"{path}: id '{image_id}' is listed twice (lines {seen[image_id]} and {number}); list each image once")
         seen[image_id] = number
@@ -61,7 +68,7 @@ def read_class_names(classes_file: str | Path | None, candidates: Sequence[Path]
         path = next((p for p in candidates if p.exists()), None)
         if path is None:
             return list(default)
-    names = [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
+    names = [ln.strip() for ln in _text(path, "classes file").splitlines() if ln.strip()]
     if names and names[0].lower() in ("background", "_background_", "bg"):
         names = names[1:]
     if not names:
@@ -69,6 +76,16 @@ def read_class_names(classes_file: str | Path | None, candidates: Sequence[Path]
     if len(set(names)) != len(names):
         raise DatasetError(f"{path}: classes file repeats a class name")
     return names
+
+
+def _text(path: Path, what: str) -> str:
+    """A text file's content; a byte-order mark (saved so by Windows editors) is not part of its first line."""
+    try:
+        return Path(path).read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise DatasetError(f"{path}: {what} is not UTF-8 text ({e.reason} at byte {e.start})") from e
+    except IsADirectoryError:
+        raise DatasetError(f"{path}: {what} is a folder; give the text file") from None
 
 
 class RefusedPickle(pickle.UnpicklingError):
@@ -185,7 +202,7 @@ def write_cls_labels_json(path: Path, labels: Mapping[str, Sequence[int]], class
 def load_cls_labels_json(path: Path, class_names: Sequence[str]) -> dict[str, tuple[int, ...]]:
     """``cls_labels.json`` -> {id: label values 1..K}; refused when made for other classes."""
     try:
-        doc = json.loads(Path(path).read_text())
+        doc = json.loads(Path(path).read_text(encoding="utf-8-sig"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise DatasetError(f"{path}: unreadable cls_labels file ({e})") from e
     if not isinstance(doc, dict) or doc.get("format") != CLS_LABELS_JSON:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from usage_cli.data.io import read_mask
+from usage_cli.data.io import check_ground_truth_folder, read_mask
 from usage_cli.data.labels_io import read_class_names, read_cls_labels, read_split_file
 from usage_cli.data.records import Dataset, DatasetMeta, Record
 from usage_cli.errors import DatasetError
@@ -91,6 +91,7 @@ def load(
     ids = read_split_file(_split_path(vdir, split, split_file))
     images = vdir / "JPEGImages"
     mask_dir = next((d for d in (vdir / "SegmentationClassAug", vdir / "SegmentationClass") if d.is_dir()), None)
+    check_ground_truth_folder(mask_dir)
     image_files = _listing(images)
     mask_files = _listing(mask_dir) if mask_dir else {}
     # 2. image-level labels: cls_labels.npy > cls_labels.json > XML > masks
