@@ -47,16 +47,16 @@ class Stage:
 STAGES: tuple[Stage, ...] = (
     Stage("synth", "dataset", ("seed", "force")),
     Stage("train-cls", "classifier", ALL, ("backbone", "mapping", "reg", "epochs")),
-    Stage("gen-seeds", SEEDS, ("device", "amp", "timeout", "workers", "force", "quiet"),
+    Stage("gen-seeds", SEEDS, ("device", "amp", "timeout", "workers", "force", "quiet", "out_in_root"),
           ("ckpt", "source", "refine", "normalise", "scales", "flip", "bg_threshold")),
     Stage("refine-psa", "masks", ALL, ("seeds", "preset", "crf_la", "crf_ha", "bg_mode", "bg_const", "bg_power", "walk", "affinity"), chain=True),
-    Stage("psa-labels", "confident", ("timeout", "workers", "force", "quiet"), ("seeds", "preset", "crf_la", "crf_ha", "crf")),
+    Stage("psa-labels", "confident", ("timeout", "workers", "force", "quiet", "out_in_root"), ("seeds", "preset", "crf_la", "crf_ha", "crf")),
     Stage("train-aff", "affinity", ALL, ("backbone", "labels", "radius", "epochs")),
-    Stage("psa-walk", "masks", ("device", "amp", "timeout", "force", "quiet"),
+    Stage("psa-walk", "masks", ("device", "amp", "timeout", "force", "quiet", "out_in_root"),
           ("seeds", "affinity", "preset", "beta", "logt", "bg_mode", "bg_const", "bg_power", "walk")),
     Stage("train-seg", "segnet", ALL, ("backbone", "masks", "epochs")),
-    Stage("predict-seg", "preds", ("device", "amp", "timeout", "workers", "force", "quiet"), ("ckpt", "scales", "flip", "fuse", "crf")),
-    Stage("evaluate", "metrics", ("workers", "force", "quiet")),
+    Stage("predict-seg", "preds", ("device", "amp", "timeout", "workers", "force", "quiet", "out_in_root"), ("ckpt", "scales", "flip", "fuse", "crf")),
+    Stage("evaluate", "metrics", ("workers", "force", "quiet", "out_in_root")),
     Stage("report", "report", None),
 )  # fmt: skip
 

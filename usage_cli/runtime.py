@@ -35,6 +35,7 @@ class Runtime:
     resume: bool = False
     force: bool = False
     quiet: bool = False
+    out_in_root: bool = False  # an output inside the data set's root (artifacts/claims.py refuses it otherwise)
 
 
 FIELDS = tuple(f.name for f in dataclasses.fields(Runtime))
@@ -42,7 +43,7 @@ DEFAULTS = Runtime()
 
 # the one exclusion list: run-time options that change how a run goes, never what it computes — out of
 # every key a rerun or resume compares (the manifest config, the loop's resume key in last.pt)
-HOW_ONLY = ("timeout", "workers", "resume", "force", "quiet")
+HOW_ONLY = ("timeout", "workers", "resume", "force", "quiet", "out_in_root")
 # the options that change what a run computes: in the manifest's config (when the stage takes them).
 # The device is in the loop's resume key (a run resumes where it began) but not in a manifest config
 # (train-cls keeps it there: its manifests always had it)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from usage_cli.artifacts.checkpoint import AFF_FORMAT, read_kind, save_checkpoint
+from usage_cli.artifacts.checkpoint import AFF_FORMAT, is_kind, read_kind, save_checkpoint
 from usage_cli.artifacts.manifest import config_hash
 
 FORMAT = AFF_FORMAT
@@ -35,3 +35,8 @@ def save_aff_checkpoint(
 def read_aff_checkpoint(path: str | Path) -> dict[str, Any]:
     """The checkpoint dict; a file of another kind or major version is a one-line error."""
     return read_kind(path, FORMAT, VERSION, "usage-aff-checkpoint (AffinityNet)", "train one with `usage train-aff` or `usage refine-psa`")
+
+
+def is_aff_checkpoint(path: str | Path) -> bool:
+    """Whether ``path`` is an AffinityNet checkpoint usage wrote (``--aff-out`` replaces only such a file)."""
+    return is_kind(path, FORMAT)

@@ -148,6 +148,16 @@ def read_kind(path: str | Path, fmt: str, version: str, what: str, fix: str) -> 
     return ckpt
 
 
+def is_kind(path: str | Path, fmt: str) -> bool:
+    """Whether ``path`` is a usage checkpoint of format ``fmt`` (its tensors are mapped, not read): a file
+    an output option may replace."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - anything torch cannot read as a checkpoint is not one
+        return False
+    return isinstance(obj, dict) and obj.get("format") == fmt
+
+
 def describe_format(obj: Any) -> str | None:
     """'a usage train-cls checkpoint; pass it to `usage gen-seeds --ckpt`' for a usage file, else None."""
     fmt = obj.get("format") if isinstance(obj, dict) else None

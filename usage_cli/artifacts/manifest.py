@@ -129,6 +129,19 @@ def input_digest(path: str | Path, required: bool = True) -> str | None:
     return sha256_file(p)
 
 
+def check_unchanged(sources: dict[str, tuple[str | Path, str]], stage: str) -> None:
+    """Before a run publishes what it made: each input (name -> (path, the digest it had when the run
+    read it first)) is still that file. A chain reads an input more than once (refine-psa's seeds: the
+    confident labels, then the walk); one replaced meanwhile would give an artifact made from two."""
+    for name, (path, digest) in sources.items():
+        now = input_digest(path, required=False) if Path(path).exists() else None
+        if now != digest:
+            raise ArtifactError(
+                f"{path}: {name} changed while {stage} ran (it is not the file it started from); nothing was published — "
+                f"rerun {stage} with --force once no other run writes it"
+            )
+
+
 def build_manifest(
     stage: str,
     config: dict[str, Any],

@@ -13,6 +13,8 @@ from typing import Any
 
 from usage_cli.artifacts.atomic import write_text_atomic
 
+FILENAME = "metrics.json"  # the name the docs and the Makefile give it (evaluate's --out names the file)
+
 
 def write_metrics(path: str | Path, result: dict[str, Any], manifest: dict[str, Any]) -> Path:
     """Write ``result`` with ``manifest`` as its last key, atomically."""

@@ -104,6 +104,17 @@ def _fingerprint(value: Any) -> Any:
     return value
 
 
+def _differing(old: Any, new: Any) -> str:
+    """`` (flip, scales differ)``: the options of two stored configs (JSON) that differ ('' if unknown)."""
+    try:
+        a, b = (json.loads(v.decode() if isinstance(v, bytes) else v) for v in (old, new))
+    except (TypeError, ValueError, AttributeError):
+        return ""
+    names = sorted(k.removesuffix("_sha256") + " (its file changed)" if k.endswith("_sha256") else k
+                   for k in set(a) | set(b) if a.get(k) != b.get(k))  # fmt: skip
+    return f" ({', '.join(names)} differ{'s' if len(names) == 1 else ''})" if names else ""
+
+
 def _entry(g: Any) -> SeedEntry:
     return SeedEntry(keys=g["keys"][()].astype(np.int64), cam=g["cam"][()], size=tuple(int(v) for v in g["size"][()]))
 
@@ -144,10 +155,11 @@ class SeedWriter:
                 for key, what in (("config_hash", "another config"), ("data", "another data set")):
                     old = f.attrs.get(key)
                     if old is not None and key in attrs and _fingerprint(old) != _fingerprint(attrs[key]):
+                        which = _differing(f.attrs.get("config"), attrs.get("config")) if key == "config_hash" else ""
                         f.close()
                         raise ArtifactError(
-                            f"{self.partial}: an unfinished run with {what} is here; "
-                            f"rerun with the same options or pass --force to start over"
+                            f"{self.partial}: an unfinished run with {what}{which} is here; "
+                            f"rerun with the same options to resume it, or pass --force to start over"
                         )
                 self._file = f
         elif self.partial.exists():

@@ -27,10 +27,16 @@ from pathlib import Path
 
 from usage_cli.algorithms.thresholds import auto_constants
 from usage_cli.artifacts import aff_checkpoint
-from usage_cli.artifacts.claims import claim_out, owned_files
+from usage_cli.artifacts.claims import Output, check_outputs, claim_out, owned_files, owns_outputs
 from usage_cli.artifacts.labels import FOLDER_VERSION, clear_legacy_cache, finish_png_folder
-from usage_cli.artifacts.lock import holds_out_lock
-from usage_cli.artifacts.manifest import build_manifest, config_paths, run_config, write_manifest
+from usage_cli.artifacts.manifest import (
+    build_manifest,
+    check_unchanged,
+    config_paths,
+    run_config,
+    sha256_file,
+    write_manifest,
+)
 from usage_cli.chains.compose import compose_config, pick
 from usage_cli.dataspec import DataSpec, takes_data
 from usage_cli.engine.distributed import barrier, check_device, is_main_process, worker_count
@@ -57,6 +63,10 @@ RefinePsaConfig = takes_runtime(STAGE)(takes_data(compose_config(
     doc="refine-psa's options: its own, then those of psa-labels, train-aff and psa-walk (composed from their configs).",
     module=__name__,
 )))  # fmt: skip
+RefinePsaConfig.OUTPUTS = {  # what it writes (artifacts/claims.py checks them first)
+    "out": Output("--out"),
+    "aff_out": Output("--aff-out", "file", "a usage AffinityNet checkpoint", aff_checkpoint.is_aff_checkpoint, aff_checkpoint.FILENAME),
+}
 
 
 def resolve(cfg: RefinePsaConfig) -> RefinePsaConfig:
@@ -89,7 +99,7 @@ def steps(cfg: RefinePsaConfig) -> tuple[psa_labels.PsaLabelsConfig, train_aff.T
     return labels, aff, walk
 
 
-@holds_out_lock
+@owns_outputs
 def run(cfg: RefinePsaConfig) -> dict:
     """Run the three steps; returns {"images", "out", "affinity", "trained"}."""
     # 1. options, networks and inputs of every step, checked before any work; the output folder
@@ -97,12 +107,15 @@ def run(cfg: RefinePsaConfig) -> dict:
     rt = cfg.runtime
     labels_cfg, aff_cfg, walk_cfg = steps(cfg)
     check_device(rt.device)
+    for step in (labels_cfg, aff_cfg) if cfg.affinity is None else ():
+        check_outputs(step)  # each step's outputs (a user's file at affinity.pt): now, not after the CRF step
     if cfg.affinity is None:  # backbone, crop, weights; an unfinished AffinityNet run: before the CRF step
         train_aff.check(aff_cfg)
     if cfg.affinity is not None or walk_cfg.data != labels_cfg.data:  # (psa-labels checks the seeds of its split first)
         psa_walk.check(walk_cfg, affinity=cfg.affinity is not None)
     config = run_config(cfg, config_drop(cfg, ("aff_out",)))
     out = claim_out(cfg.out, STAGE, config, ("*.png",), force=rt.force)
+    seeds_sha = sha256_file(cfg.seeds)  # the store this run starts from: every step reads it (checked before publishing)
     # 2. confident labels and AffinityNet, each unless its folder already holds it
     trained = False
     if cfg.affinity is None:
@@ -113,7 +126,8 @@ def run(cfg: RefinePsaConfig) -> dict:
         trained = _step(train_aff, aff_cfg, rt.quiet)
     # 3. the walk, published under this command's name
     walked = psa_walk.run(walk_cfg, publish_as=(STAGE, config))
-    if is_main_process():
+    if is_main_process():  # made from the seeds and the AffinityNet it began with, or not published
+        check_unchanged({"--seeds": (cfg.seeds, seeds_sha), "the AffinityNet": (walk_cfg.affinity, walked["affinity_sha256"])}, STAGE)
         pairing = walked["pairing"]
         manifest = build_manifest(
             STAGE, config, inputs={"seeds": cfg.seeds, **({"affinity": walk_cfg.affinity} if cfg.affinity else {})},

@@ -31,6 +31,7 @@ RUNTIME_HELP = {
     "resume": "Continue from OUT/last.pt (--epochs may grow: the schedule is recomputed).",
     "force": "Replace a finished or unfinished run of other options in OUT.",
     "quiet": "No progress lines.",
+    "out_in_root": "Write outputs inside the data set's root (refused by default: the data set's files are looked up there).",
 }
 WORKERS_DEFAULT = "Default: by device: 4 per process on a GPU (at most the CPUs per process), 0 on the CPU."
 

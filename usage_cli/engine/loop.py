@@ -33,7 +33,7 @@ from usage_cli.engine.distributed import (
     worker_count,
 )
 from usage_cli.engine.optim import build_optimizer, build_scheduler
-from usage_cli.engine.resume import record_epoch, restore, run_key
+from usage_cli.engine.resume import Sources, digests, record_epoch, restore, run_key
 from usage_cli.engine.sampling import epoch_loaders, seed_everything
 from usage_cli.errors import ConfigError
 from usage_cli.progress import make_progress
@@ -136,7 +136,10 @@ def fit(
     stage_config: dict | None = None,
     collate_fn=None,
     evaluate: Callable[[torch.nn.Module, int], dict] | None = None,
+    sources: Sources | None = None,
 ) -> torch.nn.Module:
+    """Train ``task`` (module doc); ``sources``: what the run reads, name -> (path, digest), recorded in
+    ``last.pt`` so that a ``--resume`` on changed inputs is refused (``engine.resume.check_resume``)."""
     # 1. processes, device, seeds
     info = init_distributed(cfg.device, cfg.timeout)
     device = resolve_device(cfg.device, info)
@@ -175,7 +178,7 @@ def fit(
             if evaluate is not None:  # on every rank: the evaluator shares the work out
                 logs.update(evaluate(task, epoch))
             if info.is_main:
-                record_epoch(out_dir, key, logs, task, optimizer, scheduler, scaler, epoch, cfg.epochs)
+                record_epoch(out_dir, key, logs, task, optimizer, scheduler, scaler, epoch, cfg.epochs, digests(sources))
     if info.enabled:
         torch.distributed.barrier()
     return task

@@ -21,18 +21,31 @@ from usage_cli.errors import ConfigError
 from usage_cli.progress import log
 from usage_cli.runtime import HOW_ONLY
 
+Sources = dict[str, tuple[Path | str, str]]  # what a training reads: name -> (where, its digest)
 
-def check_resume(out_dir: Path, *, resume: bool, force: bool, epochs: int) -> None:
-    """Before any work: an unfinished run in ``out_dir`` is never deleted silently.
+
+def check_resume(out_dir: Path, *, resume: bool, force: bool, epochs: int, sources: Sources | None = None) -> None:
+    """Before any work: an unfinished run in ``out_dir`` is never deleted silently, nor continued on
+    inputs that changed since it stopped.
 
     Without ``--resume`` or ``--force`` a ``last.pt`` of a run that stopped early is an error that
-    says how to continue it; ``--resume`` with fewer epochs than already done is an error too. A
-    finished run's ``last.pt`` is replaced (the stage's ``--force`` rules cover its artifact)."""
+    says how to continue it; ``--resume`` with fewer epochs than already done is an error too, and so is
+    ``--resume`` when one of ``sources`` (name -> (path, digest): the masks' manifest, the data set's
+    fingerprint) differs from what ``last.pt`` recorded. A finished run's ``last.pt`` is replaced (the
+    stage's ``--force`` rules cover its artifact)."""
     last = last_path(out_dir)
     if force or not last.exists():
         return
     state = read_last(last)
     done, total = int(state.get("epoch", -1)) + 1, state.get("epochs")
+    recorded = state.get("inputs") or {}  # a last.pt written before inputs were recorded: not compared
+    changed = [name for name, (_, digest) in (sources or {}).items() if name in recorded and recorded[name] != digest]
+    if changed and (resume or total is None or done < int(total)):
+        where = ", ".join(f"{n} {sources[n][0]}" for n in changed)
+        raise ConfigError(
+            f"{last}: the run stopped after epoch {done} trained on {where} as it was then, and it has changed since; "
+            f"pass --force to train from scratch on it (a resumed run would mix both)"
+        )
     if resume:
         if epochs < done:
             raise ConfigError(f"{last}: {done} epochs are already done; --resume needs --epochs {done} or more")
@@ -91,18 +104,23 @@ def restore(out_dir: Path, key: dict, task, optimizer, scheduler, scaler, *, res
     return start
 
 
-def record_epoch(out_dir: Path, key: dict, logs: dict, task, optimizer, scheduler, scaler, epoch: int, epochs: int) -> None:
-    """After an epoch (main process): ``last.pt`` holds the state to resume from and ``log.jsonl`` gains
-    the epoch's line."""
-    _save_last(last_path(out_dir), task, optimizer, scheduler, scaler, epoch, epochs, key)
+def digests(sources: Sources | None) -> dict[str, str]:
+    """name -> digest of ``sources``, as ``last.pt`` records them (:func:`check_resume` compares them)."""
+    return {name: digest for name, (_, digest) in (sources or {}).items()}
+
+
+def record_epoch(out_dir: Path, key: dict, logs: dict, task, optimizer, scheduler, scaler, epoch: int, epochs: int, inputs: dict | None = None) -> None:
+    """After an epoch (main process): ``last.pt`` holds the state to resume from (and ``inputs``, the
+    digests of what the run reads) and ``log.jsonl`` gains the epoch's line."""
+    _save_last(last_path(out_dir), task, optimizer, scheduler, scaler, epoch, epochs, key, inputs or {})
     with open(log_path(out_dir), "a") as f:
         f.write(json.dumps({k: (round(v, 6) if isinstance(v, float) and math.isfinite(v) else v) for k, v in logs.items()}) + "\n")
 
 
-def _save_last(path, task, optimizer, scheduler, scaler, epoch, epochs, run_key) -> None:
+def _save_last(path, task, optimizer, scheduler, scaler, epoch, epochs, run_key, inputs) -> None:
     save_last(
         path, epoch=epoch, epochs=epochs, run_key=json.loads(json.dumps(run_key, default=str)), run_key_hash=config_hash(run_key),
-        run_paths=resolved_paths(json.loads(json.dumps(run_key["run"], default=str))),
+        run_paths=resolved_paths(json.loads(json.dumps(run_key["run"], default=str))), inputs=inputs,
         model=task.state_dict(), optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
         scaler=scaler.state_dict() if scaler.is_enabled() else {},
     )  # fmt: skip

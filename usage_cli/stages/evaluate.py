@@ -14,15 +14,17 @@ from concurrent.futures import ProcessPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
 from usage_cli.algorithms.thresholds import recorded_threshold
+from usage_cli.artifacts import metrics_file
+from usage_cli.artifacts.claims import Output, json_is, owns_outputs
 from usage_cli.artifacts.compat import check_class_names
 from usage_cli.artifacts.labels import folder_class_names, label_ids
 from usage_cli.artifacts.manifest import build_manifest, config_paths, read_manifest, run_config
 from usage_cli.artifacts.metrics_file import write_metrics
-from usage_cli.artifacts.replaceable import check_replaceable_file
 from usage_cli.artifacts.seeds import SeedReader, is_seed_store
 from usage_cli.data.identity import check_pairing, identity, recorded_data
 from usage_cli.dataspec import DataSpec, takes_data
@@ -40,6 +42,9 @@ METRICS = ("miou", "fpr", "fnr")
 @takes_data
 @dataclass(frozen=True)
 class EvaluateConfig:
+    OUTPUTS: ClassVar[dict[str, Output]] = {  # what it writes (artifacts/claims.py checks it first)
+        "out": Output("--out", "file", "a usage metrics file", json_is(lambda doc: is_metrics_file(doc)), metrics_file.FILENAME),
+    }
     pred: Path
     data: DataSpec = DataSpec(split="val")
     metrics: tuple[str, ...] = METRICS
@@ -113,6 +118,7 @@ def _score_all(cfg: EvaluateConfig, kind: str, items: list, n: int, thresholds: 
     return sum(p[0] for p in parts), sum(p[1] for p in parts), sum(p[2] for p in parts), per_image
 
 
+@owns_outputs
 def run(cfg: EvaluateConfig) -> dict:
     # 1. options, ground truth, predictions
     check_options(runtime_checks(cfg.runtime))
@@ -121,8 +127,6 @@ def run(cfg: EvaluateConfig) -> dict:
         raise ConfigError(f"unknown metric(s) {', '.join(sorted(unknown))}; choose from {', '.join(METRICS)}")
     if cfg.bg_threshold is not None and cfg.bg_power is not None:
         raise ConfigError("give either --bg-threshold or --bg-power, not both")
-    if cfg.out is not None:
-        check_replaceable_file(cfg.out, is_metrics_file, "a usage metrics file")
     ds = cfg.data.load(require_images=False)
     no_mask = [r.id for r in ds.records if r.mask_path is None]
     if no_mask:

@@ -18,9 +18,8 @@ import torch
 from usage_cli.algorithms.cam_infer import CamInference, resolve_seed_step, views_to_maps
 from usage_cli.algorithms.fuse import NORMALISE, seed_maps
 from usage_cli.algorithms.thresholds import METHODS, rule_ok, seed_statistics
-from usage_cli.artifacts.claims import claim_out, owned_files
+from usage_cli.artifacts.claims import Output, claim_out, owned_files, owns_outputs
 from usage_cli.artifacts.compat import check_class_names
-from usage_cli.artifacts.lock import holds_out_lock
 from usage_cli.artifacts.manifest import (
     build_manifest,
     config_hash,
@@ -59,7 +58,7 @@ RETIRED = {"attn_budget_gb": "patch affinity no longer keeps attention maps, so 
 @dataclass(frozen=True)
 class GenSeedsConfig:
     RETIRED_OPTIONS: ClassVar[dict[str, str]] = RETIRED
-
+    OUTPUTS: ClassVar[dict[str, Output]] = {"out": Output("--out")}  # what it writes (artifacts/claims.py checks them first)
     ckpt: Path
     out: Path
     data: DataSpec = DataSpec(split="train")
@@ -102,7 +101,7 @@ def check(cfg: GenSeedsConfig) -> None:
     ])
 
 
-@holds_out_lock
+@owns_outputs
 def run(cfg: GenSeedsConfig) -> Path:
     # 1. classifier, data, config
     check(cfg)

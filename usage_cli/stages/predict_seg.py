@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -18,7 +19,7 @@ import torch
 from usage_cli.algorithms.crf import crf_map
 from usage_cli.algorithms.seg_infer import crf_refine, fuse_views, to_label
 from usage_cli.artifacts import labels  # write_label_png through the module: a test interrupts it
-from usage_cli.artifacts.claims import claim_out, owned_files
+from usage_cli.artifacts.claims import Output, claim_out, owned_files, owns_outputs
 from usage_cli.artifacts.compat import check_class_names
 from usage_cli.artifacts.labels import (
     FOLDER_VERSION,
@@ -27,7 +28,6 @@ from usage_cli.artifacts.labels import (
     resume_png_folder,
     start_png_folder,
 )
-from usage_cli.artifacts.lock import holds_out_lock
 from usage_cli.artifacts.manifest import (
     build_manifest,
     config_hash,
@@ -59,6 +59,7 @@ CHUNK = 16  # images whose probabilities are held at once for the CRF workers
 @takes_data
 @dataclass(frozen=True)
 class PredictSegConfig:
+    OUTPUTS: ClassVar[dict[str, Output]] = {"out": Output("--out")}  # what it writes (artifacts/claims.py checks them first)
     ckpt: Path
     out: Path
     data: DataSpec = DataSpec(split="val")
@@ -82,7 +83,7 @@ def _crf_label(item: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
     return to_label(crf_refine(image, probs))
 
 
-@holds_out_lock
+@owns_outputs
 def run(cfg: PredictSegConfig) -> dict:
     """Predict every id of the split; returns a summary {"images", "skipped", "out"}."""
 

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
 from usage_cli.algorithms.affinity import confident_label_for_image
 from usage_cli.algorithms.crf import crf_map
 from usage_cli.algorithms.thresholds import auto_constants
-from usage_cli.artifacts.claims import claim_out, owned_files
+from usage_cli.artifacts.claims import Output, claim_out, owned_files, owns_outputs
 from usage_cli.artifacts.compat import check_seeds_cover
 from usage_cli.artifacts.labels import (
     FOLDER_VERSION,
@@ -28,7 +29,6 @@ from usage_cli.artifacts.labels import (
     start_png_folder,
     write_label_png,
 )
-from usage_cli.artifacts.lock import holds_out_lock
 from usage_cli.artifacts.manifest import (
     build_manifest,
     config_hash,
@@ -56,6 +56,7 @@ CHUNK = 64  # images whose seed maps are held at once for the CRF workers
 @takes_data
 @dataclass(frozen=True)
 class PsaLabelsConfig:
+    OUTPUTS: ClassVar[dict[str, Output]] = {"out": Output("--out")}  # what it writes (artifacts/claims.py checks them first)
     seeds: Path
     out: Path
     data: DataSpec = DataSpec(split="train_aug")
@@ -91,7 +92,7 @@ def is_done(cfg: PsaLabelsConfig) -> bool:
     return up_to_date(cfg.out, STAGE, manifest_config(cfg), {"seeds": cfg.seeds})
 
 
-@holds_out_lock
+@owns_outputs
 def run(cfg: PsaLabelsConfig) -> dict:
     """Write ``<out>/<id>.png`` for every id of the split, then the manifest; returns {"images", "out"}."""
     # 1. options, the split and the seeds covering it, the output folder

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
 
 from usage_cli.algorithms import psa_refine
 from usage_cli.algorithms.thresholds import auto_constants
-from usage_cli.artifacts.claims import claim_out, owned_files
+from usage_cli.artifacts.claims import Output, claim_out, owned_files, owns_outputs
 from usage_cli.artifacts.compat import check_seeds_cover
 from usage_cli.artifacts.labels import (
     FOLDER_VERSION,
@@ -28,7 +29,6 @@ from usage_cli.artifacts.labels import (
     start_png_folder,
     write_label_png,
 )
-from usage_cli.artifacts.lock import holds_out_lock
 from usage_cli.artifacts.manifest import (
     build_manifest,
     config_hash,
@@ -63,6 +63,7 @@ WALK_KEYS = ("beta", "logt", "bg_mode", "bg_power", "bg_const", "walk_norm")  # 
 @takes_data
 @dataclass(frozen=True)
 class PsaWalkConfig:
+    OUTPUTS: ClassVar[dict[str, Output]] = {"out": Output("--out")}  # what it writes (artifacts/claims.py checks them first)
     seeds: Path
     affinity: Path
     out: Path
@@ -129,7 +130,7 @@ def _check_seeds(cfg: PsaWalkConfig, ds, reader) -> dict | None:
     return pairing
 
 
-@holds_out_lock
+@owns_outputs
 def run(cfg: PsaWalkConfig, publish_as: tuple[str, dict] | None = None) -> dict:
     """Walk every id of the split; returns {"images", "out", "split", "class_names", "affinity_sha256",
     "pairing", "data"}. ``publish_as=(stage, config)``: the walk of a chain that publishes the folder

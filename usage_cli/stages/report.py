@@ -13,15 +13,16 @@ import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 from rich.console import Console
 from rich.table import Table
 
 from usage_cli import __version__
 from usage_cli.artifacts.atomic import atomic_dir, write_text_atomic
-from usage_cli.artifacts.claims import owned_files
+from usage_cli.artifacts.claims import Output, json_is, owned_files, owns_outputs
 from usage_cli.artifacts.manifest import build_manifest, write_manifest
-from usage_cli.artifacts.replaceable import check_replaceable_file, check_replaceable_folder
+from usage_cli.artifacts.replaceable import check_replaceable_folder
 from usage_cli.data.records import voc_palette
 from usage_cli.errors import ArtifactError
 from usage_cli.report import gallery  # render_gallery through the module: a test makes it fail
@@ -40,6 +41,10 @@ from usage_cli.report.page import FigureRef, no_gt_scores, render_page
 
 @dataclass(frozen=True)
 class ReportConfig:
+    OUTPUTS: ClassVar[dict[str, Output]] = {
+        "out": Output("--out", "file", "a usage report table", json_is(lambda doc: is_rows_file(doc))),
+        "html": Output("--html", "page", check=lambda p: check_replaceable_folder(p, "report", "--html")),
+    }  # what it writes (artifacts/claims.py checks them first)
     metrics: tuple[Path, ...]  # metrics.json files and/or RUN_DIRs
     out: Path | None = None
     html: Path | None = None  # write the page into this folder
@@ -105,11 +110,10 @@ def _empty_cell(empty: dict | None) -> str:
     return f"[yellow]{text}[/]" if empty["maps"] else text
 
 
+@owns_outputs
 def run(cfg: ReportConfig) -> list[dict]:
     if cfg.html is not None:
         require_matplotlib()  # before any work: say which extra to install
-    if cfg.out is not None:
-        check_replaceable_file(cfg.out, is_rows_file, "a usage report table")
     entries = load_entries(cfg.metrics)
     plan = plan_html(entries, cfg) if cfg.html is not None else None  # its refusals come before any output
     rows = [_row(e.name, e.metrics) for e in entries if e.metrics is not None]

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
-from usage_cli.artifacts.claims import check_writable_folder
-from usage_cli.artifacts.lock import holds_out_lock, lock_out
+from usage_cli.artifacts.atomic import write_text_atomic
+from usage_cli.artifacts.claims import SYNTH_MARKER, Output, claim_out, owned_files, owns_outputs
 from usage_cli.artifacts.manifest import (
     MANIFEST_NAME,
     build_manifest,
@@ -16,13 +17,17 @@ from usage_cli.artifacts.manifest import (
     write_manifest,
 )
 from usage_cli.data.synth import CLASSES, MAX_CLASSES, generate
-from usage_cli.errors import ConfigError
-from usage_cli.runtime import Runtime, config_drop, takes_runtime
+from usage_cli.errors import check_options
+from usage_cli.runtime import Runtime, config_drop, runtime_checks, takes_runtime
+
+MAX_IMAGES = 100_000  # --train / --val: more is no miniature
+OWNED = ("VOCdevkit", "cls_labels.npy", "cls_labels.json", "classes.txt")  # what a run writes into --out (its manifest lists them)
 
 
 @takes_runtime("synth")
 @dataclass(frozen=True)
 class SynthConfig:
+    OUTPUTS: ClassVar[dict[str, Output]] = {"out": Output("--out")}  # what it writes (artifacts/claims.py checks them first)
     out: Path
     train: int = 96
     val: int = 32
@@ -31,26 +36,26 @@ class SynthConfig:
     classes: int = len(CLASSES)
 
 
-@holds_out_lock
+@owns_outputs
 def run(cfg: SynthConfig) -> dict:
     # 1. validate
-    if cfg.train < 1 or cfg.val < 0:
-        raise ConfigError(f"--train must be >= 1 and --val >= 0 (got {cfg.train}, {cfg.val})")
-    if not 2 <= cfg.classes <= MAX_CLASSES:
-        raise ConfigError(f"--classes must be in 2..{MAX_CLASSES} (got {cfg.classes})")
-    if not 32 <= cfg.size <= 2048:
-        raise ConfigError(f"--size must be in 32..2048 (got {cfg.size})")
+    check_options([
+        *runtime_checks(cfg.runtime),
+        (1 <= cfg.train <= MAX_IMAGES and 0 <= cfg.val <= MAX_IMAGES, f"--train must be in 1..{MAX_IMAGES} and --val in 0..{MAX_IMAGES} (got {cfg.train}, {cfg.val})"),
+        (2 <= cfg.classes <= MAX_CLASSES, f"--classes must be in 2..{MAX_CLASSES} (got {cfg.classes})"),
+        (32 <= cfg.size <= 2048, f"--size must be in 32..2048 (got {cfg.size})"),
+    ])
     config = run_config(cfg, config_drop(cfg, ("out",)))
-    check_writable_folder(cfg.out)
-    lock_out(cfg.out, "synth")  # one writer per folder
-    # 2. an existing dataset with the same config is reused; another config needs --force
+    # 2. an existing dataset with the same config is reused; another config needs --force; a folder of files
+    # no synth run wrote (a user's own data set) is refused (artifacts/claims.py)
     if (cfg.out / MANIFEST_NAME).exists() and not cfg.runtime.force:
-        old = read_manifest(cfg.out, expect_stage="synth")
-        if {"classes": len(CLASSES), **old["config"]} == config:  # datasets made before --classes had the default set
+        old = read_manifest(cfg.out)
+        if old.get("stage") == "synth" and {"classes": len(CLASSES), **old["config"]} == config:  # datasets made before --classes had the default set
             return old["stats"]
-        raise ConfigError(f"{cfg.out}: holds a synth dataset made with {old['config']}; pass --force to overwrite")
-    (cfg.out / MANIFEST_NAME).unlink(missing_ok=True)
-    # 3. generate, then publish the manifest last (a folder without it is unfinished)
+    claim_out(cfg.out, "synth", config, OWNED, force=cfg.runtime.force)
+    # 3. generate (the folder marked unfinished meanwhile), then publish the manifest last
+    write_text_atomic(cfg.out / SYNTH_MARKER, "")
     stats = generate(cfg.out, cfg.train, cfg.val, cfg.size, cfg.runtime.seed, cfg.classes)
-    write_manifest(cfg.out, build_manifest("synth", config, extra={"stats": stats}, paths=config_paths(cfg)))
+    write_manifest(cfg.out, build_manifest("synth", config, extra={"stats": stats}, paths=config_paths(cfg), files=owned_files(cfg.out, OWNED)))
+    (cfg.out / SYNTH_MARKER).unlink()
     return stats

@@ -11,18 +11,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 
 from usage_cli.algorithms.affinity import search_offsets
 from usage_cli.artifacts import aff_checkpoint, last_checkpoint
-from usage_cli.artifacts.claims import claim_out, owned_files
+from usage_cli.artifacts.claims import Output, claim_out, owned_files, owns_outputs
 from usage_cli.artifacts.compat import check_class_names
 from usage_cli.artifacts.labels import label_ids, read_label_folder
-from usage_cli.artifacts.lock import holds_out_lock
 from usage_cli.artifacts.manifest import (
     build_manifest,
     config_paths,
+    input_digest,
     run_config,
     sha256_file,
     up_to_date,
@@ -47,6 +48,10 @@ LABEL_STAGES = writing("confident")  # the confident labels it trains on
 @takes_data
 @dataclass(frozen=True)
 class TrainAffConfig:
+    OUTPUTS: ClassVar[dict[str, Output]] = {  # what it writes (artifacts/claims.py checks them first)
+        "out": Output("--out"),
+        "aff_out": Output("--aff-out", "file", "a usage AffinityNet checkpoint", aff_checkpoint.is_aff_checkpoint, aff_checkpoint.FILENAME),
+    }
     labels: Path
     out: Path
     data: DataSpec = DataSpec(split="train_aug")
@@ -113,7 +118,7 @@ def is_done(cfg: TrainAffConfig) -> bool:
     return up_to_date(cfg.out, STAGE, manifest_config(cfg), {"labels": cfg.labels}, artifact=affinity_path(cfg))
 
 
-@holds_out_lock
+@owns_outputs
 def run(cfg: TrainAffConfig) -> Path:
     """Train; returns the path of the written ``affinity.pt``."""
     # 1. options and network, the labels (finished, of this dataset, covering the split), the output folder
@@ -131,6 +136,8 @@ def run(cfg: TrainAffConfig) -> Path:
     config, aff_path = manifest_config(cfg), affinity_path(cfg)
     owned = ((aff_path.name,) if aff_path.parent == Path(cfg.out) else ()) + (() if rt.resume else last_checkpoint.FILES)
     claim_out(cfg.out, STAGE, config, owned, force=rt.force, ignore=("epochs",) if rt.resume else ())
+    sources = {"--labels": (cfg.labels, input_digest(cfg.labels)), "the data set": (cfg.data.root, data["fingerprint"])}
+    check_resume(cfg.out, resume=rt.resume, force=rt.force, epochs=cfg.epochs, sources=sources)  # a resumed run trains on what it began on
     # 2. network and data
     torch.manual_seed(rt.seed)  # the new layers' initialisation is part of the run
     net = build_affinitynet(model_config(cfg))
@@ -140,7 +147,7 @@ def run(cfg: TrainAffConfig) -> Path:
     # 3. the shared loop (SGD, poly schedule, new layers at --head-lr-mult; AMP on CUDA, DDP under torchrun)
     loop = loop_config(rt, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, optimizer="sgd", weight_decay=cfg.weight_decay, schedule="poly")
     task = AffinityTask(net, search_offsets(cfg.radius), cfg.head_lr_mult)
-    task = fit(task, train_set, loop, cfg.out, resume=rt.resume, stage_config=config)
+    task = fit(task, train_set, loop, cfg.out, resume=rt.resume, stage_config=config, sources=sources)
     # 4. the checkpoint and the manifest (rank 0)
     if is_main_process():
         aff_checkpoint.save_aff_checkpoint(

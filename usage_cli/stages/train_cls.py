@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import ClassVar
 
 from usage_cli.artifacts import cls_checkpoint, last_checkpoint
-from usage_cli.artifacts.claims import claim_out, owned_files
-from usage_cli.artifacts.lock import holds_out_lock
+from usage_cli.artifacts.claims import Output, claim_out, owned_files, owns_outputs
 from usage_cli.artifacts.manifest import (
     MANIFEST_NAME,
     build_manifest,
@@ -50,6 +50,7 @@ OWNED = (cls_checkpoint.FILENAME, *last_checkpoint.FILES)  # what a run writes i
 @takes_data
 @dataclass(frozen=True)
 class TrainClsConfig:
+    OUTPUTS: ClassVar[dict[str, Output]] = {"out": Output("--out")}  # what it writes (artifacts/claims.py checks them first)
     out: Path
     data: DataSpec = DataSpec(split="train_aug")
     backbone: str = "deit_s"
@@ -105,7 +106,7 @@ def resolve(cfg: TrainClsConfig, family: str) -> TrainClsConfig:
     return replace(cfg, warmup_epochs=min(cfg.warmup_epochs, cfg.epochs / 4))
 
 
-@holds_out_lock
+@owns_outputs
 def run(cfg: TrainClsConfig) -> Path:
     # 1. the resolved config, checked, and the output folder, before any work; then the data
     check_device(cfg.runtime.device)
@@ -116,13 +117,14 @@ def run(cfg: TrainClsConfig) -> Path:
         raise ConfigError(f"unknown regulariser '{cfg.reg}'; choose from {', '.join(REGULARISERS)}")
     rt = cfg.runtime
     config = run_config(cfg, config_drop(cfg, ("out",), keep=ALSO_IN_CONFIG))  # what defines the run (manifest, resume check)
-    owned = (cls_checkpoint.FILENAME,) if rt.resume else OWNED
-    claim_out(cfg.out, "train-cls", config, owned, force=rt.force, ignore=("epochs", "warmup_epochs") if rt.resume else ())
-    check_resume(cfg.out, resume=rt.resume, force=rt.force, epochs=cfg.epochs)
     ds = cfg.data.load()
     if not any(r.labels for r in ds.records):
         raise DatasetError(f"{cfg.data.root}: split '{cfg.data.split}' has no image with a positive class label; nothing to learn")
     data = identity(ds, cfg.data.split_file)  # reads every image header: an unreadable one fails before training
+    owned = (cls_checkpoint.FILENAME,) if rt.resume else OWNED
+    claim_out(cfg.out, "train-cls", config, owned, force=rt.force, ignore=("epochs", "warmup_epochs") if rt.resume else ())
+    sources = {"the data set": (cfg.data.root, data["fingerprint"])}  # a resumed run trains on what it began on
+    check_resume(cfg.out, resume=rt.resume, force=rt.force, epochs=cfg.epochs, sources=sources)
     # 2. model and task
     seed_everything(rt.seed)
     model_config = {
@@ -149,7 +151,7 @@ def run(cfg: TrainClsConfig) -> Path:
         schedule=cfg.schedule, warmup_epochs=cfg.warmup_epochs,
     )  # fmt: skip
     evaluate = _val_evaluator(cfg, ds.meta.num_classes, student) if cfg.val_split else None
-    engine_loop.fit(task, train_set, loop, cfg.out, resume=rt.resume, stage_config=config, evaluate=evaluate)
+    engine_loop.fit(task, train_set, loop, cfg.out, resume=rt.resume, stage_config=config, sources=sources, evaluate=evaluate)
 
     if not is_main_process():  # only rank 0 publishes
         return cfg.out / cls_checkpoint.FILENAME

@@ -10,17 +10,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 
 from usage_cli.artifacts import last_checkpoint, seg_checkpoint
-from usage_cli.artifacts.claims import claim_out, owned_files
+from usage_cli.artifacts.claims import Output, claim_out, owned_files, owns_outputs
 from usage_cli.artifacts.compat import check_class_names
 from usage_cli.artifacts.labels import label_ids, read_label_folder
-from usage_cli.artifacts.lock import holds_out_lock
 from usage_cli.artifacts.manifest import (
     build_manifest,
     config_paths,
+    input_digest,
     run_config,
     sha256_file,
     write_manifest,
@@ -44,6 +45,7 @@ OWNED = (seg_checkpoint.FILENAME, *last_checkpoint.FILES)  # what a run writes i
 @takes_data
 @dataclass(frozen=True)
 class TrainSegConfig:
+    OUTPUTS: ClassVar[dict[str, Output]] = {"out": Output("--out")}  # what it writes (artifacts/claims.py checks them first)
     masks: Path
     out: Path
     data: DataSpec = DataSpec(split="train_aug")
@@ -83,7 +85,7 @@ def _check(cfg: TrainSegConfig) -> None:
     ])
 
 
-@holds_out_lock
+@owns_outputs
 def run(cfg: TrainSegConfig) -> Path:
     """Train; returns the path of the written checkpoint."""
 
@@ -102,7 +104,8 @@ def run(cfg: TrainSegConfig) -> Path:
     config = run_config(cfg, config_drop(cfg))  # what defines the run (manifest, resume check)
     owned = (seg_checkpoint.FILENAME,) if rt.resume else OWNED
     claim_out(cfg.out, "train-seg", config, owned, force=rt.force, ignore=("epochs", "warmup_epochs") if rt.resume else ())
-    check_resume(cfg.out, resume=rt.resume, force=rt.force, epochs=cfg.epochs)
+    sources = {"--masks": (cfg.masks, input_digest(cfg.masks)), "the data set": (cfg.root, data["fingerprint"])}
+    check_resume(cfg.out, resume=rt.resume, force=rt.force, epochs=cfg.epochs, sources=sources)  # a resumed run trains on what it began on
     # 2. network
     model_config = {
         "backbone": cfg.backbone, "num_classes": ds.meta.num_classes + 1, "output_stride": cfg.output_stride,
@@ -116,7 +119,7 @@ def run(cfg: TrainSegConfig) -> Path:
     train_set = PseudoMaskDataset(ds.records, cfg.masks, ds.meta.num_classes, crop=cfg.crop, scale=cfg.scale, norm=net.input_norm())
     # 3. the shared loop (poly schedule, AMP on CUDA, DDP under torchrun, last.pt)
     loop = loop_config(rt, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, optimizer=cfg.optimizer, weight_decay=cfg.weight_decay, schedule="poly")
-    task = fit(SegmentationTask(net, cfg.head_lr_mult), train_set, loop, cfg.out, resume=rt.resume, stage_config=config)
+    task = fit(SegmentationTask(net, cfg.head_lr_mult), train_set, loop, cfg.out, resume=rt.resume, stage_config=config, sources=sources)
     # 4. final artifact (rank 0 only)
     out = Path(cfg.out) / seg_checkpoint.FILENAME
     if is_main_process():
