@@ -371,6 +371,29 @@ ROWS += [
     ("gen-seeds --split-file line 'val 00000'", lambda w: gen_seeds(w, None, None, "--split-file", _split_file(w, "spaced.txt", "train_00000\nval 00000\n")),
      ("spaced.txt", "line 2", "val 00000")),  # fmt: skip
     ("gen-seeds --config a folder", lambda w: gen_seeds(w, None, None, "--config", _config_folder(w)), ("config-folder", "folder")),
+    # further cases of the same kinds (issue 29's "tried as a new user would")
+    ("gen-seeds --scales 100000", lambda w: gen_seeds(w, None, None, "--scales", "100000"), ("--scales",)),
+    ("predict-seg --scales 1,nan", lambda w: predict_seg(w, None, None, "--scales", "1,nan"), ("--scales", "nan")),
+    ("evaluate --bg-thresholds 0:inf:0.1", lambda w: evaluate(w, None, None, "--bg-thresholds", "0:inf:0.1"), ("--bg-thresholds",)),
+    ("evaluate --bg-thresholds 0:1:1e-9", lambda w: evaluate(w, None, None, "--bg-thresholds", "0:1:1e-9"), ("--bg-thresholds", "step")),
+    ("evaluate --bg-power -1", lambda w: evaluate(w, None, None, "--bg-power", -1), ("--bg-power",)),
+    ("train-seg --head-lr-mult 0", lambda w: train_seg(w, None, None, "--head-lr-mult", 0), ("--head-lr-mult",)),
+    ("train-aff --scale nan:1", lambda w: train_aff(w, None, None, "--scale", "nan:1"), ("--scale", "nan")),
+    ("train-cls --img-size 100000", lambda w: train_cls(w, None, None, "--img-size", 100000), ("--img-size",)),
+    ("train-cls --epochs abc (one line, not click's box)", lambda w: train_cls(w, None, None, "--epochs", "abc"), ("--epochs", "--help")),
+    ("train-cls --workers 100000", lambda w: train_cls(w, None, None, "--workers", 100000), ("--workers",)),
+    ("train-cls --timeout inf", lambda w: train_cls(w, None, None, "--timeout", "inf"), ("--timeout",)),
+    ("synth --seed -1", lambda w: synth(w, None, None, "--seed", -1), ("--seed",)),
+    ("synth --train 10000000", lambda w: synth(w, None, None, "--train", 10**7), ("--train",)),
+    ("report --gallery -1", lambda w: report(w, None, None, "--gallery", -1), ("--gallery",)),
+    ("report --out is its own metrics input", lambda w: report(w, w / "m.json"), ("--out", "input")),
+    ("evaluate --out its own --pred", lambda w: evaluate(w, _seeds_copy(w), None, "--pred", _seeds_copy(w)), ("--out", "input", "--pred")),
+    ("gen-seeds --out its own --root", lambda w: gen_seeds(w, w / "data", None, "--force"), ("--out", "--root", "input")),
+    ("psa-walk --out the folder of its --seeds (--force)", lambda w: psa_walk(w, _seeds_copy(w).parent, None, "--seeds", _seeds_copy(w), "--force"), ("--out", "--seeds", "input")),
+    ("train-seg --out its own --masks", lambda w: train_seg(w, w / "masks"), ("--out", "--masks", "input")),
+    ("gen-seeds --split-file a folder", lambda w: gen_seeds(w, None, None, "--split-file", w / "seeds"), ("seeds", "folder")),
+    ("gen-seeds --split-file a classification list ('id -1')", lambda w: gen_seeds(w, None, None, "--split-file", _split_file(w, "main-list.txt", "train_00000 -1\ntrain_00001  1\n")),
+     ("main-list.txt", "line 1")),  # fmt: skip
 ]
 
 
@@ -883,3 +906,125 @@ def test_a_config_null_is_unset_and_a_flag_fills_it(w):
     assert res.exit_code == 0 and f"root: {w / 'data'}" in res.output, res.output
     res = _run("gen-seeds", "--ckpt", w / "cls" / "checkpoint.pt", "--out", w / "null-seeds", "--config", cfg)
     _refused(res, "--root")
+
+
+# ---------------------------------------------------------------- issue 29: each rule, walked over every path option of every command
+# The options are read from the commands themselves, so a new option (or a new command in STAGES) is
+# walked without being listed here: pointed at a user's file, a user's folder, a place inside the data
+# set or one of the run's own inputs, it is refused with one line before any work, and nothing changes.
+WORK = ("usage_cli.engine.loop._train_epoch", "usage_cli.stages.gen_seeds.views_to_maps", "usage_cli.stages.psa_labels._label_all",
+        "usage_cli.stages.psa_walk.walk", "usage_cli.stages.predict_seg._predict_all", "usage_cli.stages.evaluate._score_all",
+        "usage_cli.stages.synth.generate", "usage_cli.stages.report.write_html")  # fmt: skip
+
+
+@pytest.fixture
+def no_work(monkeypatch):
+    """Every stage's work fails the test: a refusal must come before it."""
+    import importlib
+
+    for target in WORK:
+        module, name = target.rsplit(".", 1)
+        monkeypatch.setattr(importlib.import_module(module), name, lambda *a, t=target, **k: pytest.fail(f"{t} ran before the paths were checked"))
+
+
+def _options(command: str) -> dict[str, str]:
+    """Flag -> annotation of every option of ``command``, as its click command declares them."""
+    import typer
+
+    params = typer.main.get_command(app).commands[command].params
+    kind = lambda p: str(getattr(getattr(p, "type_descriptor", None), "annotation", None) or getattr(p, "type", ""))  # noqa: E731
+    return {p.opts[0]: kind(p) for p in params if p.opts and p.opts[0].startswith("--")}
+
+
+def _path_options(command: str) -> list[str]:
+    return [flag for flag, kind in _options(command).items() if "Path" in kind]
+
+
+def _set(args: list, option: str, value) -> list[str]:
+    """``args`` with ``option`` given ``value`` (replaced where given, else added)."""
+    args = [str(a) for a in args]
+    if option in args:
+        args[args.index(option) + 1] = str(value)
+        return args
+    return [*args, option, str(value)]
+
+
+def _refused_before_work(res, what: str) -> None:
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert res.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error:"), f"{what}: exit {res.exit_code}\n{res.output}\n{res.exception!r}"
+
+
+def _forces(command: str) -> tuple[tuple[str, ...], ...]:
+    return ((), ("--force",)) if "--force" in _options(command) else ((),)
+
+
+def test_rule_walk_finds_every_output_option():
+    """The walk sees the options that write: it is not vacuous."""
+    found = {c: _path_options(c) for c in STAGES}
+    assert "--aff-out" in found["train-aff"] and "--aff-out" in found["refine-psa"] and "--html" in found["report"]
+    assert all("--out" in found[c] for c in STAGES)
+
+
+@pytest.mark.parametrize("command", list(STAGES))
+def test_rule_1_no_path_option_replaces_a_file_or_folder_usage_did_not_write(w, no_work, command):
+    """Rule 1: every path a command takes, given a user's file or a user's folder (its own manifest.json
+    and notes), is refused with one line before any work, with --force too; not a byte changes."""
+    mine = _user_folder(w, f"rule1-{command}", {"notes.txt": "my notes\n", "folder/manifest.json": '{"mine": 1}\n', "folder/notes.txt": "mine\n"})
+    before = _tree(mine)
+    for option in _path_options(command):
+        for target in (mine / "notes.txt", mine / "folder"):
+            for extra in _forces(command):
+                res = _run(*_set(STAGES[command](w), option, target), *extra)
+                _refused_before_work(res, f"{command} {option} {target.name} {' '.join(extra)}")
+                assert _tree(mine) == before, f"{command} {option} {target.name}: changed the user's files"
+
+
+@pytest.mark.parametrize("command", list(STAGES))
+def test_rule_1_no_output_replaces_the_runs_own_inputs(w, no_work, command):
+    """Rule 1: every path option given one of the run's own inputs (or, with --force, the folder holding
+    one) is refused with one line before any work; the inputs are unchanged."""
+    args = [str(a) for a in STAGES[command](w)]
+    inputs = [(flag, Path(args[i + 1])) for i, flag in enumerate(args[:-1]) if flag.startswith("--") and Path(args[i + 1]).exists() and Path(args[i + 1]).is_absolute()]
+    assert inputs or command == "synth", command  # synth reads nothing
+    for flag, path in inputs:
+        holder = path if path.is_dir() else path.parent
+        before = _tree(holder)
+        for option in _path_options(command):
+            if option == flag:
+                continue
+            for target in (path, holder):
+                for extra in _forces(command):
+                    res = _run(*_set(args, option, target), *extra)
+                    _refused_before_work(res, f"{command} {option} = its {flag} ({target}) {' '.join(extra)}")
+        assert _tree(holder) == before, f"{command}: changed its input {flag}"
+
+
+@pytest.mark.parametrize("command", [c for c in STAGES if "--root" in _options(c)])
+def test_rule_2_no_output_lands_inside_the_data_set(w, no_work, command):
+    """Rule 2: every path option given a place inside the data set's root is refused with one line before
+    any work (an output: it lands where the loaders look their files up; an input: it is not there)."""
+    before = _tree(w / "data")
+    for option in _path_options(command):
+        if option == "--root":
+            continue
+        for target in (w / "data" / "VOCdevkit" / "VOC2012" / "SegmentationClassAug", w / "data" / "runs" / "x.json"):
+            res = _run(*_set(STAGES[command](w), option, target))
+            _refused_before_work(res, f"{command} {option} {target}")
+    assert _tree(w / "data") == before
+
+
+NUMBERS = {"float": ("nan", "inf", "-inf", "1e400"), "int": ("1.5", str(2**64))}
+
+
+@pytest.mark.parametrize("command", list(STAGES))
+def test_rule_4_every_number_is_range_checked_when_parsed(w, no_work, command):
+    """Rule 4: every numeric option given NaN, an infinity (an integer one: a fraction, a number beyond 64
+    bits) is refused with one line naming it, before any work."""
+    for option, kind in _options(command).items():
+        number = next((t for t in NUMBERS if t in kind), None)
+        if number is None or "Path" in kind:
+            continue
+        for value in NUMBERS[number]:
+            res = _run(*_set(STAGES[command](w), option, value))
+            _refused_before_work(res, f"{command} {option} {value}")
+            assert option in res.output or option.lstrip("-").replace("-", "_") in res.output, f"{command} {option} {value}: {res.output}"

@@ -101,7 +101,7 @@ def _flat(cfg):  # the fields as they were before the run-time and dataset block
 
 
 def _refine_psa_plain(cfg, keep=None):  # stages/refine_psa.py `_plain` before
-    skip = ("device", "workers", "quiet", "resume", "force", "aff_out", "timeout")
+    skip = ("device", "workers", "quiet", "resume", "force", "aff_out", "timeout", "out_in_root")
     d = _flat(cfg)
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in d.items() if k not in skip and (keep is None or k in keep)}
 
@@ -112,7 +112,7 @@ def _jsonable(d, drop=()):  # stages/train_cls.py `_jsonable` before
 
 def _gen_seeds_jsonable(cfg):  # stages/gen_seeds.py `_jsonable` before
     d = _flat(cfg)
-    for k in ("out", "force", "quiet", "workers", "batch_size", "device", "overlays", "timeout"):
+    for k in ("out", "force", "quiet", "workers", "batch_size", "device", "overlays", "timeout", "out_in_root"):
         d.pop(k)
     return {k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
 
@@ -130,14 +130,14 @@ def _configs():
     cfg = refine_psa.RefinePsaConfig(seeds=Path("s/seeds.h5"), dataset="voc", split="train", **p, split_file=Path("a b/list.txt"), scale=(0.5, 2.0), crf_la=4.0)
     yield "refine-psa", _refine_psa_plain, config_drop(cfg, ("aff_out",)), None, cfg
     cfg = train_cls.TrainClsConfig(dataset="voc", **p, student_drop_path=(0.1, 0.2), weights=Path("w.pth"))
-    yield "train-cls", lambda c: _jsonable(_flat(c), drop=("resume", "force", "quiet", "workers", "out", "timeout")), \
+    yield "train-cls", lambda c: _jsonable(_flat(c), drop=("resume", "force", "quiet", "workers", "out", "timeout", "out_in_root")), \
         config_drop(cfg, ("out",), keep=train_cls.ALSO_IN_CONFIG), None, cfg
     cfg = gen_seeds.GenSeedsConfig(ckpt=Path("c/checkpoint.pt"), dataset="voc", split="val", **p, scales=(1.0, 0.5))
     yield "gen-seeds", _gen_seeds_jsonable, config_drop(cfg, gen_seeds.NOT_IN_CONFIG), None, cfg
     cfg = predict_seg.PredictSegConfig(ckpt=Path("seg/checkpoint.pt"), **p, scales=(0.75, 1.0, 1.25))
-    yield "predict-seg", lambda c: _skip_paths(c, ("device", "workers", "quiet", "force", "timeout")), config_drop(cfg), None, cfg
+    yield "predict-seg", lambda c: _skip_paths(c, ("device", "workers", "quiet", "force", "timeout", "out_in_root")), config_drop(cfg), None, cfg
     cfg = train_seg.TrainSegConfig(masks=Path("masks"), **p, scale=(0.6, 1.4))
-    yield "train-seg", lambda c: _skip_paths(c, ("device", "workers", "quiet", "resume", "force", "timeout")), config_drop(cfg), None, cfg
+    yield "train-seg", lambda c: _skip_paths(c, ("device", "workers", "quiet", "resume", "force", "timeout", "out_in_root")), config_drop(cfg), None, cfg
 
 
 @pytest.mark.parametrize("case", list(_configs()), ids=lambda c: c[0])
@@ -168,7 +168,7 @@ def test_run_config_drop_and_keep():
 
     cfg = EvaluateConfig(dataset="voc", root=Path("r"), split="val", pred=Path("p"), out=Path("m.json"))
     assert list(run_config(cfg, ("out", "workers", "quiet", "no_such_field"))) == [
-        "pred", "dataset", "root", "split", "split_file", "classes_file", "allow_unlabelled", "metrics", "bg_thresholds", "bg_threshold", "bg_power", "allow_missing", "force",
+        "pred", "dataset", "root", "split", "split_file", "classes_file", "allow_unlabelled", "metrics", "bg_thresholds", "bg_threshold", "bg_power", "allow_missing", "force", "out_in_root",
     ]  # fmt: skip
     assert run_config(cfg, keep=("root", "metrics")) == {"root": "r", "metrics": ["miou", "fpr", "fnr"]}
 

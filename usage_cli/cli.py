@@ -13,6 +13,7 @@ from collections.abc import Callable
 import typer
 from rich.console import Console
 from rich.markup import escape
+from typer.core import TyperGroup
 
 from usage_cli import __version__
 from usage_cli.commands import COMMANDS
@@ -20,12 +21,37 @@ from usage_cli.errors import UsageError, os_error_line
 
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
+class _OneLineErrors(TyperGroup):
+    """The command group: a command line that cannot be parsed (``--epochs abc``, an unknown option) is one
+    red line naming the option and where the help is, as every other error; ``usage`` alone shows the help."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except typer.Abort:
+            err_console.print("Aborted!")
+            sys.exit(1)
+        except Exception as e:  # click's own parse errors (its exception classes are typer's private module)
+            if not (hasattr(e, "format_message") and hasattr(e, "exit_code")):
+                raise
+            if type(e).__name__ == "NoArgsIsHelpError":  # no arguments: the help, as typer shows it
+                return super().main(args, prog_name, complete_var, standalone_mode=True, **extra)
+            ctx = getattr(e, "ctx", None)
+            see = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+            err_console.print(f"[bold red]error:[/] {escape(' '.join(e.format_message().split()))}{see}", markup=True, highlight=False)
+            sys.exit(e.exit_code)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
 app = typer.Typer(
     name="usage",
     help="USAGE weakly supervised semantic segmentation, stage by stage.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=_OneLineErrors,
 )
 
 

@@ -43,14 +43,15 @@ _OS_ADVICE = {
     errno.ENOSPC: "the disk is full: free some space or write elsewhere",
     errno.EDQUOT: "the disk quota is used up: free some space or write elsewhere",
     errno.EFBIG: "the file is larger than this file system allows: write elsewhere",
-    errno.EROFS: "a read-only file system: choose a place you can write",
+    errno.EROFS: "choose a place on a disk you can write",
     errno.EACCES: "choose a place you can write, or change its permissions",
     errno.EPERM: "choose a place you can write, or change its permissions",
     errno.EISDIR: "it is a folder: give a file name",
-    errno.ENOTDIR: "a part of the path is a file, not a folder",
+    errno.ENOTDIR: "a part of the path is a file, not a folder: choose another place",
     errno.EMFILE: "too many open files: lower --workers or raise the limit (ulimit -n)",
     errno.ENFILE: "too many open files: lower --workers or raise the limit (ulimit -n)",
     errno.EIO: "the disk or network mount failed: check it",
+    errno.ENOENT: "check the path",
 }
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from usage_cli.blocks import nest_flat, unset_later_options
+from usage_cli.errors import check_options
 from usage_cli.registry import ALL, STAGES
 
 
@@ -51,6 +52,10 @@ IN_CONFIG = tuple(n for n in FIELDS if n not in HOW_ONLY and n != "device")
 
 MAX_SEED = 2**32 - 1  # --seed: numpy's legacy seeds are 32 bits, and the loop derives per-epoch seeds from it
 MAX_WORKERS_PER_CPU = 4  # --workers beyond this many processes per CPU only exhaust memory
+MAX_TIMEOUT_MIN = 10**6  # --timeout (minutes): about two years; Python's timedelta overflows far beyond
+MAX_INT = 2**31 - 1  # no count, size or number of epochs of any option goes beyond it (number_checks)
+MAX_SCALE = 8.0  # --scales of multi-scale inference: an image 8 times its size already fills a GPU
+MAX_SIZE = 8192  # pixels (--img-size, --crop) and channels (--aspp-channels): beyond, no network fits in memory
 
 # stage -> the run-time options it takes (its command's flags, in this order), as the registry declares them
 OPTIONS: dict[str, tuple[str, ...]] = {s.name: FIELDS if s.runtime == ALL else s.runtime for s in STAGES if s.runtime is not None}
@@ -65,6 +70,7 @@ def takes_runtime(stage: str):
 
     def decorate(cls):
         nest_flat(cls, "runtime", options, every=FIELDS)
+        _check_numbers_when_made(cls)
         cls.RUNTIME_OPTIONS = options
         cls.STAGE = stage
         return cls
@@ -79,6 +85,35 @@ def config_drop(cfg: Any, also: tuple[str, ...] = (), keep: tuple[str, ...] = ()
     return tuple(also) + unset_later_options(cfg) + tuple(n for n in cfg.RUNTIME_OPTIONS if n not in IN_CONFIG and n not in keep)
 
 
+def _check_numbers_when_made(cls: type) -> None:
+    """Every number of a ``cls`` config checked as the config is made (:func:`number_checks`): from flags,
+    a --config file, ``dataclasses.replace`` or Python alike, before anything reads it."""
+    init = cls.__init__
+
+    def __init__(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        check_options(number_checks(self))
+
+    __init__.__doc__ = init.__doc__
+    cls.__init__ = __init__
+
+
+def number_checks(cfg: Any) -> list[tuple[bool, str]]:
+    """What every number a stage config holds must be, whatever its option's own range (the stage's
+    check): a float finite (no NaN, no infinity), an integer within :data:`MAX_INT` (a count, a size or
+    a number of epochs beyond it is a typo, and would overflow later). The run-time block: :func:`runtime_checks`."""
+    rows = []
+    for f in dataclasses.fields(cfg):
+        flag = "--" + f.name.replace("_", "-")
+        value = getattr(cfg, f.name)
+        for x in value if isinstance(value, tuple) else (value,):
+            if isinstance(x, float):
+                rows.append((math.isfinite(x), f"{flag} must be a finite number, got {x}"))
+            elif isinstance(x, int) and not isinstance(x, bool):
+                rows.append((abs(x) <= MAX_INT, f"{flag} must be at most {MAX_INT}, got {x}"))
+    return rows
+
+
 def runtime_checks(runtime: Runtime) -> list[tuple[bool, str]]:
     """The run-time options' ranges, as ``errors.check_options`` rows (each stage checks them first)."""
     most = MAX_WORKERS_PER_CPU * (os.cpu_count() or 1)
@@ -86,7 +121,7 @@ def runtime_checks(runtime: Runtime) -> list[tuple[bool, str]]:
         (0 <= runtime.seed <= MAX_SEED, f"--seed must be in 0..{MAX_SEED} (32 bits), got {runtime.seed}"),
         (runtime.workers is None or 0 <= runtime.workers <= most,
          f"--workers must be in 0..{most} ({MAX_WORKERS_PER_CPU} per CPU of this machine), got {runtime.workers}"),
-        (0 < runtime.timeout < math.inf, f"--timeout must be a positive number of minutes, got {runtime.timeout}"),
+        (0 < runtime.timeout <= MAX_TIMEOUT_MIN, f"--timeout must be in (0, {MAX_TIMEOUT_MIN}] minutes, got {runtime.timeout}"),
         (not (runtime.resume and runtime.force), "--resume continues a run and --force starts it over: pass one of them"),
     ]
 

@@ -47,7 +47,7 @@ from usage_cli.artifacts.manifest import MANIFEST_NAME
 from usage_cli.artifacts.option_diff import differing
 from usage_cli.artifacts.seeds import FILENAME as SEEDS_FILE
 from usage_cli.artifacts.seeds import partial_path
-from usage_cli.errors import ArtifactError, ConfigError
+from usage_cli.errors import ArtifactError, ConfigError, os_error_line
 from usage_cli.registry import LABEL_FOLDERS, SEEDS, STAGES, TRAINED, kind_of
 
 SYNTH_MARKER = ".synth.partial"  # in a folder while usage synth writes its data set
@@ -80,8 +80,8 @@ def check_writable_folder(out: Path, option: str = "--out") -> Path:
         probe = out / f".usage-write-test-{os.getpid()}"
         probe.write_bytes(b"")
         probe.unlink()
-    except OSError as e:
-        raise ArtifactError(f"{out}: {option} cannot be written ({e.strerror or e})") from e
+    except OSError as e:  # read-only, no permission, a file where a folder should be: what to do
+        raise ArtifactError(f"{option} cannot be written: {os_error_line(e, out, then='rerun')}") from e
     return out
 
 
@@ -315,8 +315,8 @@ def check_outputs(cfg: Any) -> None:
     in_root_ok = getattr(getattr(cfg, "runtime", None), "out_in_root", False)
     given = [(Path(v), spec) for name, spec in getattr(type(cfg), "OUTPUTS", {}).items() if (v := getattr(cfg, name, None))]
     for path, spec in given:
-        # a file or a page is replaced whole (an input inside it too); a folder's files: claim_out (_keeps_inputs)
-        same = next((k for k, p in inputs.items() if p.exists() and _inside(p, path) and (spec.kind != "folder" or p.resolve() == path.resolve())), None)
+        # a page is replaced whole (an input inside it too); the files of a folder: claim_out (_keeps_inputs)
+        same = next((k for k, p in inputs.items() if p.exists() and (_inside(p, path) if spec.kind == "page" else p.resolve() == path.resolve())), None)
         if same is not None:
             raise ArtifactError(
                 f"{path}: {spec.option} names the run's own input {_flag(same)} ({inputs[same]}); an output never replaces what "

@@ -40,6 +40,7 @@ HEADS = {
 BODY_TEXTURES = ("fur", "metal", "cloth")
 EMPTY_P = 0.1
 MAX_CLASSES = 20
+FILES = ("VOCdevkit", "cls_labels.npy", "cls_labels.json", "classes.txt")  # what generate() writes into its root
 PATTERNS = ("solid", "checker", "stripes", "ring", "dot")
 
 

@@ -11,17 +11,23 @@ from __future__ import annotations
 
 import numpy as np
 
+MAX_THRESHOLDS = 1001  # a sweep's thresholds: a confusion matrix each, per chunk of images
+
 
 def parse_thresholds(spec: str) -> np.ndarray:
     """``"0.00:0.95:0.01"`` (start:stop:step, stop included) or ``"0.1,0.2"`` -> sorted array."""
     try:
         if ":" in spec:
             start, stop, step = (float(x) for x in spec.split(":"))
+            if not all(np.isfinite((start, stop, step))) or not 0 <= start <= 1 or not 0 <= stop <= 1:
+                raise ValueError(f"bad threshold list '{spec}': start and stop must lie in [0, 1]")
             if step <= 0:
                 raise ValueError(f"bad threshold list '{spec}': the step must be positive")
             if start > stop:
                 raise ValueError(f"bad threshold list '{spec}': start {start:g} exceeds stop {stop:g} (start:stop:step)")
             n = int(round((stop - start) / step)) + 1
+            if n > MAX_THRESHOLDS:
+                raise ValueError(f"bad threshold list '{spec}': {n} thresholds; a step of at least {1 / (MAX_THRESHOLDS - 1):g} (at most {MAX_THRESHOLDS})")
             values = np.round(start + step * np.arange(n), 6)
         else:
             values = np.array([float(x) for x in spec.split(",")])
@@ -29,7 +35,7 @@ def parse_thresholds(spec: str) -> np.ndarray:
         if str(e).startswith("bad threshold list"):
             raise
         raise ValueError(f"bad threshold list '{spec}': use start:stop:step or comma-separated values") from e
-    if values.size == 0 or (values < 0).any() or (values > 1).any():
+    if values.size == 0 or values.size > MAX_THRESHOLDS or not ((values >= 0) & (values <= 1)).all():  # NaN fails too
         raise ValueError(f"bad threshold list '{spec}': values must lie in [0, 1]")
     return np.unique(values)
 

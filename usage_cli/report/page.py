@@ -121,7 +121,8 @@ def _metrics_table(rows: list[dict]) -> str:
     out = ['<h2 id="metrics">Metrics</h2><table><tr>' + "".join(f"<th>{escape(h)}</th>" for h in head) + "</tr>"]
     for r, (score, gain) in zip(rows, no_gt_scores(rows), strict=True):
         thr = "" if r.get("threshold") is None else f"{r['threshold']:.2f}"
-        cells = [f"<td>{escape(r['name'])}</td>", f"<td>{escape(str(r['split']))}</td>", f'<td class="num">{r.get("num_images") or ""}</td>']
+        stale = ' <span style="color:#b00020;font-weight:600" title="its input changed since it was scored">stale</span>' if r.get("stale") else ""
+        cells = [f"<td>{escape(r['name'])}{stale}</td>", f"<td>{escape(str(r['split']))}</td>", f'<td class="num">{r.get("num_images") or ""}</td>']
         cells += [f'<td class="num">{_pct(r[k])}</td>' for k in ("miou", "fpr", "fnr")]
         cells.append(f'<td class="num">{thr}</td>')
         if with_auto:

@@ -127,6 +127,10 @@ def run(cfg: EvaluateConfig) -> dict:
         raise ConfigError(f"unknown metric(s) {', '.join(sorted(unknown))}; choose from {', '.join(METRICS)}")
     if cfg.bg_threshold is not None and cfg.bg_power is not None:
         raise ConfigError("give either --bg-threshold or --bg-power, not both")
+    check_options([
+        (cfg.bg_threshold is None or 0 <= cfg.bg_threshold <= 1, f"--bg-threshold must lie in [0, 1] (seed maps are in [0, 1]), got {cfg.bg_threshold}"),
+        (cfg.bg_power is None or cfg.bg_power > 0, f"--bg-power must be positive, got {cfg.bg_power}"),
+    ])
     ds = cfg.data.load(require_images=False)
     no_mask = [r.id for r in ds.records if r.mask_path is None]
     if no_mask:

@@ -44,7 +44,7 @@ from usage_cli.errors import ConfigError, check_options
 from usage_cli.models.classifier import load_classifier
 from usage_cli.progress import log, make_progress
 from usage_cli.report.overlays import write_overlays
-from usage_cli.runtime import Runtime, config_drop, runtime_checks, takes_runtime
+from usage_cli.runtime import MAX_SCALE, Runtime, config_drop, runtime_checks, takes_runtime
 
 # options that do not change the seeds: left out of the config (and its hash), with the run-time ones
 NOT_IN_CONFIG = ("out", "batch_size", "overlays")
@@ -91,7 +91,7 @@ def check(cfg: GenSeedsConfig) -> None:
     """Every option in its range, before the classifier is loaded."""
     check_options([
         *runtime_checks(cfg.runtime),
-        (len(cfg.scales) > 0 and all(s > 0 for s in cfg.scales), f"--scales must list positive numbers, got {','.join(map(str, cfg.scales)) or 'none'}"),
+        (len(cfg.scales) > 0 and all(0 < s <= MAX_SCALE for s in cfg.scales), f"--scales must list numbers in (0, {MAX_SCALE}], got {','.join(map(str, cfg.scales)) or 'none'}"),
         (cfg.normalise in ("auto", *NORMALISE), f"--normalise must be auto or one of {', '.join(NORMALISE)}, got {cfg.normalise!r}"),
         (cfg.affinity_layers >= 1, f"--affinity-layers must be at least 1, got {cfg.affinity_layers}"),
         (cfg.batch_size >= 1, f"--batch-size must be at least 1, got {cfg.batch_size}"),

@@ -50,7 +50,7 @@ from usage_cli.engine.distributed import (
 from usage_cli.errors import ConfigError, check_options
 from usage_cli.models.segnet import load_segnet
 from usage_cli.progress import make_progress
-from usage_cli.runtime import Runtime, config_drop, runtime_checks, takes_runtime
+from usage_cli.runtime import MAX_SCALE, Runtime, config_drop, runtime_checks, takes_runtime
 
 CHUNK = 16  # images whose probabilities are held at once for the CRF workers
 
@@ -74,7 +74,7 @@ def check(cfg: PredictSegConfig) -> None:
     check_options([
         *runtime_checks(cfg.runtime),
         (cfg.fuse in ("mean", "max"), f"--fuse must be mean or max, got {cfg.fuse}"),
-        (len(cfg.scales) > 0 and all(s > 0 for s in cfg.scales), f"--scales must list positive numbers, got {','.join(map(str, cfg.scales)) or 'none'}"),
+        (len(cfg.scales) > 0 and all(0 < s <= MAX_SCALE for s in cfg.scales), f"--scales must list numbers in (0, {MAX_SCALE}], got {','.join(map(str, cfg.scales)) or 'none'}"),
     ])
 
 

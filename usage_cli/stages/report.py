@@ -22,9 +22,11 @@ from usage_cli import __version__
 from usage_cli.artifacts.atomic import atomic_dir, write_text_atomic
 from usage_cli.artifacts.claims import Output, json_is, owned_files, owns_outputs
 from usage_cli.artifacts.manifest import build_manifest, write_manifest
+from usage_cli.artifacts.metrics_file import stale_inputs
 from usage_cli.artifacts.replaceable import check_replaceable_folder
 from usage_cli.data.records import voc_palette
-from usage_cli.errors import ArtifactError
+from usage_cli.errors import ArtifactError, ConfigError
+from usage_cli.progress import log
 from usage_cli.report import gallery  # render_gallery through the module: a test makes it fail
 from usage_cli.report.figures import (
     class_bars_figure,
@@ -37,6 +39,8 @@ from usage_cli.report.figures import (
 from usage_cli.report.gallery import pick_ids
 from usage_cli.report.inputs import Entry, check_datasets, load_entries, open_datasets
 from usage_cli.report.page import FigureRef, no_gt_scores, render_page
+
+MAX_GALLERY = 10_000  # --gallery: images per split drawn on one page
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,7 @@ def _row(name: str, m: dict) -> dict:
         "num_images": m.get("num_images"),
         "empty_seeds": m.get("empty_seeds"),  # seed stores only
         "pipeline": m.get("pipeline"),  # seed stores with a threshold chosen without ground truth
+        "stale": sorted(stale_inputs(m)),  # inputs changed since they were scored: the scores are not of them
     }
 
 
@@ -87,7 +92,7 @@ def render(rows: list[dict]) -> Table:
         table.add_column(col, justify="left" if col in ("artifact", "split") else "right", no_wrap=col == "artifact")
     for r, (score, gain) in zip(rows, no_gt_scores(rows), strict=True):
         thr = "" if r["threshold"] is None else f"{r['threshold']:.2f}"
-        cells = [r["name"], str(r["split"]), str(r["num_images"] or ""), f"{r['miou']:.1f}", f"{r['fpr']:.1f}", f"{r['fnr']:.1f}", thr]
+        cells = [r["name"] + (" [red](stale)[/]" if r.get("stale") else ""), str(r["split"]), str(r["num_images"] or ""), f"{r['miou']:.1f}", f"{r['fpr']:.1f}", f"{r['fnr']:.1f}", thr]
         if with_auto:
             auto = (r.get("pipeline") or {}).get("threshold")
             cells += ["" if auto is None else f"{auto:.2f}", "" if score is None else f"{score:.1f}", _gain_cell(gain)]
@@ -112,11 +117,17 @@ def _empty_cell(empty: dict | None) -> str:
 
 @owns_outputs
 def run(cfg: ReportConfig) -> list[dict]:
+    if not 0 <= cfg.gallery <= MAX_GALLERY:
+        raise ConfigError(f"--gallery must be in 0..{MAX_GALLERY} images per split, got {cfg.gallery}")
     if cfg.html is not None:
         require_matplotlib()  # before any work: say which extra to install
     entries = load_entries(cfg.metrics)
     plan = plan_html(entries, cfg) if cfg.html is not None else None  # its refusals come before any output
     rows = [_row(e.name, e.metrics) for e in entries if e.metrics is not None]
+    for e in entries:  # a score is of the file it was computed from: say when that file changed since
+        for name, path in stale_inputs(e.metrics or {}).items():
+            log(f"[yellow]report: {e.name}: stale: its {name} {path} changed since it was scored (its sha256 differs) — "
+                f"rerun `usage evaluate` for current figures[/]")  # fmt: skip
     # a pipe or a log file has no width: rich would fold the table to 80 columns and cut every cell
     console = Console() if sys.stdout.isatty() else Console(width=200)
     if rows:

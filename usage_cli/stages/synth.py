@@ -16,12 +16,12 @@ from usage_cli.artifacts.manifest import (
     run_config,
     write_manifest,
 )
-from usage_cli.data.synth import CLASSES, MAX_CLASSES, generate
+from usage_cli.data.synth import CLASSES, FILES, MAX_CLASSES, generate
 from usage_cli.errors import check_options
 from usage_cli.runtime import Runtime, config_drop, runtime_checks, takes_runtime
 
 MAX_IMAGES = 100_000  # --train / --val: more is no miniature
-OWNED = ("VOCdevkit", "cls_labels.npy", "cls_labels.json", "classes.txt")  # what a run writes into --out (its manifest lists them)
+OWNED = FILES  # what a run writes into --out (its manifest lists them)
 
 
 @takes_runtime("synth")

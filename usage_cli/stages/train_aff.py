@@ -37,7 +37,7 @@ from usage_cli.engine.resume import check_resume
 from usage_cli.errors import ArtifactError, check_options
 from usage_cli.models.affinitynet import build_affinitynet, check_crop, load_backbone_weights
 from usage_cli.registry import writing
-from usage_cli.runtime import Runtime, config_drop, runtime_checks, takes_runtime
+from usage_cli.runtime import MAX_SIZE, Runtime, config_drop, runtime_checks, takes_runtime
 from usage_cli.tasks.affinity import AffinityTask, ConfidentLabelSet
 
 STAGE = "train-aff"
@@ -77,9 +77,10 @@ def resolve(cfg: TrainAffConfig) -> TrainAffConfig:
         *runtime_checks(cfg.runtime),
         (2 <= cfg.radius <= 16, f"--radius must be in 2..16, got {cfg.radius}"),
         (cfg.epochs >= 1 and cfg.batch_size >= 1, "--epochs and --batch-size must be positive"),
-        (cfg.crop >= 16, f"--crop must be at least 16, got {cfg.crop}"),
-        (cfg.img_size >= 16, f"--img-size must be at least 16, got {cfg.img_size}"),
-        (cfg.lr > 0 and cfg.head_lr_mult > 0, f"--lr must be positive, got {cfg.lr}"),
+        (16 <= cfg.crop <= MAX_SIZE, f"--crop must be in 16..{MAX_SIZE}, got {cfg.crop}"),
+        (16 <= cfg.img_size <= MAX_SIZE, f"--img-size must be in 16..{MAX_SIZE}, got {cfg.img_size}"),
+        (cfg.lr > 0, f"--lr must be positive, got {cfg.lr}"),
+        (cfg.head_lr_mult > 0, f"--head-lr-mult must be positive, got {cfg.head_lr_mult}"),
         (cfg.weight_decay >= 0, f"--weight-decay must not be negative, got {cfg.weight_decay}"),
         (0 < cfg.scale[0] <= cfg.scale[1], f"scale range must be 0 < low <= high, got {cfg.scale}"),
         (cfg.weights is None or Path(cfg.weights).exists(), f"{cfg.weights}: --weights file not found"),

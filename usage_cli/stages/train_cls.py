@@ -31,7 +31,7 @@ from usage_cli.models.classifier import build_classifier
 from usage_cli.models.mappings import MAPPINGS
 from usage_cli.presets import TRAIN_CLS, deit_lr
 from usage_cli.progress import log
-from usage_cli.runtime import Runtime, config_drop, runtime_checks, takes_runtime
+from usage_cli.runtime import MAX_SIZE, Runtime, config_drop, runtime_checks, takes_runtime
 from usage_cli.tasks.classification import (
     REGULARISERS,
     ClassificationTask,
@@ -166,7 +166,7 @@ def check(cfg: TrainClsConfig) -> None:
         *runtime_checks(cfg.runtime),
         (cfg.epochs >= 1, f"--epochs must be at least 1, got {cfg.epochs}"),
         (cfg.batch_size >= 1, f"--batch-size must be at least 1, got {cfg.batch_size}"),
-        (cfg.img_size >= 16, f"--img-size must be at least 16, got {cfg.img_size}"),
+        (16 <= cfg.img_size <= MAX_SIZE, f"--img-size must be in 16..{MAX_SIZE}, got {cfg.img_size}"),
         (cfg.lr > 0, f"--lr must be positive, got {cfg.lr}"),
         (cfg.weight_decay >= 0, f"--weight-decay must not be negative, got {cfg.weight_decay}"),
         (cfg.warmup_epochs >= 0, f"--warmup-epochs must not be negative, got {cfg.warmup_epochs}"),

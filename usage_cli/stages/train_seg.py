@@ -34,7 +34,7 @@ from usage_cli.engine.resume import check_resume
 from usage_cli.errors import ArtifactError, ConfigError, check_options
 from usage_cli.models.segnet import build_segnet, load_backbone_weights
 from usage_cli.registry import writing
-from usage_cli.runtime import Runtime, config_drop, runtime_checks, takes_runtime
+from usage_cli.runtime import MAX_SIZE, Runtime, config_drop, runtime_checks, takes_runtime
 from usage_cli.tasks.segmentation import PseudoMaskDataset, SegmentationTask
 
 MASK_STAGES = writing("masks", "preds")  # the folders it trains on: pseudo masks, or a network's predictions
@@ -67,8 +67,8 @@ class TrainSegConfig:
 
 
 def _check(cfg: TrainSegConfig) -> None:
-    if cfg.crop < 16:
-        raise ConfigError(f"--crop must be at least 16, got {cfg.crop}")
+    if not 16 <= cfg.crop <= MAX_SIZE:
+        raise ConfigError(f"--crop must be in 16..{MAX_SIZE}, got {cfg.crop}")
     if cfg.epochs < 1 or cfg.batch_size < 1:
         raise ConfigError("--epochs and --batch-size must be positive")
     if not (0 < cfg.scale[0] <= cfg.scale[1]):
@@ -77,11 +77,13 @@ def _check(cfg: TrainSegConfig) -> None:
         raise ConfigError(f"{cfg.weights}: --weights file not found")
     check_options([
         *runtime_checks(cfg.runtime),
-        (cfg.lr > 0 and cfg.head_lr_mult > 0, f"--lr must be positive, got {cfg.lr}"),
+        (cfg.lr > 0, f"--lr must be positive, got {cfg.lr}"),
+        (cfg.head_lr_mult > 0, f"--head-lr-mult must be positive, got {cfg.head_lr_mult}"),
         (cfg.weight_decay >= 0, f"--weight-decay must not be negative, got {cfg.weight_decay}"),
         (cfg.optimizer in ("sgd", "adamw"), f"--optimizer must be sgd or adamw, got {cfg.optimizer!r}"),
         (cfg.output_stride in (8, 16, 32), f"--output-stride must be 8, 16 or 32, got {cfg.output_stride}"),
-        (cfg.aspp_channels >= 1 and cfg.img_size >= 16, "--aspp-channels must be positive and --img-size at least 16"),
+        (1 <= cfg.aspp_channels <= MAX_SIZE, f"--aspp-channels must be in 1..{MAX_SIZE}, got {cfg.aspp_channels}"),
+        (16 <= cfg.img_size <= MAX_SIZE, f"--img-size must be in 16..{MAX_SIZE}, got {cfg.img_size}"),
     ])
 
 
