@@ -391,6 +391,7 @@ ROWS += [
     ("gen-seeds --out its own --root", lambda w: gen_seeds(w, w / "data", None, "--force"), ("--out", "--root", "input")),
     ("psa-walk --out the folder of its --seeds (--force)", lambda w: psa_walk(w, _seeds_copy(w).parent, None, "--seeds", _seeds_copy(w), "--force"), ("--out", "--seeds", "input")),
     ("train-seg --out its own --masks", lambda w: train_seg(w, w / "masks"), ("--out", "--masks", "input")),
+    ("evaluate --pred the ground truth itself", lambda w: evaluate(w, None, None, "--pred", w / "data" / "VOCdevkit" / "VOC2012" / "SegmentationClass"), ("--pred", "ground-truth")),
     ("gen-seeds --split-file a folder", lambda w: gen_seeds(w, None, None, "--split-file", w / "seeds"), ("seeds", "folder")),
     ("gen-seeds --split-file a classification list ('id -1')", lambda w: gen_seeds(w, None, None, "--split-file", _split_file(w, "main-list.txt", "train_00000 -1\ntrain_00001  1\n")),
      ("main-list.txt", "line 1")),  # fmt: skip
@@ -913,7 +914,7 @@ def test_a_config_null_is_unset_and_a_flag_fills_it(w):
 # walked without being listed here: pointed at a user's file, a user's folder, a place inside the data
 # set or one of the run's own inputs, it is refused with one line before any work, and nothing changes.
 WORK = ("usage_cli.engine.loop._train_epoch", "usage_cli.stages.gen_seeds.views_to_maps", "usage_cli.stages.psa_labels._label_all",
-        "usage_cli.stages.psa_walk.walk", "usage_cli.stages.predict_seg._predict_all", "usage_cli.stages.evaluate._score_all",
+        "usage_cli.algorithms.psa_refine.refine_image", "usage_cli.stages.predict_seg._predict_all", "usage_cli.stages.evaluate._score_all",
         "usage_cli.stages.synth.generate", "usage_cli.stages.report.write_html")  # fmt: skip
 
 

@@ -52,6 +52,7 @@ IN_CONFIG = tuple(n for n in FIELDS if n not in HOW_ONLY and n != "device")
 
 MAX_SEED = 2**32 - 1  # --seed: numpy's legacy seeds are 32 bits, and the loop derives per-epoch seeds from it
 MAX_WORKERS_PER_CPU = 4  # --workers beyond this many processes per CPU only exhaust memory
+MIN_WORKERS_CAP = 32  # ... but a setting usual elsewhere (a config file from a larger machine) is never refused
 MAX_TIMEOUT_MIN = 10**6  # --timeout (minutes): about two years; Python's timedelta overflows far beyond
 MAX_INT = 2**31 - 1  # no count, size or number of epochs of any option goes beyond it (number_checks)
 MAX_SCALE = 8.0  # --scales of multi-scale inference: an image 8 times its size already fills a GPU
@@ -116,11 +117,11 @@ def number_checks(cfg: Any) -> list[tuple[bool, str]]:
 
 def runtime_checks(runtime: Runtime) -> list[tuple[bool, str]]:
     """The run-time options' ranges, as ``errors.check_options`` rows (each stage checks them first)."""
-    most = MAX_WORKERS_PER_CPU * (os.cpu_count() or 1)
+    most = max(MIN_WORKERS_CAP, MAX_WORKERS_PER_CPU * (os.cpu_count() or 1))
     return [
         (0 <= runtime.seed <= MAX_SEED, f"--seed must be in 0..{MAX_SEED} (32 bits), got {runtime.seed}"),
         (runtime.workers is None or 0 <= runtime.workers <= most,
-         f"--workers must be in 0..{most} ({MAX_WORKERS_PER_CPU} per CPU of this machine), got {runtime.workers}"),
+         f"--workers must be in 0..{most} on this machine ({os.cpu_count()} CPUs), got {runtime.workers}"),
         (0 < runtime.timeout <= MAX_TIMEOUT_MIN, f"--timeout must be in (0, {MAX_TIMEOUT_MIN}] minutes, got {runtime.timeout}"),
         (not (runtime.resume and runtime.force), "--resume continues a run and --force starts it over: pass one of them"),
     ]

@@ -159,9 +159,10 @@ def resume_png_folder(out: Path, key: dict[str, Any], *, stage: str, force: bool
             f"those — move them away or choose an empty folder"
         )
     if pngs and not force:
+        changed = sorted(k.removesuffix("_sha256").replace("config_hash", "config") for k in set(key) | set(old) if key.get(k) != old.get(k))
         raise ArtifactError(
-            f"{out}: an unfinished {stage} run of another config or other inputs is here; rerun it with the same "
-            f"options to resume, or pass --force to start over"
+            f"{out}: an unfinished {stage} run is here, of another {' and '.join(changed) or 'config or other inputs'} "
+            f"(its {PNG_MARKERS[stage]}); rerun it with the same options and inputs to resume, or pass --force to start over"
         )
     if main:
         for p in pngs:

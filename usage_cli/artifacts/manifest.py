@@ -129,13 +129,20 @@ def input_digest(path: str | Path, required: bool = True) -> str | None:
     return sha256_file(p)
 
 
-def check_unchanged(sources: dict[str, tuple[str | Path, str]], stage: str) -> None:
-    """Before a run publishes what it made: each input (name -> (path, the digest it had when the run
-    read it first)) is still that file. A chain reads an input more than once (refine-psa's seeds: the
-    confident labels, then the walk); one replaced meanwhile would give an artifact made from two."""
-    for name, (path, digest) in sources.items():
-        now = input_digest(path, required=False) if Path(path).exists() else None
-        if now != digest:
+def file_version(path: str | Path) -> tuple | None:
+    """What identifies the version of an input now (path, device, inode, size, modification time; of a
+    folder, its manifest's), or None when it is not there: compared by :func:`check_unchanged`."""
+    p = _pinned_file(path)
+    return _version(p) if p.exists() else None
+
+
+def check_unchanged(sources: dict[str, tuple[str | Path, tuple | None]], stage: str) -> None:
+    """Before a run publishes what it made: each input (name -> (path, its :func:`file_version` when the
+    run first read it)) is still that version — not replaced (a new inode), rewritten (another size or
+    modification time) nor gone. A chain reads an input more than once (refine-psa's seeds: the confident
+    labels, then the walk); one replaced meanwhile would give an artifact made from two."""
+    for name, (path, version) in sources.items():
+        if version is not None and file_version(path) != version:
             raise ArtifactError(
                 f"{path}: {name} changed while {stage} ran (it is not the file it started from); nothing was published — "
                 f"rerun {stage} with --force once no other run writes it"

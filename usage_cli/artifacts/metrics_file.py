@@ -26,10 +26,10 @@ def write_metrics(path: str | Path, result: dict[str, Any], manifest: dict[str, 
 
 
 def stale_inputs(metrics: dict[str, Any]) -> dict[str, str]:
-    """The inputs of a metrics file that are no longer the files it scored: name -> path, for each one
-    whose recorded sha256 differs from the file on disk now (or which is gone). A regenerated seed store
-    or mask folder makes the scores stale; inputs recorded without a digest (PNGs made by hand) are not
-    compared."""
+    """The inputs of a metrics file that are no longer the files it scored: name -> what became of it
+    (``<path> changed since it was scored ...`` / ``<path> is gone``), for each one whose recorded sha256
+    differs from the file on disk now. A regenerated seed store or mask folder makes the scores stale;
+    inputs recorded without a digest (PNGs made by hand) are not compared."""
     inputs = (metrics.get("manifest") or {}).get("inputs") or {}
     stale = {}
     for name, rec in inputs.items():
@@ -38,5 +38,5 @@ def stale_inputs(metrics: dict[str, Any]) -> dict[str, str]:
         path = Path(rec.get("resolved") or rec.get("path") or "")
         now = input_digest(path, required=False) if path.exists() else None
         if now != rec["sha256"]:
-            stale[name] = str(path)
+            stale[name] = f"{path} is gone" if now is None else f"{path} changed since it was scored (its sha256 differs)"
     return stale

@@ -33,8 +33,8 @@ from usage_cli.artifacts.manifest import (
     build_manifest,
     check_unchanged,
     config_paths,
+    file_version,
     run_config,
-    sha256_file,
     write_manifest,
 )
 from usage_cli.chains.compose import compose_config, pick
@@ -115,7 +115,7 @@ def run(cfg: RefinePsaConfig) -> dict:
         psa_walk.check(walk_cfg, affinity=cfg.affinity is not None)
     config = run_config(cfg, config_drop(cfg, ("aff_out",)))
     out = claim_out(cfg.out, STAGE, config, ("*.png",), force=rt.force)
-    seeds_sha = sha256_file(cfg.seeds)  # the store this run starts from: every step reads it (checked before publishing)
+    seeds_version = file_version(cfg.seeds)  # the store this run starts from: every step reads it (checked before publishing)
     # 2. confident labels and AffinityNet, each unless its folder already holds it
     trained = False
     if cfg.affinity is None:
@@ -125,9 +125,10 @@ def run(cfg: RefinePsaConfig) -> dict:
         _step(psa_labels, labels_cfg, rt.quiet)
         trained = _step(train_aff, aff_cfg, rt.quiet)
     # 3. the walk, published under this command's name
+    aff_version = file_version(walk_cfg.affinity)
     walked = psa_walk.run(walk_cfg, publish_as=(STAGE, config))
     if is_main_process():  # made from the seeds and the AffinityNet it began with, or not published
-        check_unchanged({"--seeds": (cfg.seeds, seeds_sha), "the AffinityNet": (walk_cfg.affinity, walked["affinity_sha256"])}, STAGE)
+        check_unchanged({"--seeds": (cfg.seeds, seeds_version), "the AffinityNet": (walk_cfg.affinity, aff_version)}, STAGE)
         pairing = walked["pairing"]
         manifest = build_manifest(
             STAGE, config, inputs={"seeds": cfg.seeds, **({"affinity": walk_cfg.affinity} if cfg.affinity else {})},

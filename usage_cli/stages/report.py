@@ -40,15 +40,11 @@ from usage_cli.report.gallery import pick_ids
 from usage_cli.report.inputs import Entry, check_datasets, load_entries, open_datasets
 from usage_cli.report.page import FigureRef, no_gt_scores, render_page
 
-MAX_GALLERY = 10_000  # --gallery: images per split drawn on one page
-
 
 @dataclass(frozen=True)
 class ReportConfig:
-    OUTPUTS: ClassVar[dict[str, Output]] = {
-        "out": Output("--out", "file", "a usage report table", json_is(lambda doc: is_rows_file(doc))),
-        "html": Output("--html", "page", check=lambda p: check_replaceable_folder(p, "report", "--html")),
-    }  # what it writes (artifacts/claims.py checks them first)
+    OUTPUTS: ClassVar[dict[str, Output]] = {"out": Output("--out", "file", "a usage report table", json_is(lambda doc: is_rows_file(doc))),
+                                            "html": Output("--html", "page", check=lambda p: check_replaceable_folder(p, "report", "--html"))}  # checked first
     metrics: tuple[Path, ...]  # metrics.json files and/or RUN_DIRs
     out: Path | None = None
     html: Path | None = None  # write the page into this folder
@@ -117,17 +113,16 @@ def _empty_cell(empty: dict | None) -> str:
 
 @owns_outputs
 def run(cfg: ReportConfig) -> list[dict]:
-    if not 0 <= cfg.gallery <= MAX_GALLERY:
-        raise ConfigError(f"--gallery must be in 0..{MAX_GALLERY} images per split, got {cfg.gallery}")
+    if not 0 <= cfg.gallery <= 10_000:  # images per split drawn on one page
+        raise ConfigError(f"--gallery must be in 0..10000 images per split, got {cfg.gallery}")
     if cfg.html is not None:
         require_matplotlib()  # before any work: say which extra to install
     entries = load_entries(cfg.metrics)
     plan = plan_html(entries, cfg) if cfg.html is not None else None  # its refusals come before any output
     rows = [_row(e.name, e.metrics) for e in entries if e.metrics is not None]
     for e in entries:  # a score is of the file it was computed from: say when that file changed since
-        for name, path in stale_inputs(e.metrics or {}).items():
-            log(f"[yellow]report: {e.name}: stale: its {name} {path} changed since it was scored (its sha256 differs) — "
-                f"rerun `usage evaluate` for current figures[/]")  # fmt: skip
+        for name, what in stale_inputs(e.metrics or {}).items():
+            log(f"[yellow]report: {e.name}: stale: its {name} {what} — rerun `usage evaluate` for current figures[/]")
     # a pipe or a log file has no width: rich would fold the table to 80 columns and cut every cell
     console = Console() if sys.stdout.isatty() else Console(width=200)
     if rows:

@@ -106,7 +106,7 @@ def run(cfg: TrainSegConfig) -> Path:
     config = run_config(cfg, config_drop(cfg))  # what defines the run (manifest, resume check)
     owned = (seg_checkpoint.FILENAME,) if rt.resume else OWNED
     claim_out(cfg.out, "train-seg", config, owned, force=rt.force, ignore=("epochs", "warmup_epochs") if rt.resume else ())
-    sources = {"--masks": (cfg.masks, input_digest(cfg.masks)), "the data set": (cfg.root, data["fingerprint"])}
+    sources = {"--masks": (cfg.masks, input_digest(cfg.masks)), "the data set": (cfg.data.root, data["fingerprint"])}
     check_resume(cfg.out, resume=rt.resume, force=rt.force, epochs=cfg.epochs, sources=sources)  # a resumed run trains on what it began on
     # 2. network
     model_config = {
