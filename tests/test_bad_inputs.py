@@ -340,6 +340,12 @@ def _seeds_copy(w: Path) -> Path:
     return w / "seeds-copy" / "seeds.h5"
 
 
+def _seg_copy(w: Path) -> Path:
+    if not (w / "seg-copy").exists():
+        shutil.copytree(w / "seg", w / "seg-copy")
+    return w / "seg-copy"
+
+
 def _gt_out(w: Path) -> Path:
     _edited_root(w, "data-gt-out", lambda r: None)
     return w / "data-gt-out" / "VOCdevkit" / "VOC2012" / "SegmentationClassAug"
@@ -391,6 +397,10 @@ ROWS += [
     ("gen-seeds --out its own --root", lambda w: gen_seeds(w, w / "data", None, "--force"), ("--out", "--root", "input")),
     ("psa-walk --out the folder of its --seeds (--force)", lambda w: psa_walk(w, _seeds_copy(w).parent, None, "--seeds", _seeds_copy(w), "--force"), ("--out", "--seeds", "input")),
     ("train-seg --out its own --masks", lambda w: train_seg(w, w / "masks"), ("--out", "--masks", "input")),
+    ("evaluate --out inside the data set", lambda w: evaluate(w, w / "data" / "metrics.json"), ("--out", "inside the data set")),
+    ("report --html a folder holding its metrics file", lambda w: report(w, None, None, "--html", w), ("--html", "input")),
+    ("train-seg --weights <out>/checkpoint.pt --force", lambda w: train_seg(w, _seg_copy(w), None, "--weights", _seg_copy(w) / "checkpoint.pt", "--force"),
+     ("--out", "--weights", "input")),  # fmt: skip
     ("evaluate --pred the ground truth itself", lambda w: evaluate(w, None, None, "--pred", w / "data" / "VOCdevkit" / "VOC2012" / "SegmentationClass"), ("--pred", "ground-truth")),
     ("gen-seeds --split-file a folder", lambda w: gen_seeds(w, None, None, "--split-file", w / "seeds"), ("seeds", "folder")),
     ("gen-seeds --split-file a classification list ('id -1')", lambda w: gen_seeds(w, None, None, "--split-file", _split_file(w, "main-list.txt", "train_00000 -1\ntrain_00001  1\n")),
@@ -1012,6 +1022,25 @@ def test_rule_2_no_output_lands_inside_the_data_set(w, no_work, command):
             res = _run(*_set(STAGES[command](w), option, target))
             _refused_before_work(res, f"{command} {option} {target}")
     assert _tree(w / "data") == before
+
+
+def test_rule_2_a_user_who_means_it_writes_inside_the_data_set(w):
+    """--out-in-root: an output inside the root (a runs/ folder in the data set) where the user says so;
+    the data set's own files are untouched."""
+    before = _tree(w / "data")
+    _ok(*gen_seeds(w, w / "data" / "runs" / "seeds", None, "--out-in-root"))
+    assert (w / "data" / "runs" / "seeds" / "manifest.json").exists()
+    shutil.rmtree(w / "data" / "runs")
+    assert _tree(w / "data") == before
+
+
+def test_report_marks_a_row_whose_artifact_is_gone(w):
+    seeds = w / "seeds-gone"
+    shutil.copytree(w / "seeds", seeds)
+    _ok(*evaluate(w, w / "gone.json", None, "--pred", seeds / "seeds.h5"))
+    shutil.rmtree(seeds)
+    res = _run("report", w / "gone.json")
+    assert res.exit_code == 0 and "stale" in res.output and "is gone" in res.output, res.output
 
 
 NUMBERS = {"float": ("nan", "inf", "-inf", "1e400"), "int": ("1.5", str(2**64))}

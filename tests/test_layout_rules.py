@@ -96,6 +96,21 @@ def test_every_stage_config_nests_the_runtime_block_and_declares_no_runtime_opti
         assert all(params[n].default == getattr(Runtime(), n) for n in OPTIONS[stage]), stage
 
 
+def test_every_stage_checks_what_it_writes_before_any_work():
+    """Issue 29: every command's ``run`` goes through ``artifacts.claims.owns_outputs`` (its outputs checked
+    first, a refused start leaves no folder) and its config declares what it writes (``OUTPUTS``); the
+    rule itself is walked over every option in tests/test_bad_inputs.py."""
+    import importlib
+
+    from usage_cli.registry import STAGES
+
+    for s in STAGES:
+        module = importlib.import_module(f"usage_cli.{s.package}.{s.module}")
+        assert getattr(module.run, "owns_outputs", False), f"{module.__name__}.run: decorate it @owns_outputs"
+    for stage, cls in {**_stage_configs(), "report": importlib.import_module("usage_cli.stages.report").ReportConfig}.items():
+        assert "out" in getattr(cls, "OUTPUTS", {}), f"{stage}: its config declares no OUTPUTS"
+
+
 def test_one_default_per_runtime_option():
     """The block's defaults are the only ones: no stage config, command or the loop's settings spell
     their own (the loop's device and workers excepted: it runs on the CPU in-process when called directly)."""

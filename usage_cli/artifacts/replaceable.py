@@ -1,17 +1,14 @@
-"""Folders and files a stage replaces as a whole (the report's ``--html`` folder, evaluate's and the
-report's JSON ``--out``): absent, or provably written by usage earlier; a user's file of that name is
-never deleted or overwritten."""
+"""A folder a stage replaces as a whole (the report's ``--html``): absent, or provably written by usage
+earlier; a user's file in it is never deleted. (A file an output replaces whole — evaluate's and the
+report's ``--out``, ``--aff-out`` — is checked by ``claims.check_outputs`` through its ``Output.is_own``.)"""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-from usage_cli.artifacts.claims import check_writable_file, files_under, read_json, some
+from usage_cli.artifacts.claims import files_under, read_json, some
 from usage_cli.artifacts.manifest import MANIFEST_NAME
-from usage_cli.errors import ArtifactError, ConfigError
+from usage_cli.errors import ConfigError
 
 
 def check_replaceable_folder(out: Path, stage: str, option: str) -> None:
@@ -37,17 +34,3 @@ def check_replaceable_folder(out: Path, stage: str, option: str) -> None:
             f"{option} {out}: holds {some(foreign)}, which the {stage} there did not write and usage never deletes; "
             f"move them away or choose a new or empty folder"
         )
-
-
-def check_replaceable_file(path: Path, is_own: Callable[[Any], bool], what: str, option: str = "--out") -> Path:
-    """``path`` can be written (:func:`check_writable_file`) and, if it exists, is a file of ``what`` that
-    ``is_own`` recognises in its JSON — a user's file of that name is never overwritten."""
-    path = check_writable_file(path, option)
-    if path.exists():
-        try:
-            own = is_own(json.loads(path.read_text()))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-            own = False
-        if not own:
-            raise ArtifactError(f"{path}: exists and is not {what}; usage does not overwrite it — choose another {option}")
-    return path
