@@ -1043,6 +1043,26 @@ def test_report_marks_a_row_whose_artifact_is_gone(w):
     assert res.exit_code == 0 and "stale" in res.output and "is gone" in res.output, res.output
 
 
+@pytest.mark.parametrize("command", [c for c in STAGES if "--resume" in _options(c)])
+def test_rule_3_a_resume_never_continues_on_a_changed_data_set(w, command):
+    """Rule 3: every command that resumes a training, after one epoch, its data set then edited (one
+    image's labels flipped), refuses ``--resume`` with one line saying how to start over — it never trains its
+    remaining epochs on other data than its first."""
+    root = w / f"data-resume-{command}"
+    shutil.copytree(w / "data", root)
+    out = w / f"resume-{command}"
+    _ok(*STAGES[command](w, out, root))
+    table = np.load(root / "cls_labels.npy", allow_pickle=True).item()
+    first = sorted(table)[0]
+    table[first] = 1 - np.asarray(table[first], np.float32)  # the first image's labels flipped: another data set
+    np.save(root / "cls_labels.npy", table)
+    before = _tree(out)
+    res = _run(*STAGES[command](w, out, root, "--resume", "--epochs", 2))
+    _refused_before_work(res, f"{command} --resume on an edited data set")
+    assert "--force" in res.output, res.output
+    assert _tree(out) == before
+
+
 NUMBERS = {"float": ("nan", "inf", "-inf", "1e400"), "int": ("1.5", str(2**64))}
 
 

@@ -136,9 +136,9 @@ def run(cfg: TrainAffConfig) -> Path:
     data = identity(ds, cfg.data.split_file)  # reads the image headers
     config, aff_path = manifest_config(cfg), affinity_path(cfg)
     owned = ((aff_path.name,) if aff_path.parent == Path(cfg.out) else ()) + (() if rt.resume else last_checkpoint.FILES)
-    claim_out(cfg.out, STAGE, config, owned, force=rt.force, ignore=("epochs",) if rt.resume else ())
     sources = {"--labels": (cfg.labels, input_digest(cfg.labels)), "the data set": (cfg.data.root, data["fingerprint"])}
-    check_resume(cfg.out, resume=rt.resume, force=rt.force, epochs=cfg.epochs, sources=sources)  # a resumed run trains on what it began on
+    check_resume(cfg.out, resume=rt.resume, force=rt.force, epochs=cfg.epochs, sources=sources)  # before the claim: a refused resume removes nothing
+    claim_out(cfg.out, STAGE, config, owned, force=rt.force, ignore=("epochs",) if rt.resume else ())
     # 2. network and data
     torch.manual_seed(rt.seed)  # the new layers' initialisation is part of the run
     net = build_affinitynet(model_config(cfg))

@@ -122,9 +122,9 @@ def run(cfg: TrainClsConfig) -> Path:
         raise DatasetError(f"{cfg.data.root}: split '{cfg.data.split}' has no image with a positive class label; nothing to learn")
     data = identity(ds, cfg.data.split_file)  # reads every image header: an unreadable one fails before training
     owned = (cls_checkpoint.FILENAME,) if rt.resume else OWNED
+    sources = {"the data set": (cfg.data.root, data["fingerprint"])}
+    check_resume(cfg.out, resume=rt.resume, force=rt.force, epochs=cfg.epochs, sources=sources)  # before the claim: a refused resume removes nothing
     claim_out(cfg.out, "train-cls", config, owned, force=rt.force, ignore=("epochs", "warmup_epochs") if rt.resume else ())
-    sources = {"the data set": (cfg.data.root, data["fingerprint"])}  # a resumed run trains on what it began on
-    check_resume(cfg.out, resume=rt.resume, force=rt.force, epochs=cfg.epochs, sources=sources)
     # 2. model and task
     seed_everything(rt.seed)
     model_config = {

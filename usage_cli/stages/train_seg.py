@@ -105,9 +105,9 @@ def run(cfg: TrainSegConfig) -> Path:
     data = identity(ds, cfg.data.split_file)  # reads every image header: an unreadable one fails before training
     config = run_config(cfg, config_drop(cfg))  # what defines the run (manifest, resume check)
     owned = (seg_checkpoint.FILENAME,) if rt.resume else OWNED
-    claim_out(cfg.out, "train-seg", config, owned, force=rt.force, ignore=("epochs", "warmup_epochs") if rt.resume else ())
     sources = {"--masks": (cfg.masks, input_digest(cfg.masks)), "the data set": (cfg.data.root, data["fingerprint"])}
-    check_resume(cfg.out, resume=rt.resume, force=rt.force, epochs=cfg.epochs, sources=sources)  # a resumed run trains on what it began on
+    check_resume(cfg.out, resume=rt.resume, force=rt.force, epochs=cfg.epochs, sources=sources)  # before the claim: a refused resume removes nothing
+    claim_out(cfg.out, "train-seg", config, owned, force=rt.force, ignore=("epochs", "warmup_epochs") if rt.resume else ())
     # 2. network
     model_config = {
         "backbone": cfg.backbone, "num_classes": ds.meta.num_classes + 1, "output_stride": cfg.output_stride,
