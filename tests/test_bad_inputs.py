@@ -340,6 +340,24 @@ def _seeds_copy(w: Path) -> Path:
     return w / "seeds-copy" / "seeds.h5"
 
 
+def _synth_holding_a_users_image(w: Path) -> Path:
+    """A data set usage synth wrote (its manifest lists its files), a user's image added to it."""
+    out = w / "synth-mine"
+    if not out.exists():
+        _ok(*synth(w, out))
+        (out / "VOCdevkit" / "VOC2012" / "JPEGImages" / "mine.jpg").write_bytes(b"mine")
+    return out
+
+
+def _overlays_linked_to_photos(w: Path) -> Path:
+    out = w / "linked-overlays"
+    if not out.exists():
+        _user_folder(w, "photos", {"holiday.png": "mine"})
+        out.mkdir()
+        (out / "overlays").symlink_to(w / "photos")
+    return out
+
+
 def _seg_copy(w: Path) -> Path:
     if not (w / "seg-copy").exists():
         shutil.copytree(w / "seg", w / "seg-copy")
@@ -401,6 +419,8 @@ ROWS += [
     ("report --html a folder holding its metrics file", lambda w: report(w, None, None, "--html", w), ("--html", "input")),
     ("train-seg --weights <out>/checkpoint.pt --force", lambda w: train_seg(w, _seg_copy(w), None, "--weights", _seg_copy(w) / "checkpoint.pt", "--force"),
      ("--out", "--weights", "input")),  # fmt: skip
+    ("synth --force over its own data set holding a user's image", lambda w: synth(w, _synth_holding_a_users_image(w), None, "--seed", 9, "--force"), ("mine.jpg", "no usage run wrote")),
+    ("gen-seeds --force: overlays/ a link to a user's folder", lambda w: gen_seeds(w, _overlays_linked_to_photos(w), None, "--force"), ("overlays", "no usage run wrote")),
     ("evaluate --pred the ground truth itself", lambda w: evaluate(w, None, None, "--pred", w / "data" / "VOCdevkit" / "VOC2012" / "SegmentationClass"), ("--pred", "ground-truth")),
     ("gen-seeds --split-file a folder", lambda w: gen_seeds(w, None, None, "--split-file", w / "seeds"), ("seeds", "folder")),
     ("gen-seeds --split-file a classification list ('id -1')", lambda w: gen_seeds(w, None, None, "--split-file", _split_file(w, "main-list.txt", "train_00000 -1\ntrain_00001  1\n")),
