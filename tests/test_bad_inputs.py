@@ -421,7 +421,6 @@ ROWS += [
      ("--out", "--weights", "input")),  # fmt: skip
     ("synth --force over its own data set holding a user's image", lambda w: synth(w, _synth_holding_a_users_image(w), None, "--seed", 9, "--force"), ("mine.jpg", "no usage run wrote")),
     ("gen-seeds --force: overlays/ a link to a user's folder", lambda w: gen_seeds(w, _overlays_linked_to_photos(w), None, "--force"), ("overlays", "no usage run wrote")),
-    ("evaluate --pred the ground truth itself", lambda w: evaluate(w, None, None, "--pred", w / "data" / "VOCdevkit" / "VOC2012" / "SegmentationClass"), ("--pred", "ground-truth")),
     ("gen-seeds --split-file a folder", lambda w: gen_seeds(w, None, None, "--split-file", w / "seeds"), ("seeds", "folder")),
     ("gen-seeds --split-file a classification list ('id -1')", lambda w: gen_seeds(w, None, None, "--split-file", _split_file(w, "main-list.txt", "train_00000 -1\ntrain_00001  1\n")),
      ("main-list.txt", "line 1")),  # fmt: skip

@@ -135,8 +135,6 @@ def run(cfg: EvaluateConfig) -> dict:
     no_mask = [r.id for r in ds.records if r.mask_path is None]
     if no_mask:
         raise ArtifactError(f"{cfg.data.root}: no ground-truth mask for {len(no_mask)} id(s) of '{cfg.data.split}' (first: {no_mask[0]})")
-    if Path(cfg.pred).resolve() in {Path(r.mask_path).parent.resolve() for r in ds.records}:
-        raise ConfigError(f"{cfg.pred}: --pred is the data set's own ground-truth folder (scored against itself it reads mIoU 100); give the predictions' folder")
     pred = _read_prediction(cfg.pred)  # the one read of it before scoring
     kind, have = pred.kind, pred.ids
     check_class_names(cfg.pred, pred.class_names, ds.meta.class_names, "score it on the dataset it was made for, or pass its --classes")
