@@ -46,7 +46,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip >/dev/null
-	$(BIN)/pip install -e '.[dev,viz]'
+	$(BIN)/pip install -e '.[dev,viz,tensorboard]'
 	touch $(STAMP)
 
 test: $(STAMP)

@@ -119,7 +119,7 @@ def test_one_default_per_runtime_option():
 
     assert dataclasses.asdict(DEFAULTS) == {
         "device": "auto", "amp": None, "sync_bn": False, "timeout": 60.0, "workers": None, "seed": 0,
-        "resume": False, "force": False, "quiet": False, "out_in_root": False,
+        "resume": False, "force": False, "quiet": False, "out_in_root": False, "tensorboard": False,
     }  # fmt: skip
     loop = {f.name: f.default for f in dataclasses.fields(LoopConfig)}
     assert all(loop[n] == getattr(DEFAULTS, n) for n in FIELDS if n in loop and n not in ("device", "workers"))

@@ -1,7 +1,8 @@
 """The run-time options of every stage, as one frozen dataclass nested in each stage config.
 
 :class:`Runtime` holds how a stage runs — device, mixed precision, SyncBatchNorm, the torchrun
-timeout, worker processes, the random seed, ``--resume`` / ``--force`` and ``--quiet`` — with one
+timeout, worker processes, the random seed, ``--resume`` / ``--force``, ``--quiet`` and the training
+stages' ``--tensorboard`` — with one
 default each. A stage takes the subset listed in :data:`OPTIONS` (its command shows exactly those
 flags, ``commands/_options.py:runtime_options``), its config nests them as ``cfg.runtime``, and
 ``engine.loop.loop_config`` turns them into the training loop's settings.
@@ -15,6 +16,7 @@ that ``usage --help`` stays fast.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import math
 import os
 from dataclasses import dataclass
@@ -37,14 +39,17 @@ class Runtime:
     force: bool = False
     quiet: bool = False
     out_in_root: bool = False  # an output inside the data set's root (artifacts/claims.py refuses it otherwise)
+    tensorboard: bool = False  # also write the training log as TensorBoard events (the `tensorboard` extra)
 
 
 FIELDS = tuple(f.name for f in dataclasses.fields(Runtime))
 DEFAULTS = Runtime()
 
+TENSORBOARD_HINT = "pip install 'usage-wsss[tensorboard]' (or pip install tensorboard)"
+
 # the one exclusion list: run-time options that change how a run goes, never what it computes — out of
 # every key a rerun or resume compares (the manifest config, the loop's resume key in last.pt)
-HOW_ONLY = ("timeout", "workers", "resume", "force", "quiet", "out_in_root")
+HOW_ONLY = ("timeout", "workers", "resume", "force", "quiet", "out_in_root", "tensorboard")
 # the options that change what a run computes: in the manifest's config (when the stage takes them).
 # The device is in the loop's resume key (a run resumes where it began) but not in a manifest config
 # (train-cls keeps it there: its manifests always had it)
@@ -124,6 +129,8 @@ def runtime_checks(runtime: Runtime) -> list[tuple[bool, str]]:
          f"--workers must be in 0..{most} on this machine ({os.cpu_count()} CPUs), got {runtime.workers}"),
         (0 < runtime.timeout <= MAX_TIMEOUT_MIN, f"--timeout must be in (0, {MAX_TIMEOUT_MIN}] minutes, got {runtime.timeout}"),
         (not (runtime.resume and runtime.force), "--resume continues a run and --force starts it over: pass one of them"),
+        (not runtime.tensorboard or importlib.util.find_spec("tensorboard") is not None,
+         f"--tensorboard writes TensorBoard event files and needs tensorboard: {TENSORBOARD_HINT}"),
     ]
 
 

@@ -1,6 +1,7 @@
-"""The training loop's folder: ``last.pt`` (the resume state after each epoch, format ``usage-last``) and
-``log.jsonl`` (one JSON line an epoch). ``engine/loop.py`` writes both; a stage's ``--resume`` reads
-``last.pt`` back through :func:`read_last`."""
+"""The training loop's folder: ``last.pt`` (the resume state after each epoch, format ``usage-last``),
+``log.jsonl`` (one JSON line an epoch) and, with ``--tensorboard``, the same figures as TensorBoard
+events in ``tensorboard/``. ``engine/loop.py`` writes them; a stage's ``--resume`` reads ``last.pt``
+back through :func:`read_last`."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ VERSION = "1.0.0"
 DISK_KEYS = {"run_key": "run_config", "run_key_hash": "run_config_hash"}
 LAST = "last.pt"
 LOG = "log.jsonl"
-FILES = (LAST, LOG)  # what a training run owns in its folder besides its artifact
+TENSORBOARD = "tensorboard"  # the event files of --tensorboard (TensorBoard's own format)
+FILES = (LAST, LOG, TENSORBOARD)  # what a training run owns in its folder besides its artifact
 
 
 def last_path(out_dir: str | Path) -> Path:
@@ -25,6 +27,10 @@ def last_path(out_dir: str | Path) -> Path:
 
 def log_path(out_dir: str | Path) -> Path:
     return Path(out_dir) / LOG
+
+
+def tensorboard_dir(out_dir: str | Path) -> Path:
+    return Path(out_dir) / TENSORBOARD
 
 
 def save_last(path: str | Path, *, epoch: int, epochs: int, run_key: dict[str, Any], run_key_hash: str, **state: Any) -> Path:

@@ -26,9 +26,17 @@ def command(
     force: Annotated[
         bool, typer.Option(help="With --html: draw an artifact over the data set found even when it was made from another one (noted on the page).")
     ] = False,
+    format: Annotated[
+        str,
+        typer.Option("--format", help="What to print: table (the metrics), or csv | json: the per-image table (foreground area of "
+                     "seeds, masks and predictions, the share each stage kept, per-image mIoU where scored) instead."),
+    ] = "table",
+    order: Annotated[
+        str, typer.Option(help="Gallery order with --html: worst (per-image mIoU, worst first) or changed (most changed by a stage first; no ground truth needed).")
+    ] = "worst",
 ) -> None:
     """Print seed / mask / segmentation metrics of several runs as one table, optionally as an HTML page."""
     from usage_cli.stages.report import ReportConfig, run
 
     wanted = tuple(i.strip() for arg in ids or () for i in arg.split(",") if i.strip())
-    run(ReportConfig(metrics=tuple(metrics), out=out, html=html, gallery=gallery, ids=wanted, force=force))
+    run(ReportConfig(metrics=tuple(metrics), out=out, html=html, gallery=gallery, ids=wanted, force=force, format=format, order=order))

@@ -32,6 +32,7 @@ from usage_cli.engine.distributed import (
     use_amp,
     worker_count,
 )
+from usage_cli.engine.events import EventLog
 from usage_cli.engine.optim import build_optimizer, build_scheduler
 from usage_cli.engine.resume import Sources, digests, record_epoch, restore, run_key
 from usage_cli.engine.sampling import epoch_loaders, seed_everything
@@ -62,6 +63,7 @@ class LoopConfig:
     seed: int = 0
     grad_clip: float | None = None
     quiet: bool = False
+    tensorboard: bool = False  # also write log.jsonl's figures as TensorBoard events (engine/events.py)
 
 
 SYNC_EVERY = 50  # steps between host reads of the loss on a GPU (NaN check, progress text)
@@ -72,7 +74,7 @@ def loop_config(runtime: Runtime, **training) -> LoopConfig:
     batch size, optimiser, schedule ...; ``--workers`` unset: by device)."""
     return LoopConfig(
         **training, workers=worker_count(runtime), device=runtime.device, amp=runtime.amp, sync_bn=runtime.sync_bn,
-        timeout=runtime.timeout, seed=runtime.seed, quiet=runtime.quiet,
+        timeout=runtime.timeout, seed=runtime.seed, quiet=runtime.quiet, tensorboard=runtime.tensorboard,
     )  # fmt: skip
 
 
@@ -162,6 +164,7 @@ def fit(
     key = run_key(cfg, stage_config)
     start = restore(out_dir, key, task, optimizer, scheduler, scaler, resume=resume, main=info.is_main, quiet=cfg.quiet)
     state = {"step": start * steps_per_epoch, "total": total}
+    events = EventLog(out_dir, start) if cfg.tensorboard and info.is_main else None
     # 4. epochs
     with make_progress(cfg.quiet or not info.is_main) as progress:
         for epoch in range(start, cfg.epochs):
@@ -179,6 +182,10 @@ def fit(
                 logs.update(evaluate(task, epoch))
             if info.is_main:
                 record_epoch(out_dir, key, logs, task, optimizer, scheduler, scaler, epoch, cfg.epochs, digests(sources))
+                if events is not None:
+                    events.write(logs)
+    if events is not None:
+        events.close()
     if info.enabled:
         torch.distributed.barrier()
     return task

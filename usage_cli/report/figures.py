@@ -157,3 +157,31 @@ def class_bars_figure(series: list[tuple[str, dict[str, float | None]]], title: 
 def save_png(fig, path: Path, dpi: int = 100) -> Path:
     fig.savefig(path, dpi=dpi, format="png")
     return path
+
+
+def training_figure(runs, keys: list[str], title: str, help_text: dict[str, str] | None = None, ncols: int = 4):
+    """One panel per logged key (loss terms, learning rate, val mAP, AA diagnostics ...) against the
+    epoch, one colour per training run (``runs``: objects with ``label`` and ``series(key)``, e.g.
+    :class:`usage_cli.report.training.TrainingRun`), so two runs, or a classifier and its CAM baseline,
+    overlay. Each run's points are joined by one line: a resumed run's epochs continue it."""
+    Figure = require_matplotlib()
+    ncols = max(1, min(ncols, len(keys)))
+    nrows = max(1, -(-len(keys) // ncols))
+    fig = Figure(figsize=(3.3 * ncols, 0.6 + 2.35 * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax, key in zip(axes, keys, strict=False):
+        for i, run in enumerate(runs):
+            x, y = run.series(key)
+            if x:
+                ax.plot(x, y, color=f"C{i}", lw=1.5, marker="o" if len(x) <= 30 else None, ms=2.5, label=run.label)
+        ax.set_title(f"{key}" + (f": {help_text[key]}" if help_text and key in help_text else ""), fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    for ax in axes[len(keys):]:
+        ax.set_visible(False)
+    handles, labels = axes[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 4), fontsize=8, frameon=False)
+    fig.suptitle(f"{title} (x: epoch)", fontsize=10)
+    return fig

@@ -53,6 +53,8 @@ class Row:
     score: float | None  # per-image mIoU (percent) of the reference artifact: the sort key
     groups: tuple[Group, ...]
     legend: tuple[tuple[int, str], ...]  # (label value, class name) drawn in this row's label maps
+    change: float | None = None  # % of the image a stage changed (report/changes.py): the sort key of --order changed
+    changed_by: str | None = None  # the artifact of the stage that changed it most
 
     @property
     def tiles(self) -> tuple[Tile, ...]:
@@ -65,6 +67,7 @@ class Gallery:
     reference: str | None  # the artifact whose per-image mIoU orders the rows
     rows: tuple[Row, ...]
     note: str = ""
+    order: str = "worst"  # "worst": by the reference's mIoU, worst first; "changed": most changed first
 
 
 def choose_ids(candidates: list[str], n: int, scores: dict[str, float | None] | None) -> list[str]:
@@ -87,9 +90,12 @@ def reference_entry(entries: list[Entry]) -> Entry | None:
     return next((e for e in reversed(entries) if e.artifact is not None), None)
 
 
-def pick_ids(by_split: dict[str, list[Entry]], datasets: dict[str, Dataset], n: int, wanted: tuple[str, ...] = ()) -> dict[str, list[str]]:
+def pick_ids(
+    by_split: dict[str, list[Entry]], datasets: dict[str, Dataset], n: int, wanted: tuple[str, ...] = (), changes: dict | None = None,
+) -> dict[str, list[str]]:
     """The gallery's ids per split: ``wanted`` where they are (an unknown one is an error), else
-    :func:`choose_ids` by the split's reference artifact's per-image scores."""
+    :func:`choose_ids` by the split's reference artifact's per-image scores, or with ``changes``
+    (split -> id -> (% changed, by what), ``--order changed``) by how much the stages changed each image."""
     if wanted:
         known = {s: {r.id for r in ds.records} for s, ds in datasets.items()}
         unknown = [i for i in wanted if not any(i in k for k in known.values())]
@@ -103,6 +109,8 @@ def pick_ids(by_split: dict[str, list[Entry]], datasets: dict[str, Dataset], n: 
     for split, ds in datasets.items():
         ref = reference_entry(by_split[split])
         scores = (ref.metrics or {}).get("per_image") if ref is not None else None
+        if changes is not None:  # most changed first: the lowest "score" is the largest change
+            scores = {i: -c for i, (c, _) in (changes.get(split) or {}).items() if c is not None}
         picks[split] = choose_ids([r.id for r in ds.records], n, scores)
     return picks
 
@@ -163,8 +171,13 @@ class _TileWriter:
         return Tile(src=f"{self.out.name}/{name}", caption=caption, kind=kind)
 
 
-def render_gallery(split: str, ids: list[str], entries: list[Entry], ds: Dataset, out: Path, max_side: int = 256) -> Gallery:
-    """Render the rows of ``ids`` (tiles under ``out``, a folder of the report), worst first."""
+def render_gallery(
+    split: str, ids: list[str], entries: list[Entry], ds: Dataset, out: Path, max_side: int = 256,
+    changes: dict | None = None, order: str = "worst",
+) -> Gallery:
+    """Render the rows of ``ids`` (tiles under ``out``, a folder of the report), worst first, or with
+    ``order="changed"`` most changed first by ``changes`` (id -> (% changed, the artifact of the
+    stage that changed it most), shown on each row)."""
     out.mkdir(parents=True, exist_ok=True)
     names, n = ds.meta.all_names, ds.meta.num_classes + 1
     pal = palette_rgb(ds.meta.palette)
@@ -213,13 +226,17 @@ def render_gallery(split: str, ids: list[str], entries: list[Entry], ds: Dataset
                 drawn.append(gt)
             values = sorted(set(np.unique(np.concatenate([d.ravel() for d in drawn])).tolist()) - {0}) if drawn else []
             legend = tuple((int(v), _name(names, v)) for v in values)
-            rows.append(Row(id=image_id, score=scores.get(reference), groups=tuple(groups), legend=legend))
+            change, by = (changes or {}).get(image_id, (None, None))
+            rows.append(Row(id=image_id, score=scores.get(reference), groups=tuple(groups), legend=legend, change=change, changed_by=by))
     finally:
         for r in readers.values():
             r.close()
-    rows.sort(key=lambda r: (r.score is None, r.score if r.score is not None else 0.0, r.id))
+    if order == "changed":
+        rows.sort(key=lambda r: (r.change is None, -(r.change or 0.0), r.id))
+    else:
+        rows.sort(key=lambda r: (r.score is None, r.score if r.score is not None else 0.0, r.id))
     note = f"{skipped} of {len(ids)} images not found under {ds.root}" if skipped else ""
-    return Gallery(split=split, reference=reference, rows=tuple(rows), note=note)
+    return Gallery(split=split, reference=reference, rows=tuple(rows), note=note, order=order)
 
 
 def _name(names: tuple[str, ...], v: int) -> str:

@@ -63,7 +63,10 @@ def render_page(
     galleries: list[Gallery],
     palette: tuple[int, ...],
     notes: list[str],
+    training: str = "",
+    changes: str = "",
 ) -> str:
+    """The page; ``training`` and ``changes`` are the HTML of those sections (report/sections.py), or ""."""
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -71,22 +74,28 @@ def render_page(
         f"<h1>{escape(title)}</h1>",
         f'<div class="sub">usage {escape(version)} · written {escape(created)} · from {", ".join(f"<code>{escape(s)}</code>" for s in sources)}</div>',
         '<nav class="sub"><a href="#metrics">metrics</a><a href="#provenance">provenance</a>'
+        + ('<a href="#training">training</a>' if training else "")
         + ('<a href="#curves">threshold curves</a>' if curves else "")
         + ('<a href="#classes">per-class IoU</a>' if bars else "")
+        + ('<a href="#changes">per-image change</a>' if changes else "")
         + ('<a href="#gallery">gallery</a>' if galleries else "")
         + "</nav>",
         *(f'<p class="note">{escape(n)}</p>' for n in notes),
         _metrics_table(rows),
         _provenance(entries),
     ]
+    if training:
+        parts.append(training)
     if curves:
         parts.append('<h2 id="curves">Threshold curves</h2>')
         parts.append('<p class="sub">Each seed store scored at every background threshold; the dotted line and dot mark the threshold '
                      "its metrics use (the best of the sweep); the dashed line and cross, the threshold gen-seeds chose from the seed maps alone (no-GT).</p>")  # fmt: skip
-        parts += [_figure(f) for f in curves]
+        parts += [figure_html(f) for f in curves]
     if bars:
         parts.append('<h2 id="classes">Per-class IoU</h2>')
-        parts += [_figure(f) for f in bars]
+        parts += [figure_html(f) for f in bars]
+    if changes:
+        parts.append(changes)
     if galleries:
         parts.append('<h2 id="gallery">Gallery</h2>')
         parts += [_gallery(g, palette) for g in galleries]
@@ -173,7 +182,7 @@ def _made_by(m: dict) -> str:
     return f'<br><span class="sub">← {escape(str(m.get("stage", "?")))}{f" ({settings})" if settings else ""}</span>'
 
 
-def _figure(f: FigureRef) -> str:
+def figure_html(f: FigureRef) -> str:
     out = [f"<h3>{escape(f.split)}</h3>", f'<img class="fig" src="{escape(f.src)}" alt="{escape(f.caption)}">',
            f'<p class="sub">{escape(f.caption)}</p>']  # fmt: skip
     if f.table:
@@ -187,11 +196,15 @@ def _figure(f: FigureRef) -> str:
 
 def _gallery(g: Gallery, palette: tuple[int, ...]) -> str:
     how = f"worst first by per-image mIoU of <b>{escape(g.reference)}</b>" if g.reference else "by id"
+    if g.order == "changed":
+        how = "most changed first (the share of its pixels a stage relabelled, without ground truth; see Per-image change)"
     out = [f"<h3>{escape(g.split)}</h3>", f'<p class="sub">{len(g.rows)} images, {how}.</p>']
     if g.note:
         out.append(f'<p class="note">{escape(g.note)}</p>')
     for r in g.rows:
         score = f'<span class="score">{escape(g.reference or "")} mIoU {r.score:.1f}</span>' if r.score is not None else ""
+        if r.change is not None:
+            score += f'<span class="score">{r.change:.1f} % changed by {escape(r.changed_by or "?")}</span>'
         out.append(f'<div class="row"><div class="row-head">{escape(r.id)}{score}</div><div class="groups">')
         for grp in r.groups:
             out.append(f'<div class="group"><div class="gtitle">{escape(grp.title)}</div><div class="tiles">')

@@ -25,9 +25,10 @@ from usage_cli.artifacts.manifest import build_manifest, write_manifest
 from usage_cli.artifacts.metrics_file import stale_inputs
 from usage_cli.artifacts.replaceable import check_replaceable_folder
 from usage_cli.data.records import voc_palette
-from usage_cli.errors import ArtifactError, ConfigError
+from usage_cli.errors import ArtifactError, check_options
 from usage_cli.progress import log
 from usage_cli.report import gallery  # render_gallery through the module: a test makes it fail
+from usage_cli.report.changes import by_image, change_tables, records, to_csv, to_json
 from usage_cli.report.figures import (
     class_bars_figure,
     class_order,
@@ -39,6 +40,10 @@ from usage_cli.report.figures import (
 from usage_cli.report.gallery import pick_ids
 from usage_cli.report.inputs import Entry, check_datasets, load_entries, open_datasets
 from usage_cli.report.page import FigureRef, no_gt_scores, render_page
+from usage_cli.report.sections import new_sections
+
+FORMATS = ("table", "csv", "json")  # what stdout gets: the metrics table, or the per-image table
+ORDERS = ("worst", "changed")  # the gallery's order
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,8 @@ class ReportConfig:
     gallery: int = 24  # images per split in the gallery (0: none)
     ids: tuple[str, ...] = ()  # show these images instead
     force: bool = False  # draw artifacts over a data set other than the one they were made from
+    format: str = "table"  # stdout: the metrics table, or the per-image table as csv / json (report/changes.py)
+    order: str = "worst"  # the gallery: worst first (per-image mIoU), or most changed first (no ground truth)
 
 
 @dataclass
@@ -58,8 +65,10 @@ class HtmlReport:
     """What ``--html`` wrote: the page, and the figures and galleries on it (tests read their data)."""
 
     index: Path
-    figures: dict = field(default_factory=dict)  # "curves-<split>" / "classes-<split>" -> matplotlib Figure
+    figures: dict = field(default_factory=dict)  # "curves-<split>" / "classes-<split>" / "training-<stage>" -> matplotlib Figure
     galleries: list = field(default_factory=list)
+    changes: list = field(default_factory=list)  # report.changes.ChangeTable per split
+    training: list = field(default_factory=list)  # report.training.TrainingRun found
 
 
 def _row(name: str, m: dict) -> dict:
@@ -113,8 +122,9 @@ def _empty_cell(empty: dict | None) -> str:
 
 @owns_outputs
 def run(cfg: ReportConfig) -> list[dict]:
-    if not 0 <= cfg.gallery <= 10_000:  # images per split drawn on one page
-        raise ConfigError(f"--gallery must be in 0..10000 images per split, got {cfg.gallery}")
+    check_options([(0 <= cfg.gallery <= 10_000, f"--gallery must be in 0..10000 images per split, got {cfg.gallery}"),
+                   (cfg.format in FORMATS, f"--format must be one of {', '.join(FORMATS)}, got {cfg.format!r}"),
+                   (cfg.order in ORDERS, f"--order must be one of {', '.join(ORDERS)}, got {cfg.order!r}")])  # fmt: skip
     if cfg.html is not None:
         require_matplotlib()  # before any work: say which extra to install
     entries = load_entries(cfg.metrics)
@@ -123,9 +133,13 @@ def run(cfg: ReportConfig) -> list[dict]:
     for e in entries:  # a score is of the file it was computed from: say when that file changed since
         for name, what in stale_inputs(e.metrics or {}).items():
             log(f"[yellow]report: {e.name}: stale: its {name} {what} — rerun `usage evaluate` for current figures[/]")
-    # a pipe or a log file has no width: rich would fold the table to 80 columns and cut every cell
-    console = Console() if sys.stdout.isatty() else Console(width=200)
-    if rows:
+    # a pipe or a log file has no width: rich would fold the table to 80 columns and cut every cell;
+    # with --format csv / json stdout is the per-image table alone, and the rest goes to stderr
+    console = Console(stderr=cfg.format != "table", width=None if sys.stdout.isatty() else 200)
+    if cfg.format != "table":
+        recs = records(change_tables(_by_split(entries)))
+        sys.stdout.write(to_csv(recs) if cfg.format == "csv" else to_json(recs))
+    elif rows:
         console.print(render(rows))
     else:
         console.print(f"report: no metrics files, {len(entries)} artifact(s) without ground-truth scores")
@@ -142,31 +156,39 @@ def plan_html(entries: list[Entry], cfg: ReportConfig) -> tuple[dict, dict, list
     manifest lists), its splits and their datasets, each entry made from the one it is drawn over:
     (entries by split, datasets by split, notes for the page)."""
     check_replaceable_folder(Path(cfg.html), "report", "--html")
-    splits = list(dict.fromkeys(e.split for e in entries))
-    by_split = {s: [e for e in entries if e.split == s] for s in splits}
+    by_split = _by_split(entries)
     datasets, notes = open_datasets(by_split)
     notes += check_datasets(by_split, datasets, cfg.force)
     return by_split, datasets, notes
 
 
+def _by_split(entries: list[Entry]) -> dict[str, list[Entry]]:
+    return {s: [e for e in entries if e.split == s] for s in dict.fromkeys(e.split for e in entries)}
+
+
 def write_html(entries: list[Entry], rows: list[dict], cfg: ReportConfig, plan: tuple | None = None) -> HtmlReport:
     """Figures, gallery and page of ``entries`` into the folder ``cfg.html`` (replaced atomically)."""
 
-    # 1. where it goes, which splits, which datasets (:func:`plan_html`, unless given), which images
+    # 1. where it goes, which splits, which datasets (:func:`plan_html`, unless given), what each stage
+    # changed in each image, which images
     out = Path(cfg.html)
     by_split, datasets, notes = plan or plan_html(entries, cfg)
-    picks = pick_ids(by_split, datasets, cfg.gallery, cfg.ids)
-    report = HtmlReport(index=out / "index.html")
+    tables = change_tables(by_split)
+    changes = by_image(tables)
+    picks = pick_ids(by_split, datasets, cfg.gallery, cfg.ids, changes=changes if cfg.order == "changed" else None)
+    report = HtmlReport(index=out / "index.html", changes=tables)
     try:
         with atomic_dir(out) as tmp:
-            # 2. curves and bars per split, 3. galleries, 4. the page
+            # 2. curves and bars per split; the training curves, the per-image table; 3. galleries; 4. the page
             curves, bars = _figures(by_split, tmp, report)
+            report.training, sections = new_sections(entries, tables, [Path(p) for p in cfg.metrics if Path(p).is_dir()], tmp, report.figures)
             for split, ids in picks.items():
-                report.galleries.append(gallery.render_gallery(split, ids, by_split[split], datasets[split], tmp / "gallery"))
+                report.galleries.append(gallery.render_gallery(split, ids, by_split[split], datasets[split], tmp / "gallery",
+                                                               changes=changes.get(split), order=cfg.order))  # fmt: skip
             palette = next(iter(datasets.values())).meta.palette if datasets else tuple(voc_palette())
-            html = _page(cfg, entries, rows, curves, bars, report.galleries, palette, notes, __version__)
+            html = _page(cfg, entries, rows, curves, bars, report.galleries, palette, notes, __version__, sections)
             (tmp / "index.html").write_text(html, encoding="utf-8")
-            config = {"metrics": [str(p) for p in cfg.metrics], "gallery": cfg.gallery, "ids": list(cfg.ids), "force": cfg.force}
+            config = {"metrics": [str(p) for p in cfg.metrics], "gallery": cfg.gallery, "ids": list(cfg.ids), "force": cfg.force, "order": cfg.order}
             write_manifest(tmp, build_manifest("report", config, files=owned_files(tmp, ("*",))))  # what a rerun may replace
     except OSError as e:  # reading errors are UsageErrors already: this is the output folder
         raise ArtifactError(f"--html {out}: cannot write the report there ({e})") from e
@@ -213,11 +235,11 @@ def _pct(v: float | None, signed: bool = False) -> str:
     return "-" if v is None else (f"{v:+.1f}" if signed else f"{v:.1f}")
 
 
-def _page(cfg, entries, rows, curves, bars, galleries, palette, notes, version) -> str:
+def _page(cfg, entries, rows, curves, bars, galleries, palette, notes, version, sections) -> str:
     created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     return render_page(
         title="usage report", sources=[str(p) for p in cfg.metrics], created=created, version=version, rows=rows,
-        entries=entries, curves=curves, bars=bars, galleries=galleries, palette=palette, notes=notes,
+        entries=entries, curves=curves, bars=bars, galleries=galleries, palette=palette, notes=notes, **sections,
     )  # fmt: skip
 
 
