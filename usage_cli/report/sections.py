@@ -1,4 +1,5 @@
-"""The page's Training and Per-image change sections (HTML), and the figures of the first.
+"""The page's figures per split (threshold curves, per-class bars: ``split_figures``), and its
+Training and Per-image change sections (HTML, and the figures of the first).
 
 ``new_sections`` is what the report stage calls: ``training_figures`` draws one figure per training
 stage found (the classifiers, the CAM baseline among them, then AffinityNet, then the segmentation
@@ -8,11 +9,19 @@ sections of ``index.html``; the whole per-image table goes into ``per-image.csv`
 
 from __future__ import annotations
 
+import re
 from html import escape
 from pathlib import Path
 
 from usage_cli.report.changes import KINDS, STAGE_OF, ChangeTable, records, to_csv
-from usage_cli.report.figures import save_png, training_figure
+from usage_cli.report.figures import (
+    class_bars_figure,
+    class_order,
+    curve_of,
+    save_png,
+    threshold_figure,
+    training_figure,
+)
 from usage_cli.report.inputs import Entry
 from usage_cli.report.page import FigureRef, figure_html
 from usage_cli.report.training import (
@@ -130,3 +139,42 @@ def _table(t: ChangeTable, rows, caption: str) -> str:
 
 def _num(v: float | None, warn: bool = False) -> str:
     return f'<td class="num{" warn" if warn else ""}">{"-" if v is None else f"{v:.1f}"}</td>'
+
+
+def split_figures(by_split: dict[str, list[Entry]], tmp: Path, figures: dict) -> tuple[list[FigureRef], list[FigureRef]]:
+    """Per split: the seed stores' threshold curves and the per-class IoU bars, saved as PNGs."""
+
+    curves, bars = [], []
+    for split, entries in by_split.items():
+        scored = [e for e in entries if e.metrics is not None]
+        found = [c for e in scored if (c := curve_of(e.name, e.metrics)) is not None]
+        if found:
+            fig = threshold_figure(found, f"{split}: seed metrics against the background threshold")
+            name = f"curves-{_safe(split)}.png"
+            save_png(fig, tmp / name)
+            figures[f"curves-{split}"] = fig
+            curves.append(FigureRef(split, name, f"{', '.join(c.name for c in found)}: mIoU, mean FPR and mean FNR (percent) "
+                                                 "against the constant background score."))  # fmt: skip
+        series = [(e.name, {k: v["iou"] for k, v in e.metrics["per_class"].items()}) for e in scored if e.metrics.get("per_class")]
+        if series:
+            how = f"sorted by {series[-1][0]} − {series[0][0]}, largest gain first" if len(series) > 1 else "worst first"
+            fig = class_bars_figure(series, f"{split}: per-class IoU ({how})")
+            name = f"classes-{_safe(split)}.png"
+            save_png(fig, tmp / name)
+            figures[f"classes-{split}"] = fig
+            order, gaps = class_order(series)
+            head = ("class", *(n for n, _ in series), *(("gap",) if len(series) > 1 else ()))
+            absent = [c for c in dict.fromkeys(k for _, pc in series for k in pc) if c not in order]
+            body = tuple((c, *(_pct(pc.get(c)) for _, pc in series), *((_pct(g, signed=True),) if len(series) > 1 else ()))
+                         for c, g in zip(order + absent, gaps + [None] * len(absent), strict=True))  # fmt: skip
+            caption = f"IoU per class (percent), {how}." + (f" Not in this split: {', '.join(absent)}." if absent else "")
+            bars.append(FigureRef(split, name, caption, table=(head, *body)))
+    return curves, bars
+
+
+def _pct(v: float | None, signed: bool = False) -> str:
+    return "-" if v is None else (f"{v:+.1f}" if signed else f"{v:.1f}")
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]", "_", name)

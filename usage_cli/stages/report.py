@@ -1,15 +1,16 @@
 """Gather ``metrics.json`` files (from ``usage evaluate``) into one table and, with ``--html``, one page.
 
-The page (``usage_cli.report``) shows the table, each artifact's manifest, the seed stores' threshold
-curves, per-class IoU bars and a gallery; it is written into a temporary folder that replaces the
-output folder only when complete.
+The page (``usage_cli.report``) shows the table, each artifact's manifest, the curves of the training
+runs behind them, the seed stores' threshold curves, per-class IoU bars, what each stage changed in
+each image (no ground truth needed) and a gallery; it is written into a temporary folder that replaces
+the output folder only when complete. ``--format csv|json`` prints the per-image table instead of the
+metrics table.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import json
-import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,18 +30,11 @@ from usage_cli.errors import ArtifactError, check_options
 from usage_cli.progress import log
 from usage_cli.report import gallery  # render_gallery through the module: a test makes it fail
 from usage_cli.report.changes import by_image, change_tables, records, to_csv, to_json
-from usage_cli.report.figures import (
-    class_bars_figure,
-    class_order,
-    curve_of,
-    require_matplotlib,
-    save_png,
-    threshold_figure,
-)
+from usage_cli.report.figures import require_matplotlib
 from usage_cli.report.gallery import pick_ids
 from usage_cli.report.inputs import Entry, check_datasets, load_entries, open_datasets
-from usage_cli.report.page import FigureRef, no_gt_scores, render_page
-from usage_cli.report.sections import new_sections
+from usage_cli.report.page import no_gt_scores, render_page
+from usage_cli.report.sections import new_sections, split_figures
 
 FORMATS = ("table", "csv", "json")  # what stdout gets: the metrics table, or the per-image table
 ORDERS = ("worst", "changed")  # the gallery's order
@@ -180,7 +174,7 @@ def write_html(entries: list[Entry], rows: list[dict], cfg: ReportConfig, plan: 
     try:
         with atomic_dir(out) as tmp:
             # 2. curves and bars per split; the training curves, the per-image table; 3. galleries; 4. the page
-            curves, bars = _figures(by_split, tmp, report)
+            curves, bars = split_figures(by_split, tmp, report.figures)
             report.training, sections = new_sections(entries, tables, [Path(p) for p in cfg.metrics if Path(p).is_dir()], tmp, report.figures)
             for split, ids in picks.items():
                 report.galleries.append(gallery.render_gallery(split, ids, by_split[split], datasets[split], tmp / "gallery",
@@ -200,48 +194,9 @@ def is_rows_file(doc) -> bool:
     return isinstance(doc, list) and all(isinstance(r, dict) and {"name", "miou"} <= r.keys() for r in doc)
 
 
-def _figures(by_split: dict[str, list[Entry]], tmp: Path, report: HtmlReport):
-    """Per split: the seed stores' threshold curves and the per-class IoU bars, saved as PNGs."""
-
-    curves, bars = [], []
-    for split, entries in by_split.items():
-        scored = [e for e in entries if e.metrics is not None]
-        found = [c for e in scored if (c := curve_of(e.name, e.metrics)) is not None]
-        if found:
-            fig = threshold_figure(found, f"{split}: seed metrics against the background threshold")
-            name = f"curves-{_safe(split)}.png"
-            save_png(fig, tmp / name)
-            report.figures[f"curves-{split}"] = fig
-            curves.append(FigureRef(split, name, f"{', '.join(c.name for c in found)}: mIoU, mean FPR and mean FNR (percent) "
-                                                 "against the constant background score."))  # fmt: skip
-        series = [(e.name, {k: v["iou"] for k, v in e.metrics["per_class"].items()}) for e in scored if e.metrics.get("per_class")]
-        if series:
-            how = f"sorted by {series[-1][0]} − {series[0][0]}, largest gain first" if len(series) > 1 else "worst first"
-            fig = class_bars_figure(series, f"{split}: per-class IoU ({how})")
-            name = f"classes-{_safe(split)}.png"
-            save_png(fig, tmp / name)
-            report.figures[f"classes-{split}"] = fig
-            order, gaps = class_order(series)
-            head = ("class", *(n for n, _ in series), *(("gap",) if len(series) > 1 else ()))
-            absent = [c for c in dict.fromkeys(k for _, pc in series for k in pc) if c not in order]
-            body = tuple((c, *(_pct(pc.get(c)) for _, pc in series), *((_pct(g, signed=True),) if len(series) > 1 else ()))
-                         for c, g in zip(order + absent, gaps + [None] * len(absent), strict=True))  # fmt: skip
-            caption = f"IoU per class (percent), {how}." + (f" Not in this split: {', '.join(absent)}." if absent else "")
-            bars.append(FigureRef(split, name, caption, table=(head, *body)))
-    return curves, bars
-
-
-def _pct(v: float | None, signed: bool = False) -> str:
-    return "-" if v is None else (f"{v:+.1f}" if signed else f"{v:.1f}")
-
-
 def _page(cfg, entries, rows, curves, bars, galleries, palette, notes, version, sections) -> str:
     created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     return render_page(
         title="usage report", sources=[str(p) for p in cfg.metrics], created=created, version=version, rows=rows,
         entries=entries, curves=curves, bars=bars, galleries=galleries, palette=palette, notes=notes, **sections,
     )  # fmt: skip
-
-
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_-]", "_", name)
