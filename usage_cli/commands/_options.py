@@ -32,7 +32,7 @@ RUNTIME_HELP = {
     "force": "Replace a finished or unfinished run of other options in OUT.",
     "quiet": "No progress lines.",
     "out_in_root": "Write outputs inside the data set's root (refused by default: the data set's files are looked up there).",
-    "tensorboard": "Also write each epoch's log.jsonl line as TensorBoard events in OUT/tensorboard/ (needs the tensorboard extra: pip install 'usage-wsss[tensorboard]').",
+    "tensorboard": "Also write each epoch's log.jsonl figures as TensorBoard events in OUT/tensorboard/ (needs usage-wsss's `tensorboard` extra, or pip install tensorboard).",
 }
 WORKERS_DEFAULT = "Default: by device: 4 per process on a GPU (at most the CPUs per process), 0 on the CPU."
 
