@@ -12,6 +12,10 @@ OUT ?= demo
 DATASET ?= voc
 ROOT ?= $(OUT)/data
 TRAIN_SPLIT ?= train
+# the classifiers' split: on the built-in data train_aug (train plus the images of synth --train-aug, with
+# image-level labels, as VOC's train_aug is train plus SBD); on a dataset given by ROOT, TRAIN_SPLIT
+# (pass CLS_SPLIT=train_aug for VOC with SBD)
+CLS_SPLIT ?= $(if $(DATA),train_aug,$(TRAIN_SPLIT))
 EVAL_SPLITS ?= train val
 BACKBONE ?= efficientnet_lite0
 SEG_BACKBONE ?= efficientnet_lite0
@@ -65,12 +69,12 @@ $(ROOT)/manifest.json: | $(STAMP)
 
 cls: $(CLS)
 $(CLS): $(DATA) | $(STAMP)
-	$(USAGE) train-cls --dataset $(DATASET) --root $(ROOT) --split $(TRAIN_SPLIT) --backbone $(BACKBONE) \
+	$(USAGE) train-cls --dataset $(DATASET) --root $(ROOT) --split $(CLS_SPLIT) --backbone $(BACKBONE) \
 	  --out $(OUT)/cls --device $(DEVICE) $(CLS_ARGS)
 
 cam-cls: $(CAM_CLS)
 $(CAM_CLS): $(DATA) | $(STAMP)
-	$(USAGE) train-cls --dataset $(DATASET) --root $(ROOT) --split $(TRAIN_SPLIT) --backbone $(BACKBONE) \
+	$(USAGE) train-cls --dataset $(DATASET) --root $(ROOT) --split $(CLS_SPLIT) --backbone $(BACKBONE) \
 	  --out $(OUT)/cls-cam --device $(DEVICE) $(CLS_ARGS) $(CAM_ARGS)
 
 seeds: $(SEEDS)

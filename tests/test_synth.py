@@ -98,3 +98,19 @@ def test_twenty_classes_lower_each_class_frequency(tmp_path):
         assert r.labels == tuple(sorted(set(np.unique(mask).tolist()) - {0, 255}))
     res = runner.invoke(app, ["synth", "--out", str(tmp_path / "u"), "--classes", "21"])
     assert res.exit_code == 2 and "--classes must be in 2..20" in res.output
+
+
+def test_train_aug_adds_images_to_the_classifier_split_only(tmp_path):
+    """--train-aug K: train_aug = train + K more images (as VOC's train_aug = train + SBD); train and val
+    are the images they were without it, byte for byte."""
+    generate(tmp_path / "a", 4, 2, 48, seed=5)
+    generate(tmp_path / "b", 4, 2, 48, seed=5, n_aug=3)
+    lists = tmp_path / "b" / "VOCdevkit" / "VOC2012" / "ImageSets" / "Segmentation"
+    assert (lists / "train_aug.txt").read_text().split() == [f"train_{i:05d}" for i in range(4)] + [f"aug_{i:05d}" for i in range(3)]
+    assert (lists / "train.txt").read_text().split() == [f"train_{i:05d}" for i in range(4)]
+    jpg = "VOCdevkit/VOC2012/JPEGImages"
+    for i in ("train_00003", "val_00001"):
+        assert (tmp_path / "a" / jpg / f"{i}.jpg").read_bytes() == (tmp_path / "b" / jpg / f"{i}.jpg").read_bytes()
+    assert len(load_dataset("voc", tmp_path / "b", "train_aug")) == 7 and len(load_dataset("voc", tmp_path / "b", "train")) == 4
+    res = CliRunner().invoke(app, ["synth", "--out", str(tmp_path / "c"), "--train-aug", "-1"])
+    assert res.exit_code == 2 and "--train-aug in 0.." in res.output

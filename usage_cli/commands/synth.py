@@ -20,6 +20,7 @@ def command(
     val: Annotated[int, typer.Option(help="Number of validation images.")] = 32,
     size: Annotated[int, typer.Option(help="Image side in pixels.")] = 128,
     classes: Annotated[int, typer.Option(help="Number of object classes, 2..20 (the first six are the default set).")] = 6,
+    train_aug: Annotated[int, typer.Option(help="More images for the split train_aug only (train plus these, as VOC's train_aug is train plus SBD): the classifier's training set.")] = 0,
     runtime: Runtime = DEFAULTS,
     config: ConfigFile = None,
     print_config: PrintConfig = False,
@@ -29,7 +30,7 @@ def command(
     from usage_cli.progress import log
     from usage_cli.stages.synth import SynthConfig, run
 
-    cfg = SynthConfig(out=out, train=train, val=val, size=size, classes=classes, runtime=runtime)
+    cfg = SynthConfig(out=out, train=train, val=val, size=size, classes=classes, train_aug=train_aug, runtime=runtime)
     cfg = apply_cli_config(ctx, cfg, config, print_config)
     stats = run(cfg)
     log(f"synth: {stats['images']} images ({stats['empty']} without object, {stats['objects']} objects) in {cfg.out}")

@@ -197,8 +197,14 @@ def _xml(image_id: str, size: int, objects: list[SynthObject], names: tuple[str,
     return ET.tostring(root)
 
 
-def generate(out: str | Path, n_train: int, n_val: int, size: int = 128, seed: int = 0, num_classes: int = len(CLASSES)) -> dict:
-    """Write the dataset under ``out`` (VOC layout) and return its statistics. Deterministic for a seed."""
+def generate(
+    out: str | Path, n_train: int, n_val: int, size: int = 128, seed: int = 0, num_classes: int = len(CLASSES), n_aug: int = 0,
+) -> dict:
+    """Write the dataset under ``out`` (VOC layout) and return its statistics. Deterministic for a seed.
+
+    ``n_aug`` more images (ids ``aug_*``, drawn the same way) join ``train_aug`` only, as SBD's images
+    join VOC's: the classifier's split, which ``train_aug`` then holds as ``train`` plus these; with
+    ``n_aug = 0`` it is ``train`` and the files are what they were before the option existed."""
     names = class_table(num_classes)[0]
     out = Path(out)
     vdir = out / "VOCdevkit" / "VOC2012"
@@ -206,7 +212,8 @@ def generate(out: str | Path, n_train: int, n_val: int, size: int = 128, seed: i
         (vdir / sub).mkdir(parents=True, exist_ok=True)
     labels: dict[str, np.ndarray] = {}
     stats = {"images": 0, "empty": 0, "objects": 0, "context": {c: {b: 0 for b in BACKGROUNDS} for c in names}, "head_fraction": []}
-    splits = {"train": n_train, "val": n_val}
+    splits = {"train": n_train, "val": n_val, "aug": n_aug}
+    lists: dict[str, list[str]] = {}
     for s_idx, (split, n) in enumerate(splits.items()):
         ids = [f"{split}_{i:05d}" for i in range(n)]
         for i, image_id in enumerate(ids):
@@ -228,9 +235,10 @@ def generate(out: str | Path, n_train: int, n_val: int, size: int = 128, seed: i
             for obj in visible:
                 stats["context"][names[obj.cls - 1]][bg] += 1
                 stats["head_fraction"].append(float(obj.head.sum() / max(obj.body.sum(), 1)))
+        lists[split] = ids
+    lists["train_aug"] = lists["train"] + lists.pop("aug")
+    for split, ids in lists.items():
         (vdir / "ImageSets" / "Segmentation" / f"{split}.txt").write_text("\n".join(ids) + "\n")
-    train_ids = (vdir / "ImageSets" / "Segmentation" / "train.txt").read_text()
-    (vdir / "ImageSets" / "Segmentation" / "train_aug.txt").write_text(train_ids)
     with atomic_path(out / "cls_labels.npy") as tmp:  # PSA's format, for PSA-style tools
         with open(tmp, "wb") as f:
             np.save(f, np.array(labels, dtype=object), allow_pickle=True)

@@ -69,7 +69,7 @@ def training_figures(runs: list[TrainingRun], out: Path, figures: dict | None = 
         save_png(fig, out / name)
         if figures is not None:
             figures[name[:-4]] = fig
-        refs.append(FigureRef(f"{what} ({stage})", name, caption, table=last_values(drawn, keys)))
+        refs.append(FigureRef(f"{what} ({stage})", name, caption, table=last_values(drawn, keys_to_draw(drawn, {"epoch"}))))
     return refs
 
 

@@ -35,21 +35,20 @@ STAGE_BY_KEY = (("loss_cls", "train-cls"), ("fg_loss", "train-aff"), ("pixel_acc
 # the curves drawn, in this order (a stage draws those its logs have; other numeric keys follow)
 KEY_ORDER = (
     "loss", "loss_cls", "loss_reg", "bg_loss", "fg_loss", "neg_loss", "lr", "val_mAP", "val_F1", "pixel_acc",
-    "aa_agree", "aa_kl", "learning_status", "learning_fraction", "student_drop_path", "student_dropout",
-    "cm_ess", "empty_share", "present_max", "map_min", "map_max", "images_per_s",
+    "aa_agree", "aa_kl", "learning_status", "student_drop_path", "cm_ess", "empty_share", "present_max",
 )  # fmt: skip
 KEY_HELP = {
     "loss": "the loss trained on", "loss_cls": "classification loss", "loss_reg": "regulariser (before lambda)",
     "bg_loss": "background pairs", "fg_loss": "foreground pairs", "neg_loss": "pairs across classes",
     "lr": "learning rate", "val_mAP": "val mAP %", "val_F1": "val F1 %", "pixel_acc": "pixel accuracy on the masks",
     "aa_agree": "AA: teacher and student agree", "aa_kl": "AA: KL(teacher || student)",
-    "learning_status": "AA: learning status", "learning_fraction": "AA: share learned",
-    "student_drop_path": "AA: student drop-path", "student_dropout": "AA: student dropout",
+    "learning_status": "AA: learning status", "student_drop_path": "AA: student drop-path",
     "cm_ess": "CM weights ESS/N (1: = CAM)", "empty_share": "share of empty present-class maps",
-    "present_max": "peak activation, present classes", "map_min": "map minimum", "map_max": "map maximum",
-    "images_per_s": "images / s",
+    "present_max": "peak activation, present classes",
 }  # fmt: skip
-NOT_DRAWN = {"epoch"}
+# logged, not drawn: the speed, the map's range, and what follows from a drawn key (the student's dropout
+# and the learning fraction move with its drop-path and the learning status); the last-epoch table has them
+NOT_DRAWN = {"epoch", "images_per_s", "map_min", "map_max", "student_dropout", "learning_fraction"}
 MAX_DEPTH = 4  # input hops followed from an artifact
 
 
@@ -190,14 +189,14 @@ def _is_baseline(run: TrainingRun) -> bool:
     return run.config.get("mapping") == "cam"
 
 
-def keys_to_draw(runs: list[TrainingRun]) -> list[str]:
-    """The numeric keys these runs logged, in :data:`KEY_ORDER` then by name, leaving out those that
-    stay at one value in every run (a fixed teacher drop-path says nothing over the epochs)."""
+def keys_to_draw(runs: list[TrainingRun], leave_out: set[str] = NOT_DRAWN) -> list[str]:
+    """The numeric keys these runs logged, in :data:`KEY_ORDER` then by name, leaving out ``leave_out``
+    and those that stay at one value in every run (a fixed teacher drop-path says nothing over the epochs)."""
     present: dict[str, set] = {}
     for r in runs:
         for e in r.epochs:
             for k, v in e.items():
-                if k not in NOT_DRAWN and _number(v):
+                if k not in leave_out and _number(v):
                     present.setdefault(k, set()).add(round(float(v), 9))
     keys = [k for k in present if len(present[k]) > 1 or k in ("loss", "lr")]
     rank = {k: i for i, k in enumerate(KEY_ORDER)}

@@ -34,6 +34,7 @@ class SynthConfig:
     size: int = 128
     runtime: Runtime = Runtime()  # seed (the dataset's), force
     classes: int = len(CLASSES)
+    train_aug: int = 0  # more images in the train_aug split only (the classifier's, as VOC's SBD images)
 
 
 @owns_outputs
@@ -41,11 +42,13 @@ def run(cfg: SynthConfig) -> dict:
     # 1. validate
     check_options([
         *runtime_checks(cfg.runtime),
-        (1 <= cfg.train <= MAX_IMAGES and 0 <= cfg.val <= MAX_IMAGES, f"--train must be in 1..{MAX_IMAGES} and --val in 0..{MAX_IMAGES} (got {cfg.train}, {cfg.val})"),
+        (1 <= cfg.train <= MAX_IMAGES and 0 <= cfg.val <= MAX_IMAGES and 0 <= cfg.train_aug <= MAX_IMAGES,
+         f"--train must be in 1..{MAX_IMAGES}, --val and --train-aug in 0..{MAX_IMAGES} (got {cfg.train}, {cfg.val}, {cfg.train_aug})"),
         (2 <= cfg.classes <= MAX_CLASSES, f"--classes must be in 2..{MAX_CLASSES} (got {cfg.classes})"),
         (32 <= cfg.size <= 2048, f"--size must be in 32..2048 (got {cfg.size})"),
     ])
-    config = run_config(cfg, config_drop(cfg, ("out",)))
+    # (train_aug only when set: a default data set's manifest is what it was before the option)
+    config = run_config(cfg, config_drop(cfg, ("out",) if cfg.train_aug else ("out", "train_aug")))
     # 2. an existing dataset with the same config is reused; another config needs --force; a folder of files
     # no synth run wrote (a user's own data set) is refused (artifacts/claims.py)
     if (cfg.out / MANIFEST_NAME).exists() and not cfg.runtime.force:
@@ -55,7 +58,7 @@ def run(cfg: SynthConfig) -> dict:
     claim_out(cfg.out, "synth", config, OWNED, force=cfg.runtime.force)
     # 3. generate (the folder marked unfinished meanwhile), then publish the manifest last
     write_text_atomic(cfg.out / SYNTH_MARKER, "")
-    stats = generate(cfg.out, cfg.train, cfg.val, cfg.size, cfg.runtime.seed, cfg.classes)
+    stats = generate(cfg.out, cfg.train, cfg.val, cfg.size, cfg.runtime.seed, cfg.classes, cfg.train_aug)
     write_manifest(cfg.out, build_manifest("synth", config, extra={"stats": stats}, paths=config_paths(cfg), files=owned_files(cfg.out, OWNED)))
     (cfg.out / SYNTH_MARKER).unlink()
     return stats
