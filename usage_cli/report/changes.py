@@ -71,8 +71,12 @@ class ChangeTable:
 
 
 def chain_of(entries: list[Entry]) -> dict[str, Entry]:
-    """A split's chain: kind -> entry (seeds, masks, preds; those that exist, with an artifact)."""
+    """A split's chain: kind -> entry (seeds, masks, preds; those that exist, with an artifact), all of
+    the run of the split's last one (two runs on a page: the last run's chain)."""
     found = [e for e in entries if e.artifact is not None]
+    if found:
+        run = _run_of(found[-1])
+        found = [e for e in found if _run_of(e) == run] or found
     chain = {}
     for kind in ("masks", "preds"):
         last = [e for e in found if e.kind == kind]
@@ -82,6 +86,12 @@ def chain_of(entries: list[Entry]) -> dict[str, Entry]:
     named = (chain.get("masks") and (chain["masks"].manifest or {}).get("config", {}).get("seeds")) or None
     pick = next((e for e in seeds if named and _same(e, named)), seeds[-1] if seeds else None)
     return {k: e for k, e in (("seeds", pick), *chain.items()) if e is not None}
+
+
+def _run_of(entry: Entry) -> Path:
+    """The run folder an artifact lies in (``RUN/seeds-x/seeds.h5``, ``RUN/masks-x/``)."""
+    folder = entry.artifact if entry.artifact.is_dir() else entry.artifact.parent
+    return folder.resolve().parent
 
 
 def _same(entry: Entry, recorded: str) -> bool:

@@ -150,7 +150,7 @@ def candidate_folders(entries: list[Entry], run_dirs: list[Path]) -> list[Path]:
         for sub in _subfolders(rd):
             add(sub)
     seen: set[Path] = set()
-    todo = [(e.artifact, [p for p in (e.metrics_path and e.metrics_path.parent.parent, *run_dirs) if p], 0) for e in entries]
+    todo = [(e.artifact, [*((e.metrics_path.parent.parent,) if e.metrics_path else ()), *run_dirs], 0) for e in entries]
     while todo:
         path, bases, depth = todo.pop()
         if path is None:
