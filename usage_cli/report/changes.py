@@ -20,7 +20,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +34,6 @@ from usage_cli.report.inputs import Entry
 
 IGNORE = 255
 KINDS = ("seeds", "masks", "preds")
-STAGE_OF = {"masks": "refine-psa", "preds": "train-seg + predict-seg"}  # what made the kind, for captions
 
 
 @dataclass(frozen=True)
@@ -63,6 +62,7 @@ class ChangeTable:
     chain: dict[str, str]  # kind -> artifact name, in chain order
     seed_threshold: float | None
     rows: tuple[ImageChange, ...]  # most changed first
+    made_by: dict[str, str] = field(default_factory=dict)  # kind -> the stage its manifest names (refine-psa, psa-walk, ...)
 
     def most_changed(self, kind: str, n: int = 5) -> list[ImageChange]:
         """The ``n`` images whose ``kind`` stage kept the least of the artifact before it."""
@@ -136,7 +136,8 @@ def change_table(split: str, entries: list[Entry]) -> ChangeTable | None:
         if reader is not None:
             reader.close()
     rows.sort(key=lambda r: (r.change is None, -(r.change or 0.0), r.id))
-    return ChangeTable(split=split, chain={k: e.name for k, e in chain.items()}, seed_threshold=threshold, rows=tuple(rows))
+    made_by = {k: str((e.manifest or {}).get("stage") or k) for k, e in chain.items()}
+    return ChangeTable(split=split, chain={k: e.name for k, e in chain.items()}, seed_threshold=threshold, rows=tuple(rows), made_by=made_by)
 
 
 def _ids(chain: dict[str, Entry], reader: SeedReader | None) -> list[str]:

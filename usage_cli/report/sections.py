@@ -13,7 +13,7 @@ import re
 from html import escape
 from pathlib import Path
 
-from usage_cli.report.changes import KINDS, STAGE_OF, ChangeTable, records, to_csv
+from usage_cli.report.changes import KINDS, ChangeTable, records, to_csv
 from usage_cli.report.figures import (
     class_bars_figure,
     class_order,
@@ -115,7 +115,7 @@ def _most_changed(t: ChangeTable) -> str:
         prev = list(t.chain)[list(t.chain).index(k) - 1]
         worst = t.most_changed(k)
         ids = ", ".join(f"<code>{escape(r.id)}</code> ({r.kept[k]:.0f} %)" for r in worst)
-        items.append(f"<li><b>{escape(STAGE_OF[k])}</b> ({escape(t.chain[prev])} → {escape(t.chain[k])}) changed most: "
+        items.append(f"<li><b>{escape(t.made_by.get(k, k))}</b> ({escape(t.chain[prev])} → {escape(t.chain[k])}) changed most: "
                      f"{ids or 'none'}</li>")  # fmt: skip
     return f'<p class="sub">Chain: {chain}{thr}.</p>' + (f"<ul>{''.join(items)}</ul>" if items else "")
 

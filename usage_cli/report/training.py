@@ -1,8 +1,8 @@
 """The report's Training section: the training runs behind the artifacts and their ``log.jsonl`` curves.
 
-A run is found without being named: every training folder (a ``manifest.json`` of ``train-cls``,
-``train-aff`` or ``train-seg``, or a ``log.jsonl`` beside a ``last.pt``: a run that stopped before
-its manifest) reachable
+A run is found without being named: every training folder (a ``manifest.json`` of a stage the
+registry says trains a network — ``train-cls``, ``train-aff``, ``train-seg`` — or a ``log.jsonl``
+beside a ``last.pt``: a run that stopped before its manifest) reachable
 
 * from a RUN_DIR: its folders and their sub-folders (``cls/``, ``cls-cam/``, ``seg/``,
   ``masks-train/affinity-train/``);
@@ -26,12 +26,14 @@ from pathlib import Path
 from usage_cli.artifacts.last_checkpoint import last_path, log_path
 from usage_cli.artifacts.manifest import read_manifest
 from usage_cli.errors import UsageError
+from usage_cli.registry import TRAINED, kind_of, writing
 from usage_cli.report.inputs import Entry, locate
 
-# the stages whose folders hold a training log, in page order, and what they train
-TRAINING_STAGES = {"train-cls": "classifier", "train-aff": "AffinityNet", "train-seg": "segmentation network"}
-# a run without a manifest (stopped early): its stage told by a key only its task logs
-STAGE_BY_KEY = (("loss_cls", "train-cls"), ("fg_loss", "train-aff"), ("pixel_acc", "train-seg"))
+# the stages whose folders hold a training log (the registry's), in page order, and what they train
+WHAT = {"classifier": "classifier", "affinity": "AffinityNet", "segnet": "segmentation network"}
+TRAINING_STAGES = {name: WHAT[kind_of(name)] for name in writing(*TRAINED)}
+# a run without a manifest (stopped early): what it trains told by a key only its task logs
+KIND_BY_KEY = (("loss_cls", "classifier"), ("fg_loss", "affinity"), ("pixel_acc", "segnet"))
 # the curves drawn, in this order (a stage draws those its logs have; other numeric keys follow)
 KEY_ORDER = (
     "loss", "loss_cls", "loss_reg", "bg_loss", "fg_loss", "neg_loss", "lr", "val_mAP", "val_F1", "pixel_acc",
@@ -121,9 +123,10 @@ def load_run(folder: Path) -> TrainingRun | None:
     epochs, skipped = read_log(log_path(folder)) if has_log else ((), 0)
     if stage not in TRAINING_STAGES:
         keys = {k for e in epochs for k in e}
-        stage = next((s for k, s in STAGE_BY_KEY if k in keys), None)
-        if stage is None:
+        kind = next((kind for k, kind in KIND_BY_KEY if k in keys), None)
+        if kind is None:
             return None
+        stage = writing(kind)[0]
     cfg = manifest.get("config", {}) if isinstance(manifest.get("config"), dict) else {}
     planned = cfg.get("epochs") if isinstance(cfg.get("epochs"), int) else None
     return TrainingRun(folder=folder, stage=stage, config=cfg, epochs=epochs, planned=planned,
