@@ -20,6 +20,8 @@ EVAL_SPLITS ?= train val
 BACKBONE ?= efficientnet_lite0
 SEG_BACKBONE ?= efficientnet_lite0
 DEVICE ?= cpu
+# the training seed of the classifiers, AffinityNet and the segmentation network (the data's is in SYNTH_ARGS)
+SEED ?= 0
 SYNTH_ARGS ?= --train 96 --val 32 --size 128 --seed 0
 CLS_ARGS ?= --preset paper --pretrained --epochs 8 --batch-size 16 --img-size 128 --lr 0.01 --aug light --val-split val
 SEED_ARGS ?= --scales 1.0,0.5,1.5 --overlays 8
@@ -70,12 +72,12 @@ $(ROOT)/manifest.json: | $(STAMP)
 cls: $(CLS)
 $(CLS): $(DATA) | $(STAMP)
 	$(USAGE) train-cls --dataset $(DATASET) --root $(ROOT) --split $(CLS_SPLIT) --backbone $(BACKBONE) \
-	  --out $(OUT)/cls --device $(DEVICE) $(CLS_ARGS)
+	  --out $(OUT)/cls --device $(DEVICE) --seed $(SEED) $(CLS_ARGS)
 
 cam-cls: $(CAM_CLS)
 $(CAM_CLS): $(DATA) | $(STAMP)
 	$(USAGE) train-cls --dataset $(DATASET) --root $(ROOT) --split $(CLS_SPLIT) --backbone $(BACKBONE) \
-	  --out $(OUT)/cls-cam --device $(DEVICE) $(CLS_ARGS) $(CAM_ARGS)
+	  --out $(OUT)/cls-cam --device $(DEVICE) --seed $(SEED) $(CLS_ARGS) $(CAM_ARGS)
 
 seeds: $(SEEDS)
 $(OUT)/seeds-%/seeds.h5: $(CLS)
@@ -91,7 +93,7 @@ $(OUT)/seeds-cam-%/seeds.h5: $(CAM_CLS)
 masks: $(MASKS)
 $(MASKS_TRAIN): $(OUT)/seeds-$(TRAIN_SPLIT)/seeds.h5
 	$(USAGE) refine-psa --seeds $< --dataset $(DATASET) --root $(ROOT) --split $(TRAIN_SPLIT) \
-	  --out $(OUT)/masks-$(TRAIN_SPLIT) --device $(DEVICE) $(PSA_ARGS) $(AFF_ARGS)
+	  --out $(OUT)/masks-$(TRAIN_SPLIT) --device $(DEVICE) --seed $(SEED) $(PSA_ARGS) $(AFF_ARGS)
 $(MASKS_OTHER): $(OUT)/masks-%/manifest.json: $(OUT)/seeds-%/seeds.h5 $(MASKS_TRAIN)
 	$(USAGE) refine-psa --seeds $< --dataset $(DATASET) --root $(ROOT) --split $* \
 	  --affinity $(OUT)/masks-$(TRAIN_SPLIT)/affinity.pt --out $(OUT)/masks-$* --device $(DEVICE) $(PSA_ARGS)
@@ -99,7 +101,7 @@ $(MASKS_OTHER): $(OUT)/masks-%/manifest.json: $(OUT)/seeds-%/seeds.h5 $(MASKS_TR
 seg: $(SEG)
 $(SEG): $(OUT)/masks-$(TRAIN_SPLIT)/manifest.json
 	$(USAGE) train-seg --masks $(OUT)/masks-$(TRAIN_SPLIT) --dataset $(DATASET) --root $(ROOT) \
-	  --split $(TRAIN_SPLIT) --backbone $(SEG_BACKBONE) --out $(OUT)/seg --device $(DEVICE) $(SEG_ARGS)
+	  --split $(TRAIN_SPLIT) --backbone $(SEG_BACKBONE) --out $(OUT)/seg --device $(DEVICE) --seed $(SEED) $(SEG_ARGS)
 
 preds: $(PREDS)
 $(OUT)/preds-%/manifest.json: $(SEG)
