@@ -123,8 +123,11 @@ def test_change_figures_on_a_hand_made_image(tmp_path):
 
     cam = np.zeros((1, 10, 10), np.float32)
     cam[0, :, :5] = 1.0
+    big = np.zeros((1, 400, 300), np.float32)  # counted on every 3rd pixel (400 / 160, rounded up)
+    big[0, :, :150] = 1.0
     with SeedWriter(tmp_path / "seeds" / "seeds.h5", {"class_names": ["a", "b"]}) as w:
         w.write("img", [1], cam, (10, 10))
+        w.write("big", [2], big, (400, 300))
         w.commit({"bg_threshold": 0.5, "bg_threshold_rule": "test"})
     masks, preds = np.zeros((10, 10), np.uint8), np.zeros((10, 10), np.uint8)
     masks[:, :3], masks[:, 3], preds[:, :3] = 1, 255, 2
@@ -136,13 +139,14 @@ def test_change_figures_on_a_hand_made_image(tmp_path):
 
     t = change_table("val", [entry("s", "seeds", tmp_path / "seeds" / "seeds.h5"), entry("m", "masks", tmp_path / "masks"),
                              entry("p", "preds", tmp_path / "preds")])  # fmt: skip
-    (r,) = t.rows
+    r, other = t.rows  # "img" changed more than "big", which the masks and predictions do not have
+    assert other.id == "big" and other.area["seeds"] == pytest.approx(100 * 50 / 100) and other.kept == {"masks": None, "preds": None}
     assert t.chain == {"seeds": "s", "masks": "m", "preds": "p"} and t.seed_threshold == 0.5
     assert r.area == pytest.approx({"seeds": 50.0, "masks": 100 * 30 / 90, "preds": 30.0})
     # masks keep 30 (class 1) + 50 (background) of the 90 pixels not ignored; predictions keep 60 of 90
     assert r.kept == pytest.approx({"masks": 100 * 80 / 90, "preds": 100 * 60 / 90})
     assert r.change == pytest.approx(100 * 30 / 90) and r.changed_by == "preds"
-    (rec,) = records([t])
+    rec, _ = records([t])
     assert rec["masks_kept"] == 88.89 and rec["preds_fg"] == 30.0 and rec["seeds"] == "s" and rec["seeds_miou"] is None
 
 

@@ -12,7 +12,10 @@ exist. For each image of the chain:
 * where ``usage evaluate`` scored the artifact, its per-image mIoU beside them.
 
 An image's **change** is 100 minus the lowest kept share of its chain; the table is sorted by it,
-most changed first. Nothing here reads ground truth.
+most changed first. Nothing here reads ground truth. The shares are counted on every pixel of an image
+up to :data:`GRID` pixels a side, and on every s-th pixel of each row and column of a larger one (s =
+its longer side / GRID, rounded up; a VOC photo: every 4th), so a split of thousands of photos costs
+seconds, not minutes.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from usage_cli.report.inputs import Entry
 
 IGNORE = 255
 KINDS = ("seeds", "masks", "preds")
+GRID = 160  # pixels a side counted exactly; a larger image is counted on every s-th pixel
 
 
 @dataclass(frozen=True)
@@ -102,9 +106,16 @@ def _same(entry: Entry, recorded: str) -> bool:
     return entry.artifact is not None and p.parts[-2:] == entry.artifact.parts[-2:]
 
 
+def _step(shape: tuple[int, ...]) -> int:
+    return max(1, -(-max(shape[-2:]) // GRID))
+
+
 def _seed_labels(reader: SeedReader, threshold: float, image_id: str) -> np.ndarray:
+    """The seeds' label map at ``threshold``, on the counting grid."""
     s = reader.read(image_id)
-    m, a = fg_max_argmax(s.cam, s.keys, tuple(s.size))
+    (h, w), step = s.size, _step(tuple(s.size))
+    cam = np.asarray(s.cam)[:, ::step, ::step] if len(s.keys) else s.cam
+    m, a = fg_max_argmax(cam, s.keys, (-(-h // step), -(-w // step)))
     return np.where(m > threshold, a, 0).astype(np.uint8)
 
 
@@ -155,7 +166,8 @@ def _row(image_id: str, chain: dict[str, Entry], reader: SeedReader | None, thre
         else:
             png = e.artifact / f"{image_id}.png"
             try:
-                labels[kind] = read_label_png(png) if png.exists() else None
+                label = read_label_png(png) if png.exists() else None
+                labels[kind] = None if label is None else label[:: _step(label.shape), :: _step(label.shape)]
             except UsageError:
                 labels[kind] = None
     kinds = list(chain)
