@@ -95,7 +95,8 @@ def _flat(cfg):  # the fields as they were before the run-time and dataset block
             return {k: v for k, v in asdict(cfg.data).items() if not (k == "allow_unlabelled" and v is False)}
         if f.name != "runtime":
             return {f.name: getattr(cfg, f.name)}
-        return {k: v for k, v in asdict(cfg.runtime).items() if k in cfg.RUNTIME_OPTIONS}
+        # (--tensorboard came after these copies: how a run goes, never in a manifest)
+        return {k: v for k, v in asdict(cfg.runtime).items() if k in cfg.RUNTIME_OPTIONS and k != "tensorboard"}
 
     return {k: v for f in fields(cfg) for k, v in items(f).items()}
 
