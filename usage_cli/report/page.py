@@ -30,6 +30,7 @@ details summary { cursor: pointer; color: #345; font-size: 13px; } .fig { max-wi
 .note { color: #8a5a00; background: #fff7e6; border: 1px solid #f1d9a6; padding: 4px 10px; border-radius: 4px; display: inline-block; }
 .row { border: 1px solid #e3e3e8; border-radius: 6px; padding: 8px 10px; margin: 10px 0; }
 .row-head { font-weight: 600; margin-bottom: 6px; } .row-head .score { color: #b03030; margin-left: 8px; }
+.row-head .chg { color: #35557a; margin-left: 8px; }
 .groups { display: flex; flex-wrap: wrap; gap: 8px 14px; } .group { border-left: 3px solid #d6d9e0; padding-left: 6px; }
 .gtitle { font-size: 12px; font-weight: 600; color: #345; margin-bottom: 2px; }
 .tiles { display: flex; gap: 4px; } figure { margin: 0; width: 160px; }
@@ -204,7 +205,7 @@ def _gallery(g: Gallery, palette: tuple[int, ...]) -> str:
     for r in g.rows:
         score = f'<span class="score">{escape(g.reference or "")} mIoU {r.score:.1f}</span>' if r.score is not None else ""
         if r.change is not None:
-            score += f'<span class="score">{r.change:.1f} % changed by {escape(r.changed_by or "?")}</span>'
+            score += f'<span class="chg">{r.change:.1f} % changed by {escape(r.changed_by or "?")}</span>'
         out.append(f'<div class="row"><div class="row-head">{escape(r.id)}{score}</div><div class="groups">')
         for grp in r.groups:
             out.append(f'<div class="group"><div class="gtitle">{escape(grp.title)}</div><div class="tiles">')
