@@ -14,7 +14,7 @@ For each backbone (random weights: speed does not depend on them):
   ``affinity`` the stage as it is (every layer through the fused attention kernel, the affinity's
   product with the maps from the kept queries and keys), ``affinity-explicit`` the same stage with
   the computation it replaced (``bench/explicit_affinity.py``: the last layers' attention formed, their
-  head-mean patch blocks kept), at 4 scales x flip and at scale 1 (one view).
+  head-mean patch blocks kept, forwards split to the old 2 GB budget on a GPU), at 4 scales x flip and at scale 1 (one view).
 Each row runs in its own process, so its peak RSS is its own.
 
     python bench/bench_gen_seeds.py [--images 8] [--backbones deit_s,efficientnet_lite0] [--paper-path]
@@ -79,7 +79,7 @@ def _stage(mode: str, ckpt: Path, root: Path, out: Path, n: int, workers: int, s
 
         from usage_cli.algorithms import cam_infer
 
-        cam_infer._forward_maps = explicit_affinity.explicit_forward_maps
+        cam_infer._forward_maps = explicit_affinity.before_forward_maps
     refine = "patch-affinity" if mode in AFFINITY else "none"
     seeds = run(GenSeedsConfig(ckpt=ckpt, dataset="voc", root=root, split="train", out=out, scales=scales, flip=flip, refine=refine,
                                batch_size=8, workers=workers, overlays=0, force=True, quiet=True))  # fmt: skip

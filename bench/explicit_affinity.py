@@ -7,6 +7,9 @@ last ``affinity_layers`` layers summed (B x N x N), times the ReLU'd maps; ``mct
 attention came from the whole weights of its last layers.
 
     explicit_forward_maps(net, views, opts)   # = usage_cli.algorithms.cam_infer._forward_maps
+    before_forward_maps(net, views, opts)     # the same in forwards split to the 2 GB attention budget, as before
+
+On the CPU the two are the same (one view a forward there, then and now).
 """
 
 from __future__ import annotations
@@ -88,3 +91,29 @@ def explicit_forward_maps(net, part: torch.Tensor, opts) -> torch.Tensor:
     if spec.class_tokens:
         return refine_with_affinity(torch.relu(z), patch_affinity([a.float() for a in attn], prefix, opts.affinity_layers))
     return refine_with_affinity(torch.relu(z), sum(a for a in attn if a is not None))
+
+
+ATTN_BUDGET_GB = 2.0  # the default of the retired --attn-budget-gb
+
+
+def views_per_forward_before(net, size: tuple[int, int], opts, budget_gb: float = ATTN_BUDGET_GB) -> int:
+    """How many views of ``size`` the old code put in one forward on a GPU: the attention it kept
+    (the head-mean patch blocks of the last layers plus one layer's maps in flight, x3 for the
+    softmax; ``mct``: the last layers' whole maps) within ``budget_gb``, in float32."""
+    bb, spec = net.backbone, net.mapping_spec
+    tokens = (size[0] // bb.stride) * (size[1] // bb.stride) + bb.num_prefix_tokens
+    heads, layers = bb.model.blocks[0].attn.num_heads, bb.attention_layers
+    if spec.class_tokens:
+        kept = max(opts.affinity_layers, spec.cls_attn_layers) if opts.refine == "patch-affinity" else spec.cls_attn_layers
+        per_view = min(kept, layers) * heads * tokens * tokens * 4
+    elif opts.refine == "patch-affinity":
+        per_view = (min(opts.affinity_layers, layers) + 3 * heads) * tokens * tokens * 4
+    else:
+        return 1 << 30
+    return max(1, int(budget_gb * 2**30 // max(per_view, 1)))
+
+
+def before_forward_maps(net, part: torch.Tensor, opts) -> torch.Tensor:
+    """:func:`explicit_forward_maps` in the forwards the old attention budget allowed."""
+    n = 1 if part.device.type == "cpu" else views_per_forward_before(net, tuple(part.shape[-2:]), opts)
+    return torch.cat([explicit_forward_maps(net, p, opts) for p in part.split(n)])
