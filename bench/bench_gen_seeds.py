@@ -14,7 +14,8 @@ For each backbone (random weights: speed does not depend on them):
   ``affinity`` the stage as it is (every layer through the fused attention kernel, the affinity's
   product with the maps from the kept queries and keys), ``affinity-explicit`` the same stage with
   the computation it replaced (``bench/explicit_affinity.py``: the last layers' attention formed, their
-  head-mean patch blocks kept, forwards split to the old 2 GB budget on a GPU), at 4 scales x flip and at scale 1 (one view).
+  head-mean patch blocks kept, forwards split to the old 2 GB budget on a GPU), at 4 scales x flip and at scale 1
+  (one view; on 4x as many images, so that the stage's fixed costs stay small).
 Each row runs in its own process, so its peak RSS is its own.
 
     python bench/bench_gen_seeds.py [--images 8] [--backbones deit_s,efficientnet_lite0] [--paper-path]
@@ -39,6 +40,7 @@ from PIL import Image
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 SCALES = (1.0, 0.5, 1.5, 2.0)
 SETTINGS = {"4 scales x flip": (SCALES, True), "scale 1": ((1.0,), False)}  # name -> (scales, flip)
+IMAGES_X = {"4 scales x flip": 1, "scale 1": 4}  # scale 1 on 4x --images: its fixed costs (loading, the threshold pass) stay small
 AFFINITY = ("affinity-explicit", "affinity")
 
 
@@ -128,7 +130,7 @@ def _one(mode: str, setting: str, backbone: str, work: Path, n: int, workers: in
     from usage_cli.models.classifier import load_classifier
 
     scales, flip = SETTINGS[setting]
-    ckpt, root = work / f"{backbone}.pt", work / "data"
+    ckpt, root = work / f"{backbone}.pt", work / f"data-{n}"
     out = work / f"out-{backbone}-{mode}"
     t0 = time.perf_counter()
     extra = {}
@@ -156,8 +158,8 @@ def _rows(backbones: list[str], paper_path: bool) -> list[tuple[str, str, str]]:
         transformer = b.startswith(("deit", "vit"))
         if not transformer and paper_path:
             continue
-        rows += [(b, "4 scales x flip", m) for m in ("bare", *(() if paper_path else ("stage", "reference")), *(AFFINITY if transformer else ()))]
-        rows += [(b, "scale 1", m) for m in ("bare", *AFFINITY) if transformer]
+        rows += [(b, "4 scales x flip", m) for m in ("bare", "stage", *(() if paper_path else ("reference",)), *(AFFINITY if transformer else ()))]
+        rows += [(b, "scale 1", m) for m in ("bare", "stage", *AFFINITY) if transformer]
     return rows
 
 
@@ -182,23 +184,24 @@ def main() -> None:
     p.add_argument("--images", type=int, default=8)
     p.add_argument("--backbones", default="deit_s,efficientnet_lite0")
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--paper-path", action="store_true", help="only the transformers' patch-affinity rows and their bare forwards")
+    p.add_argument("--paper-path", action="store_true", help="only the transformers: bare forward, plain stage, patch-affinity rows")
     a = p.parse_args()
     plan = _rows(a.backbones.split(","), a.paper_path)
     with tempfile.TemporaryDirectory() as d:
         work = Path(d)
-        _dataset(work / "data", a.images)
+        for k in sorted(set(IMAGES_X.values())):
+            _dataset(work / f"data-{k * a.images}", k * a.images)
         results = []
         for b in a.backbones.split(","):
             _ckpt(work / f"{b}.pt", b)
         for b, setting, m in plan:
-            cmd = [sys.executable, __file__, "_one", m, setting, b, str(work), str(a.images), str(a.workers)]
+            cmd = [sys.executable, __file__, "_one", m, setting, b, str(work), str(IMAGES_X[setting] * a.images), str(a.workers)]
             done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])})
             if done.returncode:
                 sys.exit(f"{b} {setting} {m} failed:\n{done.stderr[-3000:]}")
             results.append(json.loads(done.stdout.strip().splitlines()[-1]))
             print(f"  {b} {setting} {m}: {results[-1]['images_per_s']:.3f} images/s, {results[-1]['peak_rss_mb']:.0f} MB", file=sys.stderr, flush=True)
-    print(f"gen-seeds on {a.images} images of 500x375, {torch.get_num_threads()} CPU threads, {a.workers} decode workers")
+    print(f"gen-seeds on {a.images} images of 500x375 ({4 * a.images} at scale 1), {torch.get_num_threads()} CPU threads, {a.workers} decode workers")
     _table(results)
 
 
