@@ -185,23 +185,30 @@ def main() -> None:
     p.add_argument("--backbones", default="deit_s,efficientnet_lite0")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--paper-path", action="store_true", help="only the transformers: bare forward, plain stage, patch-affinity rows")
+    p.add_argument("--repeat", type=int, default=1, help="rounds over every row, interleaved; each row keeps its best round (noise only slows)")
     a = p.parse_args()
     plan = _rows(a.backbones.split(","), a.paper_path)
     with tempfile.TemporaryDirectory() as d:
         work = Path(d)
         for k in sorted(set(IMAGES_X.values())):
             _dataset(work / f"data-{k * a.images}", k * a.images)
-        results = []
+        best: dict[tuple, dict] = {}
         for b in a.backbones.split(","):
             _ckpt(work / f"{b}.pt", b)
-        for b, setting, m in plan:
-            cmd = [sys.executable, __file__, "_one", m, setting, b, str(work), str(IMAGES_X[setting] * a.images), str(a.workers)]
-            done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])})
-            if done.returncode:
-                sys.exit(f"{b} {setting} {m} failed:\n{done.stderr[-3000:]}")
-            results.append(json.loads(done.stdout.strip().splitlines()[-1]))
-            print(f"  {b} {setting} {m}: {results[-1]['images_per_s']:.3f} images/s, {results[-1]['peak_rss_mb']:.0f} MB", file=sys.stderr, flush=True)
-    print(f"gen-seeds on {a.images} images of 500x375 ({4 * a.images} at scale 1), {torch.get_num_threads()} CPU threads, {a.workers} decode workers")
+        for _ in range(a.repeat):
+            for b, setting, m in plan:
+                cmd = [sys.executable, __file__, "_one", m, setting, b, str(work), str(IMAGES_X[setting] * a.images), str(a.workers)]
+                done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])})
+                if done.returncode:
+                    sys.exit(f"{b} {setting} {m} failed:\n{done.stderr[-3000:]}")
+                x = json.loads(done.stdout.strip().splitlines()[-1])
+                print(f"  {b} {setting} {m}: {x['images_per_s']:.3f} images/s, {x['peak_rss_mb']:.0f} MB", file=sys.stderr, flush=True)
+                prev = best.get((b, setting, m))
+                keep = x if prev is None or x["images_per_s"] > prev["images_per_s"] else prev
+                best[(b, setting, m)] = {**keep, "peak_rss_mb": max(x["peak_rss_mb"], prev["peak_rss_mb"] if prev else 0)}
+        results = [best[k] for k in plan]
+    print(f"gen-seeds on {a.images} images of 500x375 ({4 * a.images} at scale 1), {torch.get_num_threads()} CPU threads, {a.workers} decode workers; "
+          f"best of {a.repeat} interleaved round(s) per row, peak RSS the largest")
     _table(results)
 
 

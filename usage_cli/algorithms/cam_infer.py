@@ -102,11 +102,16 @@ def views_per_forward(device: torch.device) -> int:
 
 @torch.no_grad()
 def views_to_maps(net, images: torch.Tensor, opts: CamInference) -> list[torch.Tensor]:
-    """Fused (not yet normalised) C x H x W maps for a batch of same-size uint8 images (B x H x W x 3)."""
-    views, flips = view_maps(net, images, opts)
-    # per image: every view (ReLU'd unless the normalisation keeps the raw values), un-flipped, resized and summed
+    """Fused (not yet normalised) C x H x W maps for a batch of same-size uint8 images (B x H x W x 3).
+    On the CPU the images go one at a time, so only one image's views exist at once (a batch of 8
+    500x375 images has 140 MB of views at scale 2); on a GPU all together."""
     size, relu = tuple(images.shape[1:3]), relu_views(opts.normalise)
-    return [fuse_views([v[i] for v in views], flips, size, relu) for i in range(images.shape[0])]
+    maps = []
+    for part in images.split(views_per_forward(images.device)):
+        views, flips = view_maps(net, part, opts)
+        # per image: every view (ReLU'd unless the normalisation keeps the raw values), un-flipped, resized and summed
+        maps += [fuse_views([v[i] for v in views], flips, size, relu) for i in range(part.shape[0])]
+    return maps
 
 
 @torch.no_grad()
