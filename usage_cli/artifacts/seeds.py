@@ -21,8 +21,6 @@ open is discarded with a warning.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import json
 import os
 import re
@@ -37,6 +35,7 @@ import numpy as np
 from usage_cli import __version__
 from usage_cli.artifacts.disk import check_room, write_failed
 from usage_cli.errors import ArtifactError
+from usage_cli.heap import release_freed
 from usage_cli.progress import log
 
 ENCODING_TYPE = "usage-seeds"
@@ -44,17 +43,6 @@ ENCODING_VERSION = "1.0.0"
 FILENAME = "seeds.h5"  # in gen-seeds' --out
 SUFFIXES = (".h5", ".hdf5")
 RESUME = "rerun the same command to resume (the images finished so far are kept)"  # after a failed write
-
-
-def _libc_malloc_trim():
-    """glibc's ``malloc_trim`` (None elsewhere: musl, macOS, Windows)."""
-    try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
-    except (OSError, AttributeError, TypeError):
-        return None
-
-
-_MALLOC_TRIM = _libc_malloc_trim()
 
 
 def _group_name(image_id: str) -> str:
@@ -234,14 +222,11 @@ class SeedWriter:
         return n
 
     def flush(self) -> None:
-        """Write what is buffered, and hand the heap that the images' tensors freed back to the system.
-        Without the trim, glibc kept it (large tensors live on the heap once its mmap threshold has
-        grown, and HDF5's small allocations among them pin it): gen-seeds grew by about 9.5 MB an
-        image, 4.7 GB after 500 images (bench/bench_scaling.py)."""
+        """Write what is buffered, and hand the heap the images' tensors freed back to the system
+        (``usage_cli/heap.py``: without it gen-seeds grew by about 9.5 MB an image, 4.7 GB after 500)."""
         with self._writing():
             self._file.flush()
-        if _MALLOC_TRIM is not None:
-            _MALLOC_TRIM(0)
+        release_freed()
 
     def commit(self, attrs: dict[str, Any] | None = None) -> Path:
         """Set ``attrs`` (figures of the finished store), mark complete, close and rename onto the final path."""

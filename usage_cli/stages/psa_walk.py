@@ -50,6 +50,7 @@ from usage_cli.engine.distributed import (
     use_amp,
 )
 from usage_cli.errors import ArtifactError, ConfigError, check_options
+from usage_cli.heap import release_freed
 from usage_cli.models.affinitynet import load_affinitynet, pad_to_multiple
 from usage_cli.presets import AUTO_CUTS, DEFAULT_REFINE_PRESET, REFINE_PSA
 from usage_cli.progress import make_progress
@@ -182,7 +183,7 @@ def _walk(cfg, ds, reader, key: dict, stage: str, info: DistInfo | None = None) 
     todo = [r for r in ds.records if r.id not in done][info.rank :: info.world_size]
     with make_progress(rt.quiet or not info.is_main) as progress:
         bar = progress.add_task(f"random walk {ds.split}", total=len(todo), info="")
-        for rec in todo:
+        for i, rec in enumerate(todo):
             e = reader.read(rec.id)
             image = read_image(rec.image_path)
             if image.shape[:2] != e.cam.shape[1:]:
@@ -190,6 +191,8 @@ def _walk(cfg, ds, reader, key: dict, stage: str, info: DistInfo | None = None) 
             x = pad_to_multiple(normalize(image, *norm)[None].to(device), net.pad_multiple)
             label = psa_refine.refine_image(features, x, e.cam.astype(np.float32), [int(k) for k in e.keys], settings, net.stride)
             write_label_png(label_path(out, rec.id), label)
+            if i % 8 == 7:
+                release_freed()  # the heap the walk's tensors freed (else it grew with the images)
             progress.update(bar, advance=1)
     barrier()  # every rank's masks are on disk before rank 0 writes the manifest
 
