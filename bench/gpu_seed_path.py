@@ -7,6 +7,8 @@ Prints, at scale 1 and at 4 scales x flip, images/s of
           everywhere, the affinity's product from the kept queries and keys);
 * before: the same with the explicit computation it replaced (``bench/explicit_affinity.py``: the
           attention formed, head-mean patch blocks kept, forwards split to the old 2 GB budget),
+* single: the refined maps in one pass on the prepared views (``bench/affinity_passes.py``: each
+          layer's attention formed whole, summed into one N x N affinity per view; not the package's),
 each as a ratio to bare, and the peak CUDA memory of each (and its ratio to bare's); then the largest
 difference between after and before on the same images in float32 (TF32 off) and under bfloat16
 autocast (gen-seeds' default on CUDA). Random weights: speed does not depend on them.
@@ -29,6 +31,7 @@ from types import SimpleNamespace
 
 import explicit_affinity as ref
 import torch
+from affinity_passes import single_pass_maps
 from torch import nn
 
 from usage_cli.algorithms import cam_infer
@@ -114,14 +117,14 @@ def bare_views(net, images: torch.Tensor, opts: CamInference) -> list[torch.Tens
 @torch.no_grad()
 def row(net, batches: list[torch.Tensor], opts: CamInference, mode: str, repeats: int) -> tuple[float, float]:
     device = batches[0].device
-    if mode == "bare":
+    if mode in ("bare", "single"):
         views = [bare_views(net, b, opts) for b in batches]
 
         def fn():
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=opts.amp):
                 for per_scale in views:
                     for v in per_scale:
-                        net(v)
+                        net(v) if mode == "bare" else single_pass_maps(net, v, rows=v.shape[-2] * v.shape[-1])
     else:
         o = replace(opts, refine="none") if mode == "plain" else opts
         forward = ref.before_forward_maps if mode == "before" else FORWARD
@@ -176,7 +179,7 @@ def main() -> None:
     print("| --- | --- | --- | --- | --- | --- |")
     for setting, (scales, flip) in SETTINGS.items():
         opts = CamInference(scales=scales, flip=flip, refine="patch-affinity", source="cam", affinity_layers=12, amp=amp)
-        res = {m: row(net, batches, opts, m, a.repeats) for m in ("bare", "plain", "before", "after")}
+        res = {m: row(net, batches, opts, m, a.repeats) for m in ("bare", "plain", "before", "after", "single")}
         for m, (ips, peak) in res.items():
             rel = f"{peak / res['bare'][1]:.2f}" if res["bare"][1] else ""
             print(f"| {setting} | {m} | {ips:.2f} | {ips / res['bare'][0]:.2f} | {peak:.0f} | {rel} |", flush=True)
