@@ -11,6 +11,8 @@ STAMP := $(VENV)/.installed
 OUT ?= demo
 DATASET ?= voc
 ROOT ?= $(OUT)/data
+# more dataset options for every stage, e.g. DATA_ARGS="--allow-unlabelled" or "--classes names.txt"
+DATA_ARGS ?=
 TRAIN_SPLIT ?= train
 # the classifiers' split: on the built-in data train_aug (train plus the images of synth --train-aug, with
 # image-level labels, as VOC's train_aug is train plus SBD); on a dataset given by ROOT, TRAIN_SPLIT
@@ -71,50 +73,50 @@ $(ROOT)/manifest.json: | $(STAMP)
 
 cls: $(CLS)
 $(CLS): $(DATA) | $(STAMP)
-	$(USAGE) train-cls --dataset $(DATASET) --root $(ROOT) --split $(CLS_SPLIT) --backbone $(BACKBONE) \
+	$(USAGE) train-cls --dataset $(DATASET) --root $(ROOT) $(DATA_ARGS) --split $(CLS_SPLIT) --backbone $(BACKBONE) \
 	  --out $(OUT)/cls --device $(DEVICE) --seed $(SEED) $(CLS_ARGS)
 
 cam-cls: $(CAM_CLS)
 $(CAM_CLS): $(DATA) | $(STAMP)
-	$(USAGE) train-cls --dataset $(DATASET) --root $(ROOT) --split $(CLS_SPLIT) --backbone $(BACKBONE) \
+	$(USAGE) train-cls --dataset $(DATASET) --root $(ROOT) $(DATA_ARGS) --split $(CLS_SPLIT) --backbone $(BACKBONE) \
 	  --out $(OUT)/cls-cam --device $(DEVICE) --seed $(SEED) $(CLS_ARGS) $(CAM_ARGS)
 
 seeds: $(SEEDS)
 $(OUT)/seeds-%/seeds.h5: $(CLS)
-	$(USAGE) gen-seeds --ckpt $(CLS) --dataset $(DATASET) --root $(ROOT) --split $* \
+	$(USAGE) gen-seeds --ckpt $(CLS) --dataset $(DATASET) --root $(ROOT) $(DATA_ARGS) --split $* \
 	  --out $(OUT)/seeds-$* --device $(DEVICE) $(SEED_ARGS)
 
 cam-seeds: $(CAM_SEEDS)
 $(OUT)/seeds-cam-%/seeds.h5: $(CAM_CLS)
-	$(USAGE) gen-seeds --ckpt $(CAM_CLS) --dataset $(DATASET) --root $(ROOT) --split $* \
+	$(USAGE) gen-seeds --ckpt $(CAM_CLS) --dataset $(DATASET) --root $(ROOT) $(DATA_ARGS) --split $* \
 	  --out $(OUT)/seeds-cam-$* --device $(DEVICE) $(SEED_ARGS)
 
 # AffinityNet is trained once, on the training split's seeds; the other splits reuse it (as PSA does)
 masks: $(MASKS)
 $(MASKS_TRAIN): $(OUT)/seeds-$(TRAIN_SPLIT)/seeds.h5
-	$(USAGE) refine-psa --seeds $< --dataset $(DATASET) --root $(ROOT) --split $(TRAIN_SPLIT) \
+	$(USAGE) refine-psa --seeds $< --dataset $(DATASET) --root $(ROOT) $(DATA_ARGS) --split $(TRAIN_SPLIT) \
 	  --out $(OUT)/masks-$(TRAIN_SPLIT) --device $(DEVICE) --seed $(SEED) $(PSA_ARGS) $(AFF_ARGS)
 $(MASKS_OTHER): $(OUT)/masks-%/manifest.json: $(OUT)/seeds-%/seeds.h5 $(MASKS_TRAIN)
-	$(USAGE) refine-psa --seeds $< --dataset $(DATASET) --root $(ROOT) --split $* \
+	$(USAGE) refine-psa --seeds $< --dataset $(DATASET) --root $(ROOT) $(DATA_ARGS) --split $* \
 	  --affinity $(OUT)/masks-$(TRAIN_SPLIT)/affinity.pt --out $(OUT)/masks-$* --device $(DEVICE) $(PSA_ARGS)
 
 seg: $(SEG)
 $(SEG): $(OUT)/masks-$(TRAIN_SPLIT)/manifest.json
-	$(USAGE) train-seg --masks $(OUT)/masks-$(TRAIN_SPLIT) --dataset $(DATASET) --root $(ROOT) \
+	$(USAGE) train-seg --masks $(OUT)/masks-$(TRAIN_SPLIT) --dataset $(DATASET) --root $(ROOT) $(DATA_ARGS) \
 	  --split $(TRAIN_SPLIT) --backbone $(SEG_BACKBONE) --out $(OUT)/seg --device $(DEVICE) --seed $(SEED) $(SEG_ARGS)
 
 preds: $(PREDS)
 $(OUT)/preds-%/manifest.json: $(SEG)
-	$(USAGE) predict-seg --ckpt $(SEG) --dataset $(DATASET) --root $(ROOT) --split $* \
+	$(USAGE) predict-seg --ckpt $(SEG) --dataset $(DATASET) --root $(ROOT) $(DATA_ARGS) --split $* \
 	  --out $(OUT)/preds-$* --device $(DEVICE) $(PRED_ARGS)
 
 eval: $(CAM_SEEDS) $(SEEDS) $(MASKS) $(PREDS)
 	@mkdir -p $(OUT)/metrics
 	@set -e; for s in $(EVAL_SPLITS); do \
-	  $(USAGE) evaluate --quiet --dataset $(DATASET) --root $(ROOT) --split $$s --pred $(OUT)/seeds-cam-$$s/seeds.h5 --out $(OUT)/metrics/seeds-cam-$$s.json; \
-	  $(USAGE) evaluate --quiet --dataset $(DATASET) --root $(ROOT) --split $$s --pred $(OUT)/seeds-$$s/seeds.h5 --out $(OUT)/metrics/seeds-usage-$$s.json; \
-	  $(USAGE) evaluate --quiet --dataset $(DATASET) --root $(ROOT) --split $$s --pred $(OUT)/masks-$$s --out $(OUT)/metrics/masks-$$s.json; \
-	  $(USAGE) evaluate --quiet --dataset $(DATASET) --root $(ROOT) --split $$s --pred $(OUT)/preds-$$s --out $(OUT)/metrics/preds-$$s.json; \
+	  $(USAGE) evaluate --quiet --dataset $(DATASET) --root $(ROOT) $(DATA_ARGS) --split $$s --pred $(OUT)/seeds-cam-$$s/seeds.h5 --out $(OUT)/metrics/seeds-cam-$$s.json; \
+	  $(USAGE) evaluate --quiet --dataset $(DATASET) --root $(ROOT) $(DATA_ARGS) --split $$s --pred $(OUT)/seeds-$$s/seeds.h5 --out $(OUT)/metrics/seeds-usage-$$s.json; \
+	  $(USAGE) evaluate --quiet --dataset $(DATASET) --root $(ROOT) $(DATA_ARGS) --split $$s --pred $(OUT)/masks-$$s --out $(OUT)/metrics/masks-$$s.json; \
+	  $(USAGE) evaluate --quiet --dataset $(DATASET) --root $(ROOT) $(DATA_ARGS) --split $$s --pred $(OUT)/preds-$$s --out $(OUT)/metrics/preds-$$s.json; \
 	done
 	$(USAGE) report $(foreach k,seeds-cam seeds-usage masks preds,$(foreach s,$(EVAL_SPLITS),$(OUT)/metrics/$(k)-$(s).json)) \
 	  --html $(OUT)/report

@@ -41,6 +41,12 @@ def torchrun(*args, nproc: int = 2, timeout: int = 600) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _mask_cache(tmp_path_factory):
+    """usage's cache (COCO masks rendered from JSON) in a temporary folder, never the user's ~/.cache."""
+    os.environ["USAGE_CACHE_DIR"] = str(tmp_path_factory.mktemp("usage-cache"))
+
+
 @pytest.fixture(scope="session")
 def synth_root(tmp_path_factory) -> Path:
     """A tiny generated VOC-layout dataset (12 train / 6 val images of 64 px), made once per run."""

@@ -302,6 +302,99 @@ ROWS += [
 ]
 
 
+# ---------------------------------------------------------------- your own photos (issue 28): folder and COCO JSON
+def _photos(w: Path, name: str, edit) -> Path:
+    """The train split of the dataset as a ``--dataset folder`` set (metadata.jsonl, masks/), made once,
+    with ``edit(root)`` applied."""
+    from own_photos import folder_from_synth
+
+    root = w / name
+    if not root.exists():
+        folder_from_synth(w / "data", root, splits=("train",))
+        edit(root)
+    return root
+
+
+def _meta_lines(edit_lines):
+    def edit(root: Path) -> None:
+        meta = root / "train" / "metadata.jsonl"
+        meta.write_text("\n".join(edit_lines(meta.read_text().splitlines())) + "\n")
+
+    return edit
+
+
+def _with_label(line: str, name: str) -> str:
+    row = json.loads(line)
+    return json.dumps({**row, "labels": [*row["labels"], name]})
+
+
+def _as_csv_without_file_name(root: Path) -> None:
+    (root / "train" / "metadata.jsonl").unlink()
+    (root / "train" / "metadata.csv").write_text("path,labels\ntrain_00000.jpg,\n")
+
+
+def _small_mask(root: Path) -> None:
+    from PIL import Image
+
+    Image.fromarray(np.zeros((10, 12), np.uint8)).save(root / "masks" / "train" / "more" / "train_00001.png")
+
+
+def _coco(w: Path, name: str, edit) -> Path:
+    """A 3-image COCO set in the official layout (annotations JSON, no PNG mask), made once, edited."""
+    from own_photos import coco_set
+
+    root = w / name
+    if not root.exists():
+        coco_set(root)
+        edit(root)
+    return root
+
+
+def _coco_json_edit(change):
+    def edit(root: Path) -> None:
+        path = root / "annotations" / "instances_train2017.json"
+        doc = json.loads(path.read_text())
+        change(doc)
+        path.write_text(json.dumps(doc))
+
+    return edit
+
+
+def folder_cmd(w: Path, root: Path, command=None) -> list:
+    """train-cls on a folder set (the dataset is read before any work), or ``command``."""
+    d = ["--dataset", "folder", "--root", root, "--split", "train", "--quiet"]
+    if command == "evaluate":
+        return ["evaluate", *d, "--pred", w / "seeds" / "seeds.h5", "--out", w / "new-metrics.json", "--workers", 1, "--force"]
+    return train_cls(w, None, None, *d)
+
+
+def coco_cmd(w: Path, root: Path) -> list:
+    return train_cls(w, None, None, "--dataset", "coco", "--root", root, "--split", "train2017", "--quiet")
+
+
+ROWS += [
+    ("folder: a row's photo is missing", lambda w: folder_cmd(w, _photos(w, "ph-missing", _meta_lines(lambda ls: [*ls, '{"file_name": "gone.jpg", "labels": []}']))),
+     ("metadata.jsonl:4", "gone.jpg", "photo not found")),
+    ("folder: photos without a row", lambda w: folder_cmd(w, _photos(w, "ph-norow", _meta_lines(lambda ls: ls[2:]))),
+     ("metadata.jsonl", "2 photo(s)", "have no row", "--allow-unlabelled")),
+    ("folder: a label not in classes.txt", lambda w: folder_cmd(w, _photos(w, "ph-label", _meta_lines(lambda ls: [_with_label(ls[0], "plnae"), *ls[1:]]))),
+     ("metadata.jsonl:1", "unknown label 'plnae'", "did you mean 'plane'")),
+    ("folder: a duplicate file_name", lambda w: folder_cmd(w, _photos(w, "ph-dup", _meta_lines(lambda ls: [*ls, ls[0]]))),
+     ("metadata.jsonl:4", "listed twice", "lines 1 and 4")),
+    ("folder: a JSONL line that is not JSON", lambda w: folder_cmd(w, _photos(w, "ph-json", _meta_lines(lambda ls: [ls[0], "{file_name: x.jpg}", *ls[1:]]))),
+     ("metadata.jsonl:2", "not JSON")),
+    ("folder: a CSV without file_name", lambda w: folder_cmd(w, _photos(w, "ph-csv", _as_csv_without_file_name)), ("metadata.csv:1", "'file_name'")),
+    ("folder: a mask of another size than its photo", lambda w: folder_cmd(w, _photos(w, "ph-mask", _small_mask), "evaluate"),
+     ("more/train_00001.png", "mask is 12x10", "its photo")),
+    ("folder: --allow-unlabelled on a voc set", lambda w: train_cls(w, None, None, "--allow-unlabelled"), ("--allow-unlabelled", "--dataset folder")),
+    ("coco: an image of the JSON missing on disk", lambda w: coco_cmd(w, _coco(w, "coco-noimg", lambda r: (r / "train2017" / "000000000002.jpg").unlink())),
+     ("instances_train2017.json", "image 2", "000000000002.jpg", "not found")),
+    ("coco: an unknown category id", lambda w: coco_cmd(w, _coco(w, "coco-cat", _coco_json_edit(lambda d: d["annotations"][1].update(category_id=91)))),
+     ("instances_train2017.json", "annotation 12", "category_id 91", "not in 'categories'")),
+    ("predict-seg: --images and --root", lambda w: predict_seg(w, None, None, "--images", w / "data"), ("--images", "--root")),
+]
+
+
 def predict_seg_changed(w: Path) -> list:
     import torch
 

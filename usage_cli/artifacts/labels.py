@@ -4,6 +4,7 @@ label-PNG folder that holds one per image with its manifest (:func:`read_label_f
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +78,22 @@ def label_path(folder: str | Path, image_id: str) -> Path:
 def png_id(path: str | Path) -> str:
     """The image id of a label PNG (the inverse of :func:`label_path`)."""
     return Path(path).stem.replace("%2F", "/").replace("%25", "%")
+
+
+CLASS_LIST = "classes.txt"  # predict-seg --images: the name of each label value, background first
+OVERLAYS = "overlays"  # predict-seg --images: <id>.jpg, the photo beside its prediction, for people
+
+
+def write_class_list(folder: str | Path, names: Sequence[str]) -> Path:
+    """``<folder>/classes.txt``: one name a line, line n (from 0) naming label value n; background first."""
+    path = Path(folder) / CLASS_LIST
+    write_text_atomic(path, "".join(f"{n}\n" for n in names))
+    return path
+
+
+def overlay_path(folder: str | Path, image_id: str) -> Path:
+    """Where a prediction's picture for people goes: ``<folder>/overlays/<id>.jpg`` (named as its PNG)."""
+    return label_path(Path(folder) / OVERLAYS, image_id).with_suffix(".jpg")
 
 
 def label_ids(folder: str | Path) -> set[str]:

@@ -26,7 +26,7 @@ from usage_cli.errors import ConfigError
 from usage_cli.metrics.confusion import ConfusionMatrix, metrics_from_confusion
 from usage_cli.metrics.sweep import fg_max_argmax, power_prediction
 from usage_cli.report.inputs import Entry, sample_key
-from usage_cli.report.overlays import jet
+from usage_cli.report.overlays import jet, paint
 
 IGNORE = 255
 IGNORE_NAME = "ignore / unlabelled"
@@ -117,14 +117,6 @@ def pick_ids(
 
 def palette_rgb(palette: tuple[int, ...]) -> np.ndarray:
     return np.array(palette, np.uint8).reshape(-1, 3)
-
-
-def paint(image: np.ndarray, label: np.ndarray, pal: np.ndarray) -> np.ndarray:
-    """A label map over its image: classes (and 255) in their palette colour, background dimmed."""
-    out = image.astype(np.float32) * 0.55
-    fg = label != 0
-    out[fg] = 0.35 * image[fg] + 0.65 * pal[label[fg]]
-    return out.astype(np.uint8)
 
 
 def heat(image: np.ndarray, m: np.ndarray) -> np.ndarray:

@@ -14,6 +14,9 @@ in the order seeds (by name, so ``seeds-cam-*`` before ``seeds-usage-*``), confi
 masks, predictions. Explicit files keep the order given. An artifact's kind is the one the registry
 gives the stage its manifest names.
 
+A positional argument may also be such a folder itself (``usage report preds/``: the predictions of
+``predict-seg --images``, shown as a gallery; their data set names no classes, so the manifest's do).
+
 ``metrics.json`` records the paths as ``usage evaluate`` was given them (relative to where it ran). A
 recorded path that does not exist from here is looked up under the RUN_DIR (or the folder above
 ``metrics/``) by its trailing components, so a run folder that moved still finds its artifacts.
@@ -91,7 +94,9 @@ def load_entries(paths: tuple[Path, ...]) -> list[Entry]:
     """Expand RUN_DIRs and load every metrics file and artifact, in report order."""
     entries: list[Entry] = []
     for p in map(Path, paths):
-        if p.is_dir():
+        if p.is_dir() and kind_of(_manifest(p).get("stage")) in LABEL_FOLDERS:
+            entries.append(_entry_from_artifact(p, p.parent))  # one mask folder (new photos' predictions)
+        elif p.is_dir():
             entries += _expand_run_dir(p)
         else:
             entries.append(_entry_from_metrics(p, read_metrics(p), run_dir=None))
@@ -176,7 +181,8 @@ def _dataset_ref(metrics: dict | None, manifest: dict, bases: list[Path], run_di
     def opt(key: str) -> Path | None:
         return locate(m.get(key) or cfg.get(key), bases)
 
-    return DataSpec(dataset=name, root=root, split=split, split_file=opt("split_file"), classes_file=opt("classes_file"))
+    unlabelled = bool(m.get("allow_unlabelled") or cfg.get("allow_unlabelled"))
+    return DataSpec(dataset=name, root=root, split=split, split_file=opt("split_file"), classes_file=opt("classes_file"), allow_unlabelled=unlabelled)
 
 
 def _entry_from_metrics(path: Path, metrics: dict, run_dir: Path | None) -> Entry:
@@ -251,11 +257,19 @@ def open_datasets(by_split: dict[str, list[Entry]]) -> tuple[dict[str, Dataset],
             continue
         try:
             if ref not in cache:
-                cache[ref] = ref.load(require_images=False)
+                cache[ref] = _named(ref.load(require_images=False), entries)
             datasets[split] = cache[ref]
         except UsageError as e:
             notes.append(f"{split}: dataset not readable ({e}): no gallery")
     return datasets, notes
+
+
+def _named(ds: Dataset, entries: list[Entry]) -> Dataset:
+    """A data set without class names (new photos, ``--dataset images``) named by its artifacts' manifests."""
+    names = next((m["class_names"] for e in entries if isinstance(m := e.manifest or {}, dict) and m.get("class_names")), None)
+    if ds.meta.class_names or not names:
+        return ds
+    return replace(ds, meta=replace(ds.meta, class_names=tuple(names)))
 
 
 def check_datasets(by_split: dict[str, list[Entry]], datasets: dict[str, Dataset], force: bool) -> list[str]:

@@ -1,8 +1,10 @@
-"""Overlay PNGs a person can look at: image | heat map per present class | seed at a threshold.
+"""Overlay pictures a person can look at: image | heat map per present class | seed at a threshold
+(:func:`overlay_panel`), and a photo with its predicted label map (:func:`prediction_panel`).
 
 Each heat map carries its class name and the seed its background threshold, written on the tile.
 Pictures for people, not an artifact a stage reads: ``usage gen-seeds`` writes a few beside its seed
-store, and the report's gallery draws its heat maps with :func:`jet`.
+store, ``usage predict-seg --images`` one per photo, and the report's gallery draws its heat maps with
+:func:`jet` and its label maps with :func:`paint`.
 """
 
 from __future__ import annotations
@@ -36,6 +38,51 @@ def label_tile(tile: np.ndarray, text: str) -> np.ndarray:
     draw.rectangle((x0 - 2, y0 - 1, x1 + 2, y1 + 1), fill=(0, 0, 0))
     draw.text((3, 2), text, fill=(255, 255, 255), font=font)
     return np.asarray(img)
+
+
+def paint(image: np.ndarray, label: np.ndarray, pal: np.ndarray) -> np.ndarray:
+    """A label map over its image: classes (and 255) in their palette colour, background dimmed."""
+    out = image.astype(np.float32) * 0.55
+    fg = label != 0
+    out[fg] = 0.35 * image[fg] + 0.65 * pal[label[fg]]
+    return out.astype(np.uint8)
+
+
+def legend_strip(values: list[int], names: tuple[str, ...], pal: np.ndarray, width: int) -> np.ndarray:
+    """A strip ``width`` wide: a colour swatch and the name of each label value, in rows as needed."""
+    font = ImageFont.load_default(size=14)
+    items = [(pal[v], names[v] if v < len(names) else f"class {v}") for v in values] or [(None, "background only")]
+    rows, x = [[]], 6
+    for colour, text in items:
+        w = 22 + int(font.getlength(text)) + 14
+        if x + w > width and rows[-1]:
+            rows.append([])
+            x = 6
+        rows[-1].append((x, colour, text))
+        x += w
+    img = Image.new("RGB", (width, 22 * len(rows) + 6), (255, 255, 255))
+    draw = ImageDraw.Draw(img)
+    for r, row in enumerate(rows):
+        y = 5 + 22 * r
+        for x, colour, text in row:
+            if colour is not None:
+                draw.rectangle((x, y, x + 15, y + 15), fill=tuple(int(c) for c in colour), outline=(0, 0, 0))
+            draw.text((x + 22 if colour is not None else x, y), text, fill=(0, 0, 0), font=font)
+    return np.asarray(img)
+
+
+def prediction_panel(image: np.ndarray, label: np.ndarray, names: tuple[str, ...]) -> np.ndarray:
+    """The photo beside its label map painted over it, and below them the classes present, named."""
+    pal = np.array(voc_palette(), np.uint8).reshape(256, 3)
+    top = np.concatenate([image, np.full((image.shape[0], 4, 3), 255, np.uint8), paint(image, label, pal)], axis=1)
+    values = sorted(set(np.unique(label).tolist()) - {0})
+    return np.concatenate([top, legend_strip(values, names, pal, top.shape[1])], axis=0)
+
+
+def write_prediction_overlay(path: Path, image: np.ndarray, label: np.ndarray, names: tuple[str, ...]) -> None:
+    """:func:`prediction_panel` as a JPEG at ``path``, written atomically."""
+    with atomic_path(path) as tmp:
+        Image.fromarray(prediction_panel(image, label, names)).save(tmp, format="JPEG", quality=90)
 
 
 def overlay_panel(

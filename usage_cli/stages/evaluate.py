@@ -157,6 +157,7 @@ def run(cfg: EvaluateConfig) -> dict:
     # 3. pick the threshold (seeds), summarise
     result = {"dataset": cfg.data.dataset, "split": cfg.data.split, "pred": str(cfg.pred), "num_images": len(items), "num_missing": len(missing)}
     result.update(root=str(cfg.data.root), split_file=_opt_str(cfg.data.split_file), classes_file=_opt_str(cfg.data.classes_file))
+    result.update({"allow_unlabelled": True} if cfg.data.allow_unlabelled else {})
     result.update(data=data, **({"pairing": pairing} if pairing is not None else {}))
     if kind == "seeds" and mode != "power":
         mats = confusions_from_counts(total)

@@ -1,15 +1,19 @@
-"""`usage predict-seg`: label PNGs of a split from a segmentation checkpoint.
+"""`usage predict-seg`: label PNGs of a split, or of a bare folder of photos, from a segmentation
+checkpoint.
 
 Multi-scale + flip fusion of class probabilities (``algorithms.seg_infer``), optional dense CRF in
 worker processes, palette PNGs ``<out>/<id>.png`` (255 never predicted) and a ``manifest.json``
 pinning the checkpoint's sha256. An interrupted run resumes: ids whose PNG exists are skipped
 when the folder's in-progress marker carries the same config and checkpoint digest. Under
 ``torchrun`` each rank predicts every ``world_size``-th remaining id and rank 0 writes the manifest.
+New photos (``--images DIR``: ``--dataset images``, no labels, split or masks) take their class names
+from the checkpoint, and the folder also gets ``classes.txt`` (the name of each label value) and
+``overlays/<id>.jpg`` (the photo beside its prediction, the classes named), each written before its PNG.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import ClassVar
 
@@ -22,11 +26,15 @@ from usage_cli.artifacts import labels  # write_label_png through the module: a 
 from usage_cli.artifacts.claims import Output, claim_out, owned_files, owns_outputs
 from usage_cli.artifacts.compat import check_class_names
 from usage_cli.artifacts.labels import (
+    CLASS_LIST,
     FOLDER_VERSION,
+    OVERLAYS,
     finish_png_folder,
     label_path,
+    overlay_path,
     resume_png_folder,
     start_png_folder,
+    write_class_list,
 )
 from usage_cli.artifacts.manifest import (
     build_manifest,
@@ -50,6 +58,7 @@ from usage_cli.engine.distributed import (
 from usage_cli.errors import ConfigError, check_options
 from usage_cli.models.segnet import load_segnet
 from usage_cli.progress import make_progress
+from usage_cli.report.overlays import write_prediction_overlay
 from usage_cli.runtime import MAX_SCALE, Runtime, config_drop, runtime_checks, takes_runtime
 
 CHUNK = 16  # images whose probabilities are held at once for the CRF workers
@@ -85,7 +94,7 @@ def _crf_label(item: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
 
 @owns_outputs
 def run(cfg: PredictSegConfig) -> dict:
-    """Predict every id of the split; returns a summary {"images", "skipped", "out"}."""
+    """Predict every id of the split; returns a summary {"images", "skipped", "out"} (and "overlays")."""
 
     check(cfg)
     rt = cfg.runtime
@@ -93,6 +102,9 @@ def run(cfg: PredictSegConfig) -> dict:
     device = str(resolve_device(rt.device, info))
     net, ckpt = load_segnet(cfg.ckpt, device)
     ds = cfg.data.load()
+    bare = ds.meta.name == "images"  # new photos: the checkpoint names the classes
+    if bare and not ds.meta.class_names:
+        ds = replace(ds, meta=replace(ds.meta, class_names=tuple(ckpt["class_names"])))
     if net.model_config["num_classes"] != ds.meta.num_classes + 1:
         raise ConfigError(
             f"{cfg.ckpt}: network predicts {net.model_config['num_classes']} labels, dataset {cfg.data.dataset} has {ds.meta.num_classes + 1}"
@@ -100,28 +112,39 @@ def run(cfg: PredictSegConfig) -> dict:
     check_class_names(cfg.ckpt, ckpt.get("class_names"), ds.meta.class_names, "train the network on this dataset, or pass its --classes")
     data = identity(ds, cfg.data.split_file)  # reads every image header: an unreadable one fails before any work
     config = run_config(cfg, config_drop(cfg))
-    out = claim_out(cfg.out, "predict-seg", config, ("*.png",), force=rt.force)
+    owned = ("*.png", CLASS_LIST, OVERLAYS) if bare else ("*.png",)
+    out = claim_out(cfg.out, "predict-seg", config, owned, force=rt.force)
     key = {"config_hash": config_hash(config), "checkpoint_sha256": sha256_file(cfg.ckpt)}
     done = resume_png_folder(out, key, stage="predict-seg", force=rt.force, main=info.is_main)
     barrier()  # every rank has read the marker before rank 0 replaces it
     if info.is_main:
         start_png_folder(out, key, stage="predict-seg")
+        if bare:
+            write_class_list(out, ds.meta.all_names)
     todo = [r for r in ds.records if r.id not in done]
-    _predict_all(net, todo[info.rank :: info.world_size], cfg, device, out, quiet=rt.quiet or not info.is_main)
+    names = ds.meta.all_names if bare else None  # overlays for people: new photos only
+    _predict_all(net, todo[info.rank :: info.world_size], cfg, device, out, names, quiet=rt.quiet or not info.is_main)
     barrier()  # every rank's PNGs are on disk
     if info.is_main:
         manifest = build_manifest(
             "predict-seg", config, inputs={"checkpoint": cfg.ckpt}, format_version=FOLDER_VERSION,
             extra={"images": len(ds), "class_names": list(ckpt["class_names"]), "train_config": ckpt.get("train_config", {})},
-            paths=config_paths(cfg), data=data, files=owned_files(out, ("*.png",)),
+            paths=config_paths(cfg), data=data, files=owned_files(out, owned),
         )  # fmt: skip
         write_manifest(out, manifest)
         finish_png_folder(out, stage="predict-seg")
     barrier()
-    return {"images": len(ds), "skipped": len(ds) - len(todo), "out": str(out)}
+    return {"images": len(ds), "skipped": len(ds) - len(todo), "out": str(out), **({"overlays": str(out / OVERLAYS)} if bare else {})}
 
 
-def _predict_all(net, records, cfg: PredictSegConfig, device: str, out: Path, quiet: bool) -> None:
+def _write(out: Path, rec, image: np.ndarray, label: np.ndarray, names: tuple[str, ...] | None) -> None:
+    """A record's label PNG, after its overlay when ``names`` (a PNG on disk means both are)."""
+    if names is not None:
+        write_prediction_overlay(overlay_path(out, rec.id), image, label, names)
+    labels.write_label_png(label_path(out, rec.id), label)
+
+
+def _predict_all(net, records, cfg: PredictSegConfig, device: str, out: Path, names, quiet: bool) -> None:
     amp, workers = use_amp(cfg.runtime.amp, device), worker_count(cfg.runtime)
     with make_progress(quiet) as progress:
         bar = progress.add_task(f"predict-seg {cfg.data.split}", total=len(records), info="")
@@ -135,9 +158,9 @@ def _predict_all(net, records, cfg: PredictSegConfig, device: str, out: Path, qu
                 if cfg.crf:
                     pending.append((image, probs.float().cpu().numpy()))
                 else:
-                    labels.write_label_png(label_path(out, rec.id), to_label(probs))
+                    _write(out, rec, image, to_label(probs), names)
                     progress.update(bar, advance=1)
             if pending:
-                for rec, label in zip(chunk, crf_map(_crf_label, pending, workers), strict=True):
-                    labels.write_label_png(label_path(out, rec.id), label)
+                for (image, _), rec, label in zip(pending, chunk, crf_map(_crf_label, pending, workers), strict=True):
+                    _write(out, rec, image, label, names)
                     progress.update(bar, advance=1)
