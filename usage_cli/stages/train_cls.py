@@ -57,8 +57,7 @@ class TrainClsConfig:
     preset: str = "paper"
     val_split: str | None = "val"
     weights: Path | None = None
-    # None = from the preset for the backbone family (pretrained: the preset's, or on with --weights)
-    pretrained: bool | None = None
+    pretrained: bool | None = None  # None = from the preset for the backbone family (pretrained: the preset's, or on with --weights)
     mapping: str | None = None
     reg: str | None = None
     tau1: float | None = None
