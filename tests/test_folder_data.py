@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from usage_cli.artifacts.labels import label_ids, label_path, png_id
+from usage_cli.artifacts.labels import PNG_MARKERS, label_ids, label_path, png_id
 from usage_cli.data import DataSpec, load_dataset
 from usage_cli.errors import ConfigError, DatasetError
 
@@ -156,6 +156,8 @@ def test_split_file_picks_rows(root, tmp_path):
 
 
 def test_images_is_every_photo_below_a_folder(root, tmp_path):
+    _photo(root / "train" / "preds" / "b.png")  # predictions written inside the folder, unfinished: its marker says so
+    (root / "train" / "preds" / PNG_MARKERS["predict-seg"]).write_text("{}")
     ds = load_dataset("images", root / "train", "images")
     assert [r.id for r in ds.records] == ["b", "cats/a", "dogs/a"] and all(r.labels == () for r in ds.records)
     assert ds.meta.class_names == ()

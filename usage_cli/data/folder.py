@@ -22,6 +22,9 @@ from pathlib import Path, PurePosixPath
 
 from PIL import Image, UnidentifiedImageError
 
+from usage_cli.artifacts.labels import PNG_MARKERS
+from usage_cli.artifacts.lock import LOCK_NAME
+from usage_cli.artifacts.manifest import MANIFEST_NAME
 from usage_cli.data.labels_io import IMAGE_SUFFIXES, read_class_names, read_split_file
 from usage_cli.data.metadata import Row, metadata_file, read_metadata
 from usage_cli.data.records import Dataset, DatasetMeta, Record
@@ -31,21 +34,27 @@ from usage_cli.progress import log
 IMAGE_EXTENSIONS = IMAGE_SUFFIXES
 MASKS = "masks"  # ROOT/masks/<split>/: the ground truth
 FLAT_SPLIT = "train"  # the one split of a flat ROOT
-ARTIFACT_MARK = "manifest.json"  # a folder usage wrote (a run's --out): never scanned for photos
+# a folder usage wrote or is writing (a run's --out, finished or not): never scanned for photos
+USAGE_MARKS = (MANIFEST_NAME, LOCK_NAME, *PNG_MARKERS.values())
 
 
 def scan_images(folder: Path, skip: Iterable[Path] = ()) -> dict[str, Path]:
     """``{path inside folder (posix): file}`` of every photo below ``folder``; hidden files and folders,
-    the folders ``skip`` and every folder holding a ``manifest.json`` (a usage output) are left out."""
+    the folders ``skip`` and every usage output (a folder holding a manifest, a writer's lock or a PNG
+    folder's resume marker: predictions written inside the photos' folder) are left out."""
     folder, skipped = Path(folder), {Path(s).resolve() for s in skip}
     found: dict[str, Path] = {}
     for here, dirs, files in os.walk(folder):
         base = Path(here)
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and (base / d).resolve() not in skipped and not (base / d / ARTIFACT_MARK).is_file())
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and (base / d).resolve() not in skipped and not _usage_output(base / d))
         for name in files:
             if not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
                 found[(base / name).relative_to(folder).as_posix()] = base / name
     return found
+
+
+def _usage_output(folder: Path) -> bool:
+    return any((folder / m).exists() for m in USAGE_MARKS)
 
 
 def image_id(file_name: str) -> str:
