@@ -57,7 +57,8 @@ class TrainClsConfig:
     preset: str = "paper"
     val_split: str | None = "val"
     weights: Path | None = None
-    pretrained: bool | None = None  # None = from the preset for the backbone family (pretrained: the preset's, or on with --weights)
+    # None = from the preset for the backbone family (pretrained: the preset's, or on with --weights)
+    pretrained: bool | None = None
     mapping: str | None = None
     reg: str | None = None
     tau1: float | None = None
