@@ -99,3 +99,9 @@ def test_classes_file_orders_the_values_and_the_png_layout_wins_when_present(coc
     (coco / "train2017.txt").write_text("000000000001\n")
     png = load_dataset("coco", coco, "train2017")
     assert png.records[0].labels == (4,) and png.records[0].mask_path is None and png.meta.num_classes == 80
+
+
+def test_a_cache_folder_that_cannot_be_written_is_one_line(coco, monkeypatch):
+    monkeypatch.setenv(mask_cache.CACHE_ENV, "/proc/usage-test-unwritable")
+    with pytest.raises(ArtifactError, match=r"the mask cache \(\$USAGE_CACHE_DIR.*cannot be written: /proc/usage-test-unwritable"):
+        load_dataset("coco", coco, "train")

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from usage_cli.artifacts.atomic import write_text_atomic
+from usage_cli.artifacts.claims import check_writable_folder
 from usage_cli.artifacts.labels import label_path, write_label_png
 from usage_cli.artifacts.manifest import (
     MANIFEST_NAME,
@@ -77,8 +78,8 @@ def _finished(folder: Path, key: dict[str, Any], count: int) -> bool:
 def _locked(folder: Path) -> Iterator[None]:
     """One renderer per folder: the others wait (an exclusive ``flock`` on ``<folder>.lock``)."""
     lock = folder.with_name(folder.name + ".lock")
+    check_writable_folder(lock.parent, f"the mask cache (${CACHE_ENV}, else ~/.cache/usage)")
     try:
-        lock.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as e:
         raise ArtifactError(f"{lock.parent}: cannot write the mask cache there ({e.strerror or e}); set {CACHE_ENV} to a folder you can write") from e
