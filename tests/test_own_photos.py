@@ -80,6 +80,13 @@ def test_new_photos_get_one_mask_and_one_overlay_each(chain):
     assert manifest["config"]["dataset"] == "images" and set(manifest["files"]) >= {"classes.txt", "overlays/new1.jpg"}
 
 
+def test_images_wins_over_a_config_files_dataset(chain, tmp_path):
+    (tmp_path / "c.yaml").write_text(f"dataset: folder\nroot: {chain / 'photos'}\nsplit: val\n")
+    out = _usage("predict-seg", "--ckpt", chain / "run" / "seg" / "checkpoint.pt", "--images", chain / "new", "--out", tmp_path / "p",
+                 "--config", tmp_path / "c.yaml", "--print-config")  # fmt: skip
+    assert "dataset: images" in out and f"root: {chain / 'new'}" in out and "split: images" in out
+
+
 def test_report_shows_new_photos_as_a_gallery_and_the_run(chain):
     w = chain
     _usage("report", w / "preds-new", "--html", w / "report-new")

@@ -37,10 +37,12 @@ def command(
     from usage_cli.progress import log
     from usage_cli.stages.predict_seg import PredictSegConfig, run
 
-    if images is not None:
-        if data.root is not None:
-            raise ConfigError(f"--images {images} and --root {data.root}: give one (--images is --dataset images --root DIR)")
-        data = replace(data, dataset="images", root=images, split="images")
+    if images is not None and data.root is not None:
+        raise ConfigError(f"--images {images} and --root {data.root}: give one (--images is --dataset images --root DIR)")
+
+    def new_photos(c):  # --images is a flag: it wins over a --config file's dataset keys too
+        return c if images is None else replace(c, data=replace(c.data, dataset="images", root=images, split="images"))
+
     try:
         scale_list = parse_scales(scales)
     except ValueError as e:
@@ -48,7 +50,7 @@ def command(
     cfg = PredictSegConfig(
         data=data, ckpt=ckpt, out=out, scales=scale_list, flip=flip, fuse=fuse, crf=crf, runtime=runtime,
     )  # fmt: skip
-    cfg = apply_cli_config(ctx, cfg, config, print_config)
+    cfg = new_photos(apply_cli_config(ctx, new_photos(cfg), config, print_config, resolve=new_photos))
     s = run(cfg)
     seen = f"; to look at: {s['overlays']}" if s.get("overlays") else ""
     log(f"predict-seg: {s['images']} label maps in {s['out']} ({s['skipped']} kept from an interrupted run){seen}", cfg.runtime.quiet)
