@@ -92,6 +92,7 @@ def test_report_shows_new_photos_as_a_gallery_and_the_run(chain):
     _usage("report", w / "preds-new", "--html", w / "report-new")
     html = (w / "report-new" / "index.html").read_text()
     assert all(i in html for i in ("sub/new0", "new1", "new2")) and "prediction" in html
+    assert "no scores to sort by" in html and "worst first" not in html  # nothing scored, nothing ranked
     out = _usage("report", w / "run", "--html", w / "report-run")
     assert "seeds-train" in out and "preds-val" in out and "more/train_00001" in (w / "report-run" / "index.html").read_text()
 

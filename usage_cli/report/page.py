@@ -196,7 +196,8 @@ def figure_html(f: FigureRef) -> str:
 
 
 def _gallery(g: Gallery, palette: tuple[int, ...]) -> str:
-    how = f"worst first by per-image mIoU of <b>{escape(g.reference)}</b>" if g.reference else "by id"
+    scored = g.reference and any(r.score is not None for r in g.rows)
+    how = f"worst first by per-image mIoU of <b>{escape(g.reference)}</b>" if scored else "a fixed sample (no scores to sort by)"
     if g.order == "changed":
         how = "most changed first (the share of its pixels a stage relabelled, without ground truth; see Per-image change)"
     out = [f"<h3>{escape(g.split)}</h3>", f'<p class="sub">{len(g.rows)} images, {how}.</p>']
