@@ -11,9 +11,12 @@ For each backbone (random weights: speed does not depend on them):
 * reference: the per-image loop of the reference implementations (one image, one scale, one flip
   per forward; a pickled ``.npy`` dict per image);
 * transformers, the paper's seed path (``--refine patch-affinity``, MCTformer's patch affinity):
-  ``affinity`` the stage as it is (every layer through the fused attention kernel, the affinity's
-  product with the maps from the kept queries and keys), ``affinity-explicit`` the same stage with
-  the computation it replaced (``bench/explicit_affinity.py``: the last layers' attention formed, their
+  ``affinity`` the stage as it is (``cam_infer.affinity_pass`` auto: on the CPU the single pass,
+  each kept layer's attention formed a block of query rows at a time and summed into one N x N
+  affinity per view in the forward; on a GPU the recompute), ``affinity-recompute`` the stage with the
+  recompute forced (every layer through the fused attention kernel, the affinity's product with the
+  maps from the kept queries and keys), ``affinity-explicit`` the same stage with
+  the computation issue 31 replaced (``bench/explicit_affinity.py``: the last layers' attention formed, their
   head-mean patch blocks kept, forwards split to the old 2 GB budget on a GPU), at 4 scales x flip and at scale 1
   (one view; on 4x as many images, so that the stage's fixed costs stay small).
 Each row runs in its own process, so its peak RSS is its own.
@@ -41,7 +44,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 SCALES = (1.0, 0.5, 1.5, 2.0)
 SETTINGS = {"4 scales x flip": (SCALES, True), "scale 1": ((1.0,), False)}  # name -> (scales, flip)
 IMAGES_X = {"4 scales x flip": 1, "scale 1": 4}  # scale 1 on 4x --images: its fixed costs (loading, the threshold pass) stay small
-AFFINITY = ("affinity-explicit", "affinity")
+AFFINITY = ("affinity-explicit", "affinity-recompute", "affinity")
 
 
 def _dataset(root: Path, n: int) -> None:
@@ -82,6 +85,10 @@ def _stage(mode: str, ckpt: Path, root: Path, out: Path, n: int, workers: int, s
         from usage_cli.algorithms import cam_infer
 
         cam_infer._forward_maps = explicit_affinity.before_forward_maps
+    if mode == "affinity-recompute":  # the stage with the recompute pass on any device
+        from usage_cli.algorithms import cam_infer
+
+        cam_infer.affinity_pass = lambda device, choice="auto": "recompute"
     refine = "patch-affinity" if mode in AFFINITY else "none"
     seeds = run(GenSeedsConfig(ckpt=ckpt, dataset="voc", root=root, split="train", out=out, scales=scales, flip=flip, refine=refine,
                                batch_size=8, workers=workers, overlays=0, force=True, quiet=True))  # fmt: skip

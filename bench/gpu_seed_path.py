@@ -3,15 +3,17 @@
 Prints, at scale 1 and at 4 scales x flip, images/s of
 * bare:   the classifier's forward alone on prepared views (every view of a scale in one forward);
 * plain:  gen-seeds' views (``cam_infer.view_maps``: normalise, resize, forward) with ``--refine none``;
-* after:  the same with ``--refine patch-affinity`` as gen-seeds computes it now (fused attention
-          everywhere, the affinity's product from the kept queries and keys);
+* recompute: the same with ``--refine patch-affinity`` as gen-seeds computes it on a GPU
+          (``cam_infer.affinity_pass`` auto there: fused attention everywhere, the affinity's
+          product from the kept queries and keys);
+* single: the same with the pass gen-seeds uses on the CPU (each kept layer's attention formed a
+          block of query rows at a time, summed into one N x N affinity per view in the forward);
 * before: the same with the explicit computation it replaced (``bench/explicit_affinity.py``: the
           attention formed, head-mean patch blocks kept, forwards split to the old 2 GB budget),
-* single: the refined maps in one pass on the prepared views (``bench/affinity_passes.py``: each
-          layer's attention formed whole, summed into one N x N affinity per view; not the package's),
 each as a ratio to bare, and the peak CUDA memory of each (and its ratio to bare's); then the largest
-difference between after and before on the same images in float32 (TF32 off) and under bfloat16
-autocast (gen-seeds' default on CUDA). Random weights: speed does not depend on them.
+difference between each pass and before on the same images in float32 (TF32 off) and under
+bfloat16 autocast (gen-seeds' default on CUDA). Whether auto should pick single on a GPU too is
+what the recompute and single rows say. Random weights: speed does not depend on them.
 
 Needs only torch and timm (and numpy): run from the repository root with ``PYTHONPATH=.:bench``
 (``bench/gpu_seed_path.sh`` does). When the package's own classifier cannot be imported (its data
@@ -31,12 +33,11 @@ from types import SimpleNamespace
 
 import explicit_affinity as ref
 import torch
-from affinity_passes import single_pass_maps
 from torch import nn
 
 from usage_cli.algorithms import cam_infer
 from usage_cli.algorithms.cam_infer import CamInference, view_maps
-from usage_cli.models.vit import vit_forward
+from usage_cli.models.vit import summing_affinity, vit_forward
 
 SETTINGS = {"scale 1": ((1.0,), False), "4 scales x flip": ((1.0, 0.5, 1.5, 2.0), True)}
 
@@ -61,11 +62,12 @@ class StandIn(nn.Module):
     def input_norm(self):
         return (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
-    def forward(self, x, keep_qk: int = 0, cls_attn: bool = False):
-        tokens, qk = vit_forward(self.model, x, keep_qk=keep_qk)
+    def forward(self, x, keep_qk: int = 0, cls_attn: bool = False, affinity: int = 0):
+        with summing_affinity(self.model, affinity) as got:
+            tokens, qk = vit_forward(self.model, x, keep_qk=keep_qk)
         h, w = x.shape[-2] // self.backbone.stride, x.shape[-1] // self.backbone.stride
         cams = self.head(tokens[:, self.backbone.num_prefix_tokens :].transpose(1, 2).reshape(x.shape[0], -1, h, w))
-        return {"cams": cams, **({"qk": qk} if keep_qk else {})}
+        return {"cams": cams, **({"qk": qk} if keep_qk else {}), **({"affinity": got.total} if affinity else {})}
 
 
 def classifier(backbone: str, device: torch.device):
@@ -117,16 +119,16 @@ def bare_views(net, images: torch.Tensor, opts: CamInference) -> list[torch.Tens
 @torch.no_grad()
 def row(net, batches: list[torch.Tensor], opts: CamInference, mode: str, repeats: int) -> tuple[float, float]:
     device = batches[0].device
-    if mode in ("bare", "single"):
+    if mode == "bare":
         views = [bare_views(net, b, opts) for b in batches]
 
         def fn():
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=opts.amp):
                 for per_scale in views:
                     for v in per_scale:
-                        net(v) if mode == "bare" else single_pass_maps(net, v, rows=v.shape[-2] * v.shape[-1])
+                        net(v)
     else:
-        o = replace(opts, refine="none") if mode == "plain" else opts
+        o = replace(opts, refine="none") if mode == "plain" else replace(opts, affinity_pass="single" if mode == "single" else "recompute")
         forward = ref.before_forward_maps if mode == "before" else FORWARD
 
         def fn():
@@ -146,7 +148,7 @@ FORWARD = cam_infer._forward_maps
 
 @torch.no_grad()
 def max_difference(net, images: torch.Tensor, opts: CamInference) -> tuple[float, float]:
-    """The largest |after - before| over every view's maps, and the largest |before|."""
+    """The largest |pass - before| over every view's maps (``opts.affinity_pass``), and the largest |before|."""
     new = view_maps(net, images, opts)[0]
     cam_infer._forward_maps = ref.before_forward_maps
     try:
@@ -179,16 +181,17 @@ def main() -> None:
     print("| --- | --- | --- | --- | --- | --- |")
     for setting, (scales, flip) in SETTINGS.items():
         opts = CamInference(scales=scales, flip=flip, refine="patch-affinity", source="cam", affinity_layers=12, amp=amp)
-        res = {m: row(net, batches, opts, m, a.repeats) for m in ("bare", "plain", "before", "after", "single")}
+        res = {m: row(net, batches, opts, m, a.repeats) for m in ("bare", "plain", "before", "recompute", "single")}
         for m, (ips, peak) in res.items():
             rel = f"{peak / res['bare'][1]:.2f}" if res["bare"][1] else ""
             print(f"| {setting} | {m} | {ips:.2f} | {ips / res['bare'][0]:.2f} | {peak:.0f} | {rel} |", flush=True)
     # exactness on this device: float32 (TF32 off) and bfloat16 autocast, 4 scales x flip, one batch
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     opts = CamInference(scales=SETTINGS["4 scales x flip"][0], flip=True, refine="patch-affinity", source="cam", affinity_layers=12)
-    for label, o in (("float32", opts), ("bfloat16 autocast", replace(opts, amp=True))):
-        diff, top = max_difference(net, batches[0], o)
-        print(f"max |after - before| over every view's maps, {label}: {diff:.3g} (largest map value {top:.3g}, relative {diff / top:.2g})")
+    for way in ("recompute", "single"):
+        for label, o in (("float32", replace(opts, affinity_pass=way)), ("bfloat16 autocast", replace(opts, amp=True, affinity_pass=way))):
+            diff, top = max_difference(net, batches[0], o)
+            print(f"max |{way} - before| over every view's maps, {label}: {diff:.3g} (largest map value {top:.3g}, relative {diff / top:.2g})")
 
 
 if __name__ == "__main__":

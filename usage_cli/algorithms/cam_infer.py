@@ -17,11 +17,18 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from usage_cli.algorithms.fuse import fuse_views, refine_with_attention, relu_views, scaled_size
+from usage_cli.algorithms.fuse import (
+    fuse_views,
+    refine_with_affinity,
+    refine_with_attention,
+    relu_views,
+    scaled_size,
+)
 from usage_cli.errors import ConfigError
 
 REFINES = ("patch-affinity", "none")
 SOURCES = ("cam", "attn")
+AFFINITY_PASSES = ("auto", "single", "recompute")
 
 
 @dataclass(frozen=True)
@@ -34,6 +41,7 @@ class CamInference:
     source: str = "cam"  # cam | attn (class-to-patch attention x CAM, class tokens only)
     affinity_layers: int = 12  # the last layers whose attention makes the patch affinity
     amp: bool = False  # the network in bfloat16 autocast
+    affinity_pass: str = "auto"  # single | recompute | auto (by device, :func:`affinity_pass`)
     normalise: str = "max"  # how the views are fused (ReLU'd or not) for fuse.seed_maps; see fuse.NORMALISE
 
 
@@ -137,17 +145,38 @@ def view_maps(net, images: torch.Tensor, opts: CamInference) -> tuple[list[torch
     return views, flips
 
 
+def affinity_pass(device: torch.device, choice: str = "auto") -> str:
+    """How the patch affinity's product with the maps is made (both exact, equal within 1e-4):
+    ``single``: in the forward, each kept layer's attention formed a block of query rows at a time
+    and summed into one N x N affinity per view (34 MB at scale 2 of a 500x375 image), times the maps
+    after it; ``recompute``: every layer through the fused kernel, its queries and keys kept (linear
+    in the tokens), the product the fused kernel again with the maps as values. ``auto``: single on
+    the CPU, where it measured faster (DeiT-S, one 500x375 view: 0.93 / 0.77 of the bare forward at
+    scales 1 / 2 against 0.77 / 0.62, bench/affinity_passes.py); recompute elsewhere, where the fused
+    kernel is what a GPU is fast at and all views share a forward (N x N per view would bound the batch)."""
+    if choice not in AFFINITY_PASSES:
+        raise ConfigError(f"unknown affinity pass '{choice}'; choose {', '.join(AFFINITY_PASSES)}")
+    if choice != "auto":
+        return choice
+    return "single" if device.type == "cpu" else "recompute"
+
+
 def _forward_maps(net, part: torch.Tensor, opts: CamInference) -> torch.Tensor:
     """The float32 maps (V x C x h x w) of one forward of views: the source, refined."""
     keep = opts.affinity_layers if opts.refine == "patch-affinity" else 0
-    # 1. the network in bfloat16 autocast (amp), every layer through the fused attention kernel; the
-    #    queries and keys of the last affinity_layers layers kept for the refinement
+    single = bool(keep) and affinity_pass(part.device, opts.affinity_pass) == "single"
+    # 1. the network in bfloat16 autocast (amp); for the refinement either the affinity of the last
+    #    affinity_layers layers summed in the forward (single), or their queries and keys kept, every
+    #    layer through the fused attention kernel (recompute)
     with torch.autocast(part.device.type, dtype=torch.bfloat16, enabled=opts.amp):
-        out = net(part, keep_qk=keep, cls_attn=opts.source == "attn")
+        out = net(part, keep_qk=0 if single else keep, cls_attn=opts.source == "attn", affinity=keep if single else 0)
     # 2. the source: the activation maps, or (class tokens) the class-to-patch attention x the ReLU'd maps
     cams = out["cams"].float()
     z = out["cls_attn"].float() * torch.relu(cams) if opts.source == "attn" else cams
-    # 3. MCTformer's patch affinity (ReLU first, as MCTformer-V2), in float32 unless amp kept bfloat16 keys
-    if keep:
+    # 3. MCTformer's patch affinity (ReLU first, as MCTformer-V2): the summed affinity x the maps
+    #    (float32), or the fused kernel with the maps as values (float32 unless amp kept bfloat16 keys)
+    if single:
+        z = refine_with_affinity(out["affinity"], torch.relu(z))
+    elif keep:
         z = refine_with_attention(out["qk"], torch.relu(z), net.backbone.num_prefix_tokens)
     return z

@@ -43,6 +43,13 @@ def refine_with_attention(qk: Sequence[tuple[torch.Tensor, torch.Tensor, float]]
     return total[..., :C].transpose(1, 2).reshape(B, C, h, w)
 
 
+def refine_with_affinity(affinity: torch.Tensor, cams: torch.Tensor) -> torch.Tensor:
+    """MCTformer's patch-affinity refinement with its affinity made (B x N x N, ``sum_l mean_h
+    A_lh[patch, patch]``, N = h x w): ``affinity @ maps`` per image (maps B x C x h x w)."""
+    B, C, h, w = cams.shape
+    return torch.bmm(affinity, cams.flatten(2).transpose(1, 2).to(affinity.dtype)).transpose(1, 2).reshape(B, C, h, w)
+
+
 NORMALISE = ("max", "minmax", "raw-minmax")
 
 

@@ -14,7 +14,7 @@ from usage_cli.artifacts.cls_checkpoint import read_cls_checkpoint
 from usage_cli.errors import ConfigError
 from usage_cli.models.backbones import Stats, build_backbone, recorded_norm_stats
 from usage_cli.models.mappings import get_mapping
-from usage_cli.models.vit import rows_attention, vit_forward
+from usage_cli.models.vit import rows_attention, summing_affinity, vit_forward
 
 DEFAULT_MODEL_CONFIG: dict[str, Any] = {
     "backbone": "deit_s",
@@ -57,10 +57,16 @@ class Classifier(nn.Module):
         if not self.caps.tokens:  # depthwise convolutions are far faster channels-last on CPU
             self.to(memory_format=torch.channels_last)
 
-    def forward(self, x: torch.Tensor, keep_qk: int = 0, cls_attn: bool = False) -> dict[str, torch.Tensor]:
+    def forward(self, x: torch.Tensor, keep_qk: int = 0, cls_attn: bool = False, affinity: int = 0) -> dict[str, torch.Tensor]:
         """``keep_qk``: also ``out["qk"]``, the queries and keys of the last ``keep_qk`` layers
         (:class:`~usage_cli.models.vit.QK`; every layer still runs the fused attention kernel). ``mct``
-        with ``cls_attn``: ``out["cls_attn"]``, the seeds' class-to-patch attention (training needs neither)."""
+        with ``cls_attn``: ``out["cls_attn"]``, the seeds' class-to-patch attention. ``affinity``: also
+        ``out["affinity"]``, MCTformer's patch affinity of the last ``affinity`` layers (B x N x N),
+        summed in this forward (:func:`~usage_cli.models.vit.summing_affinity`). Training needs none."""
+        if affinity:
+            with summing_affinity(self.backbone.model, affinity) as got:
+                out = self.forward(x, keep_qk, cls_attn)
+            return {**out, "affinity": got.total}
         if not self.caps.tokens:
             x = x.contiguous(memory_format=torch.channels_last)
         if self.mapping_spec.class_tokens:

@@ -1,6 +1,7 @@
 """ViT forward passes that timm does not offer: the queries and keys of the last layers kept (for the
 seeds' class-to-patch attention and patch-affinity refinement, computed from them without ever forming
-a layer's T x T attention) and several class tokens (MCTformer's ``mct`` mapping)."""
+a layer's T x T attention), the patch affinity summed in the forward itself (its attention formed a
+block of query rows at a time), and several class tokens (MCTformer's ``mct`` mapping)."""
 
 from __future__ import annotations
 
@@ -66,6 +67,58 @@ def vit_forward(model: nn.Module, x: torch.Tensor, keep_qk: int = 0) -> tuple[to
         else:
             tokens = blk(tokens)
     return model.norm(tokens), kept
+
+
+ROWS = 128  # query rows whose attention weights :func:`summing_affinity` forms at once
+
+
+class Affinity:
+    """What :func:`summing_affinity` adds up: the head-mean patch-to-patch attention of the layers it
+    wraps, summed (B x N x N float32, N patches), or None before the first of them has run."""
+
+    total: torch.Tensor | None = None
+
+
+def _attention_summing(attn: nn.Module, x: torch.Tensor, got: Affinity, prefix: int, rows: int) -> torch.Tensor:
+    """timm ``Attention.forward`` (eval) with its weights formed ``rows`` query rows at a time (B x heads
+    x rows x T, never T x T); their patch-to-patch block, summed over heads, added to ``got.total``."""
+    B, T, _ = x.shape
+    # 1. queries, keys and values as timm's attention makes them (its q / k norms: hooks see them)
+    q, k, v = attn.qkv(x).reshape(B, T, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+    q, k = attn.q_norm(q), attn.k_norm(k)
+    if got.total is None:
+        got.total = torch.zeros(B, T - prefix, T - prefix, device=x.device)
+    out, kt = torch.empty_like(v), k.transpose(-2, -1)
+    for i in range(0, T, rows):
+        # 2. a block of query rows: its attention weights, its output, and (patch rows, patch columns) the sum over heads
+        a = ((q[:, :, i : i + rows] * attn.scale) @ kt).softmax(dim=-1)
+        out[:, :, i : i + rows] = a @ v
+        lo = max(i, prefix)
+        if lo < i + rows:
+            got.total[:, lo - prefix : i + rows - prefix] += a[:, :, lo - i :, prefix:].sum(1, dtype=torch.float32)
+    # 3. timm's output projection
+    return attn.proj(attn.norm(out.transpose(1, 2).reshape(B, T, -1)))
+
+
+@contextmanager
+def summing_affinity(model: nn.Module, layers: int, rows: int | None = None):
+    """While active, the last ``layers`` attention layers of ``model`` form their attention weights a
+    block of ``rows`` (:data:`ROWS`) query rows at a time and add its head-mean patch-to-patch block to the yielded
+    :class:`Affinity`: after one forward, MCTformer's patch affinity ``sum_l mean_h A_lh[patch, patch]``
+    (B x N x N) of that forward, made in the forward itself (the other layers keep the fused kernel)."""
+    got, prefix, rows = Affinity(), int(model.num_prefix_tokens), rows or ROWS
+    wrapped = [blk.attn for blk in list(model.blocks)[len(model.blocks) - layers :]]
+    for attn in wrapped:
+        if not (isinstance(getattr(attn, "q_norm", None), nn.Module) and hasattr(attn, "qkv") and hasattr(attn, "scale")):
+            raise ConfigError(f"{type(attn).__name__}: not timm's ViT attention (no qkv / q_norm); its attention cannot be read")
+        attn.forward = lambda x, *_a, attn=attn, **_k: _attention_summing(attn, x, got, prefix, rows)
+    try:
+        yield got
+    finally:
+        for attn in wrapped:
+            del attn.forward
+        if got.total is not None:
+            got.total /= wrapped[0].num_heads  # the sum over heads -> their mean
 
 
 def rows_attention(qk: QK, rows: int) -> torch.Tensor:
