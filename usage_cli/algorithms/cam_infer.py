@@ -151,8 +151,8 @@ def affinity_pass(device: torch.device, choice: str = "auto") -> str:
     and summed into one N x N affinity per view (34 MB at scale 2 of a 500x375 image), times the maps
     after it; ``recompute``: every layer through the fused kernel, its queries and keys kept (linear
     in the tokens), the product the fused kernel again with the maps as values. ``auto``: single on
-    the CPU, where it measured faster (DeiT-S, one 500x375 view: 0.93 / 0.77 of the bare forward at
-    scales 1 / 2 against 0.77 / 0.62, bench/affinity_passes.py); recompute elsewhere, where the fused
+    the CPU, where it measured faster (DeiT-S, one 500x375 view: 0.95 / 0.79 of the bare forward at
+    scales 1 / 2 against 0.78 / 0.64, bench/affinity_passes.py); recompute elsewhere, where the fused
     kernel is what a GPU is fast at and all views share a forward (N x N per view would bound the batch)."""
     if choice not in AFFINITY_PASSES:
         raise ConfigError(f"unknown affinity pass '{choice}'; choose {', '.join(AFFINITY_PASSES)}")
