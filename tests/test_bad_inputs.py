@@ -789,14 +789,11 @@ def test_a_corrupt_partial_seed_store_is_discarded_with_a_warning(w):
     assert (out / "manifest.json").exists()
 
 
-def test_an_interrupted_batch_is_said_and_resumed(w, monkeypatch):
-    """--batch-size 8 over 10 images, interrupted in the second batch: the line says what is kept (8 of
-    10) and that the batch in flight is not; the rerun says what it resumes and finishes."""
+def _interrupt_second_forward(monkeypatch) -> list[int]:
+    """gen-seeds' ``views_to_maps`` interrupted (Ctrl-C) on its second call; the list counts the calls
+    (a test that sets it past 2 lets the rest run)."""
     import usage_cli.stages.gen_seeds as gs
 
-    root = w / "data-ten"
-    if not root.exists():
-        generate(root, n_train=10, n_val=1, size=32, seed=1)
     real, calls = gs.views_to_maps, []
 
     def interrupted(*a, **k):
@@ -806,6 +803,16 @@ def test_an_interrupted_batch_is_said_and_resumed(w, monkeypatch):
         return real(*a, **k)
 
     monkeypatch.setattr(gs, "views_to_maps", interrupted)
+    return calls
+
+
+def test_an_interrupted_batch_is_said_and_resumed(w, monkeypatch):
+    """--batch-size 8 over 10 images, interrupted in the second batch: the line says what is kept (8 of
+    10) and that the batch in flight is not; the rerun says what it resumes and finishes."""
+    root = w / "data-ten"
+    if not root.exists():
+        generate(root, n_train=10, n_val=1, size=32, seed=1)
+    calls = _interrupt_second_forward(monkeypatch)
     out = w / "interrupted-seeds"
     args = ["gen-seeds", "--root", root, "--split", "train", "--ckpt", w / "cls" / "checkpoint.pt", "--out", out, "--scales", "1.0",
             "--workers", 0, "--overlays", 0, "--batch-size", 8, "--quiet"]  # fmt: skip
@@ -994,17 +1001,7 @@ def test_psa_walk_names_the_unfinished_refine_psa_run_in_its_out(w):
 
 
 def test_a_gen_seeds_resume_with_other_options_names_them(w, monkeypatch):
-    import usage_cli.stages.gen_seeds as gs
-
-    real, calls = gs.views_to_maps, []
-
-    def interrupted(*a, **k):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(*a, **k)
-
-    monkeypatch.setattr(gs, "views_to_maps", interrupted)
+    _interrupt_second_forward(monkeypatch)
     out = w / "resume-other"
     assert _run(*gen_seeds(w, out, None, "--batch-size", 1)).exit_code == 130
     _refused(_run(*gen_seeds(w, out, None, "--batch-size", 1, "--no-flip")), "flip", "--force")
